@@ -1,1 +1,26 @@
-//! placeholder
+//! Kafka adapters over `rdkafka`: the idempotent event producer, the
+//! consumer runtime around a [`Handler`], and admin queries that work on the
+//! embedded broker and on real Kafka alike.
+//!
+//! The runtime's guarantees (DESIGN §5):
+//! - offsets are committed only after the handler succeeded (and what it
+//!   emitted was acknowledged by the broker) or the record was dead-lettered;
+//! - retryable failures are retried with backoff, fatal ones and exhausted
+//!   ones go to `<topic>.dlq` with the original key, value and headers;
+//! - events emitted by a handler inherit the correlation id and trace, and
+//!   name the handled event as their cause;
+//! - a redelivered event already handled by the group is skipped when an
+//!   idempotency store is configured.
+
+pub mod admin;
+pub mod config;
+pub mod event;
+pub mod ids;
+pub mod producer;
+pub mod runtime;
+
+pub use config::KafkaConfig;
+pub use event::{Emitter, IncomingEvent, OutgoingEvent};
+pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
+pub use producer::{Delivery, EventProducer, PublishError};
+pub use runtime::{ConsumerRuntime, CorrelationPolicy, Handler, Outcome, RunSummary, RuntimeError};

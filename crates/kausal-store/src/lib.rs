@@ -1,1 +1,169 @@
-//! placeholder
+//! Kausal's SQL store: idempotency keys (and, as the system grows, lineage,
+//! receipts, the DLQ ledger). One set of queries for SQLite (the default, a
+//! file under the data dir) and PostgreSQL (by URL), kept in `.sql` files;
+//! numbered migrations in `ddl/` applied on connect.
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `sqlite://PATH` (created if missing) | SQLite |
+//! | `postgres://…`, `postgresql://…` | PostgreSQL |
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+mod migrate;
+pub mod testing;
+
+pub use migrate::MIGRATIONS;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
+    )]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database at {url}: {source} (is it running and reachable?)")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A connection pool plus the queries Kausal runs.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        install_default_drivers();
+        let (backend, url) = normalise(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets several service processes share one file.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact(&url),
+                source,
+            })?;
+        let store = Self { pool, backend };
+        migrate::apply(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// True when `group` already handled `event_id` to the end.
+    pub async fn is_processed(&self, group: &str, event_id: &str) -> Result<bool> {
+        let count: i64 = sqlx::query_scalar(include_str!("../sql/processed_event_exists.sql"))
+            .bind(group)
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count > 0)
+    }
+
+    /// Records that `group` handled `event_id`. Returns false when it was
+    /// already recorded.
+    pub async fn mark_processed(&self, group: &str, event_id: &str, at_ms: i64) -> Result<bool> {
+        let result = sqlx::query(include_str!("../sql/processed_event_insert.sql"))
+            .bind(group)
+            .bind(event_id)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn normalise(url: &str) -> Result<(Backend, String)> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        // `mode=rwc` creates the file when missing.
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        let url = if rest.contains("mode=") {
+            url.to_owned()
+        } else {
+            format!("{url}{sep}mode=rwc")
+        };
+        return Ok((Backend::Sqlite, url));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_owned()));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_owned()))
+}
+
+/// Hides a password in a URL before it goes into an error message.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalise("sqlite://a/b.db").expect("sqlite"),
+            (Backend::Sqlite, "sqlite://a/b.db?mode=rwc".to_owned())
+        );
+        assert_eq!(normalise("postgres://x@h/db").expect("pg").0, Backend::Postgres);
+        assert!(normalise("mysql://x").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! Telemetry for every Kausal service: JSON log lines with the fields of
+//! DESIGN §6, and the Prometheus metric set served on `/metrics`.
+//!
+//! Names live here once: [`fields`] for log fields, [`metrics`] for metric
+//! names and labels. The consumer runtime and services use these, never
+//! their own strings.
+
+pub mod fields;
+pub mod logs;
+pub mod metrics;
+
+pub use logs::init_logging;
+pub use metrics::{Metrics, serve_metrics};

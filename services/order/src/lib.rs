@@ -1,1 +1,160 @@
-//! placeholder
+//! order-service: places orders. Publishes `OrderPlaced` (keyed by order id)
+//! on `orders` at a configurable rate, leaving out the customer email on a
+//! configurable fraction of orders so the seeds' notification bug can be
+//! reproduced.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kausal_contracts::{ORDER_PLACED_VERSION, OrderPlaced, event_types, topics};
+use kausal_kafka::{EventProducer, OutgoingEvent};
+use kausal_telemetry::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE_NAME: &str = "order-service";
+
+/// How the generator behaves.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Orders per second; 0 publishes nothing.
+    pub rate_per_sec: f64,
+    /// Fraction of orders without `customer_email`, in `[0, 1]`.
+    pub missing_email_rate: f64,
+    /// Stop after this many orders.
+    pub max_orders: Option<u64>,
+    pub topic: String,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_sec: 5.0,
+            missing_email_rate: 0.05,
+            max_orders: None,
+            topic: topics::ORDERS.to_owned(),
+        }
+    }
+}
+
+/// Business metrics of the order service.
+#[derive(Debug, Clone, Default)]
+pub struct OrderMetrics {
+    pub orders_published: Counter,
+    pub orders_publish_failed: Counter,
+}
+
+impl OrderMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self::default();
+        metrics.register("orders_published", "Orders placed and acknowledged by Kafka", None, m.orders_published.clone());
+        metrics.register("orders_publish_failed", "Orders that could not be published", None, m.orders_publish_failed.clone());
+        m
+    }
+}
+
+/// A plausible random order.
+pub fn random_order(rng: &mut impl Rng, missing_email_rate: f64) -> OrderPlaced {
+    let n: u32 = rng.random_range(0..1_000_000);
+    let order_id = format!("ord-{}", uuid_suffix(rng));
+    let user = rng.random_range(1..5000);
+    let cents: u32 = rng.random_range(500..50_000);
+    OrderPlaced {
+        order_id,
+        user_id: format!("user-{user}"),
+        amount: f64::from(cents) / 100.0,
+        currency: "EUR".to_owned(),
+        customer_email: (!rng.random_bool(missing_email_rate.clamp(0.0, 1.0)))
+            .then(|| format!("customer{n}@example.com")),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
+}
+
+fn uuid_suffix(rng: &mut impl Rng) -> String {
+    let v: u64 = rng.random();
+    format!("{:012x}", v & 0xffff_ffff_ffff)
+}
+
+/// Publishes one order as a root event and waits for the broker.
+pub async fn place_order(
+    producer: &EventProducer,
+    topic: &str,
+    order: &OrderPlaced,
+    correlation_id: Option<kausal_core::CorrelationId>,
+    parent: Option<kausal_core::TraceParent>,
+) -> Result<OutgoingEvent, kausal_kafka::PublishError> {
+    let event = OutgoingEvent::root(
+        topic,
+        Some(&order.order_id),
+        event_types::ORDER_PLACED,
+        ORDER_PLACED_VERSION,
+        order,
+        SERVICE_NAME,
+        correlation_id,
+        parent,
+    )?;
+    producer.publish(&event).await?;
+    Ok(event)
+}
+
+/// Publishes orders at `config.rate_per_sec` until `shutdown` (or
+/// `max_orders`). Up to 256 publishes are in flight at once so that high
+/// rates are not capped by the broker round trip. Returns how many orders
+/// were acknowledged.
+pub async fn run_generator(
+    producer: EventProducer,
+    config: GeneratorConfig,
+    metrics: OrderMetrics,
+    shutdown: CancellationToken,
+) -> u64 {
+    const MAX_IN_FLIGHT: usize = 256;
+    if config.rate_per_sec <= 0.0 {
+        shutdown.cancelled().await;
+        return 0;
+    }
+    let period = Duration::from_secs_f64(1.0 / config.rate_per_sec);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = FuturesUnordered::new();
+    let mut started = 0u64;
+    let mut published = 0u64;
+    loop {
+        let may_start = in_flight.len() < MAX_IN_FLIGHT && config.max_orders.is_none_or(|m| started < m);
+        if !may_start && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                match result {
+                    Ok(_) => { published += 1; metrics.orders_published.inc(); }
+                    Err(e) => { metrics.orders_publish_failed.inc(); tracing::error!(error = %e, "order not published"); }
+                }
+            }
+            _ = ticker.tick(), if may_start => {
+                let order = random_order(&mut rand::rng(), config.missing_email_rate);
+                let producer = producer.clone();
+                let topic = config.topic.clone();
+                started += 1;
+                in_flight.push(async move {
+                    let result = place_order(&producer, &topic, &order, None, None).await;
+                    if result.is_ok() {
+                        tracing::info!(orderId = %order.order_id, amount = order.amount, hasEmail = order.customer_email.is_some(), "order placed");
+                    }
+                    result
+                });
+            }
+        }
+    }
+    // Finish what is in flight: those orders were announced to the broker.
+    while let Some(result) = in_flight.next().await {
+        if result.is_ok() {
+            published += 1;
+            metrics.orders_published.inc();
+        }
+    }
+    published
+}

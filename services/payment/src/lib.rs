@@ -1,1 +1,182 @@
-//! placeholder
+//! payment-service: consumes `OrderPlaced` from `orders`, charges a payment
+//! gateway, and publishes `PaymentProcessed` (or `PaymentFailed` when the
+//! payment is declined) on `payments`, keyed by order id.
+//!
+//! The gateway is a trait so that tests (and a real integration) can supply
+//! their own; [`SimulatedGateway`] fails transiently at a configurable rate
+//! (the seed's 20 %), which the runtime retries and finally dead-letters.
+
+use std::future::Future;
+use std::time::Instant;
+
+use kausal_contracts::{
+    OrderPlaced, PAYMENT_FAILED_VERSION, PAYMENT_PROCESSED_VERSION, PaymentFailed, PaymentProcessed,
+    event_types, topics,
+};
+use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
+use kausal_telemetry::Metrics;
+use kausal_telemetry::metrics::duration_histogram;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use rand::Rng;
+
+pub const SERVICE_NAME: &str = "payment-service";
+pub const GROUP: &str = "payment-service";
+
+/// The gateway's answer to a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charge {
+    Approved { payment_id: String },
+    Declined { reason: String },
+}
+
+/// A transient gateway fault: worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError(pub String);
+
+/// Where money is taken. Implement for a real provider or a test double.
+pub trait PaymentGateway: Send + Sync + 'static {
+    fn charge(&self, order: &OrderPlaced) -> impl Future<Output = Result<Charge, GatewayError>> + Send;
+}
+
+/// A gateway that fails transiently at `failure_rate` per attempt and
+/// declines at `decline_rate` per order.
+#[derive(Debug, Clone)]
+pub struct SimulatedGateway {
+    pub failure_rate: f64,
+    pub decline_rate: f64,
+}
+
+impl PaymentGateway for SimulatedGateway {
+    async fn charge(&self, order: &OrderPlaced) -> Result<Charge, GatewayError> {
+        let mut rng = rand::rng();
+        if rng.random_bool(self.failure_rate.clamp(0.0, 1.0)) {
+            return Err(GatewayError("payment gateway timed out".to_owned()));
+        }
+        if rng.random_bool(self.decline_rate.clamp(0.0, 1.0)) {
+            return Ok(Charge::Declined {
+                reason: "card declined by issuer".to_owned(),
+            });
+        }
+        let id: u64 = rng.random();
+        Ok(Charge::Approved {
+            payment_id: format!("pay-{:016x}-{}", id, order.order_id),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// Business metrics of the payment service.
+#[derive(Debug, Clone)]
+pub struct PaymentMetrics {
+    pub payments: Family<OutcomeLabel, Counter>,
+    pub payment_processing_duration: Histogram,
+}
+
+impl PaymentMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self {
+            payments: Family::default(),
+            payment_processing_duration: duration_histogram(),
+        };
+        metrics.register("payments", "Charges by outcome: approved, declined, gateway_error", None, m.payments.clone());
+        metrics.register(
+            "payment_processing_duration",
+            "Time the gateway took per charge",
+            Some(prometheus_client::registry::Unit::Seconds),
+            m.payment_processing_duration.clone(),
+        );
+        m
+    }
+
+    fn count(&self, outcome: &str) {
+        self.payments
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Handles `OrderPlaced`.
+#[derive(Debug)]
+pub struct PaymentHandler<G> {
+    gateway: G,
+    metrics: PaymentMetrics,
+    payments_topic: String,
+}
+
+impl<G: PaymentGateway> PaymentHandler<G> {
+    pub fn new(gateway: G, metrics: PaymentMetrics) -> Self {
+        Self {
+            gateway,
+            metrics,
+            payments_topic: topics::PAYMENTS.to_owned(),
+        }
+    }
+}
+
+impl<G: PaymentGateway> Handler for PaymentHandler<G> {
+    async fn handle(&self, event: &IncomingEvent, out: &mut Emitter) -> Result<(), HandlerError> {
+        if event.event_type() != Some(event_types::ORDER_PLACED) {
+            return Err(HandlerError::unknown_event_type(event.event_type()));
+        }
+        let order: OrderPlaced = event.json()?;
+        order
+            .validate()
+            .map_err(|reason| HandlerError::fatal("InvalidOrder", reason))?;
+        let started = Instant::now();
+        let charge = self.gateway.charge(&order).await;
+        self.metrics
+            .payment_processing_duration
+            .observe(started.elapsed().as_secs_f64());
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        match charge {
+            Ok(Charge::Approved { payment_id }) => {
+                self.metrics.count("approved");
+                tracing::info!(orderId = %order.order_id, paymentId = %payment_id, "payment approved");
+                out.emit(
+                    &self.payments_topic,
+                    Some(&order.order_id),
+                    event_types::PAYMENT_PROCESSED,
+                    PAYMENT_PROCESSED_VERSION,
+                    &PaymentProcessed {
+                        order_id: order.order_id.clone(),
+                        payment_id,
+                        amount: order.amount,
+                        currency: order.currency.clone(),
+                        customer_email: order.customer_email.clone(),
+                        processed_at: now,
+                    },
+                )
+            }
+            Ok(Charge::Declined { reason }) => {
+                self.metrics.count("declined");
+                tracing::info!(orderId = %order.order_id, reason = %reason, "payment declined");
+                out.emit(
+                    &self.payments_topic,
+                    Some(&order.order_id),
+                    event_types::PAYMENT_FAILED,
+                    PAYMENT_FAILED_VERSION,
+                    &PaymentFailed {
+                        order_id: order.order_id.clone(),
+                        reason,
+                        amount: order.amount,
+                        currency: order.currency.clone(),
+                        failed_at: now,
+                    },
+                )
+            }
+            Err(GatewayError(message)) => {
+                self.metrics.count("gateway_error");
+                Err(HandlerError::retryable("PaymentGatewayError", message))
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Events as handlers see them: what came in, and what a handler emits.
+
+use kausal_core::headers::{self, DecodedHeaders, EventHeaders, HeaderIssue, RawHeader, RecordPosition};
+use kausal_core::{CorrelationId, EventId, HandlerError, SpanId, TraceParent};
+use rdkafka::message::{Headers, Message};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ids;
+
+/// One consumed record with its decoded (and repaired) Kausal headers.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Record timestamp, ms since the Unix epoch.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: EventHeaders,
+    /// What was wrong with the headers and how it was repaired.
+    pub issues: Vec<HeaderIssue>,
+    /// Every header exactly as it arrived, for dead-lettering.
+    pub raw_headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The trace context of this consumer's handling: the incoming trace
+    /// (or a new one) continued by this consumer's own span.
+    pub trace: TraceParent,
+}
+
+impl IncomingEvent {
+    /// Copies a consumed record and decodes its headers.
+    pub fn from_message<M: Message>(message: &M) -> Self {
+        let raw_headers: Vec<(String, Option<Vec<u8>>)> = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let borrowed: Vec<RawHeader<'_>> = raw_headers
+            .iter()
+            .map(|(name, value)| RawHeader {
+                name,
+                value: value.as_deref(),
+            })
+            .collect();
+        let DecodedHeaders { headers, issues } = headers::decode(
+            &borrowed,
+            RecordPosition {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+        );
+        let trace = match headers.traceparent {
+            Some(parent) => parent.child(ids::new_span_id()),
+            None => TraceParent::new(ids::new_trace_id(), ids::new_span_id(), true),
+        };
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+            issues,
+            raw_headers,
+            trace,
+        }
+    }
+
+    pub fn event_id(&self) -> EventId {
+        self.headers.event_id
+    }
+
+    pub fn correlation_id(&self) -> &CorrelationId {
+        &self.headers.correlation_id
+    }
+
+    pub fn event_type(&self) -> Option<&str> {
+        self.headers.event_type.as_deref()
+    }
+
+    /// The key as UTF-8, when it is.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The payload decoded as JSON. A missing, empty or malformed payload is
+    /// a fatal error: retrying cannot fix the bytes.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        match self.payload.as_deref() {
+            None | Some([]) => Err(HandlerError::bad_payload("the record has an empty value")),
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                HandlerError::bad_payload(format!(
+                    "payload is not a valid {}: {e}",
+                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("event")
+                ))
+            }),
+        }
+    }
+
+    /// The headers a child event gets: same correlation id and trace, this
+    /// event as the cause, a new event id.
+    pub fn child_headers(&self, source_service: &str, event_type: &str, version: u32) -> EventHeaders {
+        EventHeaders {
+            event_id: ids::new_event_id(),
+            event_type: Some(event_type.to_owned()),
+            event_version: Some(version),
+            correlation_id: self.headers.correlation_id.clone(),
+            causation_id: Some(self.headers.event_id),
+            source_service: Some(source_service.to_owned()),
+            content_type: Some(headers::CONTENT_TYPE_JSON.to_owned()),
+            traceparent: Some(self.trace),
+            tracestate: self.headers.tracestate.clone(),
+            baggage: self.headers.baggage.clone(),
+        }
+    }
+
+    /// The span id of this consumer's handling.
+    pub fn span_id(&self) -> SpanId {
+        self.trace.parent_id
+    }
+}
+
+/// An event ready to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: EventHeaders,
+    /// Headers beyond the Kausal set, appended as they are.
+    pub extra_headers: Vec<(String, Vec<u8>)>,
+}
+
+impl OutgoingEvent {
+    /// A root event: starts a business operation (new correlation id unless
+    /// given) and a trace (unless a parent context is given, e.g. from HTTP).
+    pub fn root<T: Serialize>(
+        topic: &str,
+        key: Option<&str>,
+        event_type: &str,
+        version: u32,
+        payload: &T,
+        source_service: &str,
+        correlation_id: Option<CorrelationId>,
+        parent: Option<TraceParent>,
+    ) -> Result<Self, serde_json::Error> {
+        let event_id = ids::new_event_id();
+        let trace = match parent {
+            Some(p) => p.child(ids::new_span_id()),
+            None => TraceParent::new(ids::new_trace_id(), ids::new_span_id(), true),
+        };
+        Ok(Self {
+            topic: topic.to_owned(),
+            key: key.map(|k| k.as_bytes().to_vec()),
+            payload: serde_json::to_vec(payload)?,
+            headers: EventHeaders {
+                event_id,
+                event_type: Some(event_type.to_owned()),
+                event_version: Some(version),
+                correlation_id: correlation_id.unwrap_or_else(|| CorrelationId::adopt(event_id)),
+                causation_id: None,
+                source_service: Some(source_service.to_owned()),
+                content_type: Some(headers::CONTENT_TYPE_JSON.to_owned()),
+                traceparent: Some(trace),
+                tracestate: None,
+                baggage: None,
+            },
+            extra_headers: Vec::new(),
+        })
+    }
+}
+
+/// Collects the events a handler emits. They are published only after the
+/// handler returns `Ok`, and the consumed offset is committed only after the
+/// broker acknowledged them: a failed attempt emits nothing.
+#[derive(Debug)]
+pub struct Emitter {
+    service: String,
+    parent: IncomingEvent,
+    pending: Vec<OutgoingEvent>,
+}
+
+impl Emitter {
+    pub(crate) fn new(service: &str, parent: &IncomingEvent) -> Self {
+        Self {
+            service: service.to_owned(),
+            parent: parent.clone(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Emits `payload` as JSON on `topic` with the given key and type.
+    pub fn emit<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: Option<&str>,
+        event_type: &str,
+        version: u32,
+        payload: &T,
+    ) -> Result<(), HandlerError> {
+        let bytes = serde_json::to_vec(payload).map_err(|e| {
+            HandlerError::fatal("SerializationError", format!("cannot encode {event_type}: {e}"))
+        })?;
+        self.pending.push(OutgoingEvent {
+            topic: topic.to_owned(),
+            key: key.map(|k| k.as_bytes().to_vec()),
+            payload: bytes,
+            headers: self.parent.child_headers(&self.service, event_type, version),
+            extra_headers: Vec::new(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<OutgoingEvent> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,641 @@
+//! The consumer runtime: a consumer group around a [`Handler`], with
+//! commit-after-success, retries, dead-lettering and an idempotency guard.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use kausal_core::dlq::{self, DeadLetter};
+use kausal_core::retry::{GiveUpReason, RetryDecision};
+use kausal_core::{HandlerError, RetryPolicy};
+use kausal_store::Store;
+use kausal_telemetry::metrics::{Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind};
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::KafkaConfig;
+use crate::event::{Emitter, IncomingEvent};
+use crate::ids;
+use crate::producer::{EventProducer, PublishError};
+
+/// Header set on a dead letter whose original value could not be copied
+/// (the broker refused the size); the original stays at its offset.
+pub const DLQ_VALUE_OMITTED: &str = "dlq-original-value-omitted";
+
+/// Business logic for one consumer group. Implement with `async fn`.
+///
+/// Return `Ok(())` when the event is handled (also for event types this
+/// handler deliberately ignores), a retryable [`HandlerError`] for transient
+/// faults, a fatal one for bad input. Emit follow-up events through `out`:
+/// they are published only if the handler succeeds.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        event: &IncomingEvent,
+        out: &mut Emitter,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// What to do with an event that carries no usable `correlation-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorrelationPolicy {
+    /// Use the event's own id, log a warning, count it.
+    #[default]
+    Adopt,
+    /// Dead-letter it without calling the handler.
+    Reject,
+}
+
+/// How the runtime finished with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Processed { attempts: u32 },
+    DeadLettered { attempts: u32, error_type: String, error_message: String },
+    DuplicateSkipped,
+}
+
+impl Outcome {
+    /// The label of DESIGN §5's receipts.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Processed { .. } => "processed",
+            Self::DeadLettered { .. } => "dead_lettered",
+            Self::DuplicateSkipped => "duplicate_skipped",
+        }
+    }
+}
+
+/// Counts of one run, returned on graceful shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: u64,
+    pub dead_lettered: u64,
+    pub duplicates_skipped: u64,
+    pub retries: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(KafkaError),
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Called after each record is finished (tests, receipts).
+pub type OutcomeObserver = Arc<dyn Fn(&IncomingEvent, &Outcome) + Send + Sync>;
+
+/// Offsets of finished records not yet committed: (topic, partition) → next
+/// offset to read.
+#[derive(Debug, Default)]
+struct Pending {
+    offsets: HashMap<(String, i32), i64>,
+    dirty: bool,
+}
+
+impl Pending {
+    fn to_list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.offsets {
+            let wanted = only.is_none_or(|l| l.find_partition(topic, *partition).is_some());
+            if wanted {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        tpl
+    }
+}
+
+/// Commits finished work for partitions that are being taken away, before
+/// another member can start on them.
+struct RuntimeContext {
+    pending: Arc<Mutex<Pending>>,
+    group: String,
+}
+
+impl ClientContext for RuntimeContext {}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(revoked) => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let tpl = pending.to_list(Some(revoked));
+                if tpl.count() > 0 {
+                    match consumer.commit(&tpl, CommitMode::Sync) {
+                        Ok(()) => tracing::info!(group = %self.group, partitions = tpl.count(), "committed finished work before rebalance"),
+                        Err(e) => tracing::warn!(group = %self.group, error = %e, "commit before rebalance failed; those records will be redelivered"),
+                    }
+                }
+                for elem in revoked.elements() {
+                    pending.offsets.remove(&(elem.topic().to_owned(), elem.partition()));
+                }
+            }
+            Rebalance::Assign(assigned) => {
+                tracing::info!(group = %self.group, partitions = assigned.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry with the next commit");
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+        }
+    }
+}
+
+/// A consumer group member running a [`Handler`].
+pub struct ConsumerRuntime<H> {
+    config: KafkaConfig,
+    service: String,
+    group: String,
+    topics: Vec<String>,
+    handler: Arc<H>,
+    producer: EventProducer,
+    retry: RetryPolicy,
+    correlation: CorrelationPolicy,
+    store: Option<Store>,
+    metrics: Metrics,
+    commit_interval: Duration,
+    infra_backoff: Duration,
+    observer: Option<OutcomeObserver>,
+    dlq_overrides: HashMap<String, String>,
+}
+
+impl<H> std::fmt::Debug for ConsumerRuntime<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRuntime")
+            .field("service", &self.service)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> ConsumerRuntime<H> {
+    pub fn new(
+        config: KafkaConfig,
+        service: &str,
+        group: &str,
+        topics: &[&str],
+        handler: H,
+        producer: EventProducer,
+    ) -> Self {
+        Self {
+            config,
+            service: service.to_owned(),
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            handler: Arc::new(handler),
+            metrics: producer.metrics().clone(),
+            producer,
+            retry: RetryPolicy::default(),
+            correlation: CorrelationPolicy::default(),
+            store: None,
+            commit_interval: Duration::from_millis(200),
+            infra_backoff: Duration::from_millis(500),
+            observer: None,
+            dlq_overrides: HashMap::new(),
+        }
+    }
+
+    /// Dead-letter records of `source` to `dlq` instead of `<source>.dlq`
+    /// (the seed's `DLQ_TOPIC`).
+    pub fn dead_letter_topic(mut self, source: &str, dlq: &str) -> Self {
+        self.dlq_overrides.insert(source.to_owned(), dlq.to_owned());
+        self
+    }
+
+    fn dlq_topic_for(&self, source: &str) -> String {
+        self.dlq_overrides
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| dlq::dlq_topic(source))
+    }
+
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn correlation_policy(mut self, policy: CorrelationPolicy) -> Self {
+        self.correlation = policy;
+        self
+    }
+
+    /// Skip events this group already handled (by event id).
+    pub fn idempotency_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How often finished offsets are committed while running.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    pub fn on_outcome(mut self, observer: OutcomeObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the record in
+    /// hand, commits, flushes and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let context = RuntimeContext {
+            pending: pending.clone(),
+            group: self.group.clone(),
+        };
+        let client_id = format!("{}-{}", self.service, std::process::id());
+        let consumer: StreamConsumer<RuntimeContext> = self
+            .config
+            .consumer_config(&self.group, &client_id)
+            .create_with_context(context)
+            .map_err(RuntimeError::Create)?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| RuntimeError::Subscribe {
+                topics: self.topics.clone(),
+                source,
+            })?;
+        tracing::info!(service = %self.service, group = %self.group, topics = ?self.topics, "consumer started");
+
+        let mut summary = RunSummary::default();
+        let mut last_commit = Instant::now();
+        let mut last_error_log: Option<Instant> = None;
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                r = tokio::time::timeout(self.commit_interval, consumer.recv()) => r,
+            };
+            match received {
+                Err(_elapsed) => {}
+                Ok(Err(e)) => {
+                    // Transport errors and unknown topics are reported here
+                    // and recover by themselves; log them without flooding.
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(group = %self.group, error = %e, "consumer error");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+                Ok(Ok(message)) => {
+                    let event = IncomingEvent::from_message(&message);
+                    drop(message);
+                    let Some(outcome) = self.finish(&event, &shutdown, &mut summary).await else {
+                        // Shut down while waiting on infrastructure: the
+                        // record is not finished, so it is not committed.
+                        break;
+                    };
+                    match &outcome {
+                        Outcome::Processed { .. } => summary.processed += 1,
+                        Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
+                        Outcome::DuplicateSkipped => summary.duplicates_skipped += 1,
+                    }
+                    if let Some(observer) = &self.observer {
+                        observer(&event, &outcome);
+                    }
+                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    p.offsets.insert((event.topic.clone(), event.partition), event.offset + 1);
+                    p.dirty = true;
+                }
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                if p.dirty {
+                    let tpl = p.to_list(None);
+                    if tpl.count() > 0
+                        && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+                    {
+                        tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry");
+                    } else {
+                        p.dirty = false;
+                    }
+                }
+                last_commit = Instant::now();
+            }
+        }
+
+        // Graceful stop: commit everything finished, flush, leave the group.
+        let tpl = pending.lock().unwrap_or_else(|e| e.into_inner()).to_list(None);
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => tracing::info!(group = %self.group, "final offsets committed"),
+                Err(e) => tracing::error!(group = %self.group, error = %e, "final commit failed; finished records will be redelivered"),
+            }
+        }
+        self.producer.flush(Duration::from_secs(10));
+        consumer.unsubscribe();
+        tracing::info!(group = %self.group, processed = summary.processed, dead_lettered = summary.dead_lettered, "consumer stopped");
+        Ok(summary)
+    }
+
+    /// Handles, dead-letters or skips one record. `None` only when shutdown
+    /// interrupted a wait, leaving the record unfinished.
+    async fn finish(&self, event: &IncomingEvent, shutdown: &CancellationToken, summary: &mut RunSummary) -> Option<Outcome> {
+        let span = tracing::info_span!(
+            "process",
+            correlationId = %event.headers.correlation_id,
+            eventId = %event.headers.event_id,
+            eventType = event.event_type().unwrap_or(""),
+            traceId = %event.trace.trace_id,
+            spanId = %event.trace.parent_id,
+            topic = %event.topic,
+            partition = event.partition,
+            offset = event.offset,
+            consumerGroup = %self.group,
+        );
+        async {
+            let started = Instant::now();
+            self.metrics.handlers_in_flight.inc();
+            let outcome = self.finish_inner(event, shutdown, summary).await;
+            self.metrics.handlers_in_flight.dec();
+            let duration = started.elapsed();
+            self.metrics
+                .event_processing_duration
+                .get_or_create(&TopicEventType {
+                    topic: event.topic.clone(),
+                    event_type: event.event_type().unwrap_or("unknown").to_owned(),
+                })
+                .observe(duration.as_secs_f64());
+            let duration_ms = duration.as_secs_f64() * 1000.0;
+            match &outcome {
+                Some(Outcome::Processed { attempts }) => {
+                    tracing::info!(durationMs = duration_ms, attempts, outcome = "processed", "event processed");
+                }
+                Some(Outcome::DuplicateSkipped) => {
+                    tracing::info!(durationMs = duration_ms, outcome = "duplicate_skipped", "event already processed by this group; skipped");
+                }
+                Some(Outcome::DeadLettered { attempts, error_type, error_message }) => {
+                    tracing::error!(
+                        durationMs = duration_ms,
+                        attempts,
+                        outcome = "dead_lettered",
+                        errorType = %error_type,
+                        error = %error_message,
+                        dlqTopic = %self.dlq_topic_for(&event.topic),
+                        "event dead-lettered"
+                    );
+                }
+                None => tracing::warn!("shutdown before the event was finished; it will be redelivered"),
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn finish_inner(&self, event: &IncomingEvent, shutdown: &CancellationToken, summary: &mut RunSummary) -> Option<Outcome> {
+        let topic_group = TopicGroup {
+            topic: event.topic.clone(),
+            consumer_group: self.group.clone(),
+        };
+        self.metrics.events_consumed.get_or_create(&topic_group).inc();
+        for issue in &event.issues {
+            self.metrics
+                .event_header_issues
+                .get_or_create(&TopicGroupKind {
+                    topic: event.topic.clone(),
+                    consumer_group: self.group.clone(),
+                    kind: issue.kind().to_owned(),
+                })
+                .inc();
+            tracing::warn!(headerIssue = issue.kind(), "{issue}");
+        }
+        if event.issues.iter().any(|i| i.is_correlation_adopted()) {
+            self.metrics.events_missing_correlation.get_or_create(&topic_group).inc();
+            if self.correlation == CorrelationPolicy::Reject {
+                let error = HandlerError::missing_correlation_id();
+                return self.dead_letter(event, &error, 0, shutdown).await;
+            }
+        }
+
+        if let Some(store) = &self.store {
+            let event_id = event.headers.event_id.to_string();
+            let seen = self
+                .with_store_retry(shutdown, &topic_group, || store.is_processed(&self.group, &event_id))
+                .await?;
+            if seen {
+                self.metrics.events_duplicate_skipped.get_or_create(&topic_group).inc();
+                return Some(Outcome::DuplicateSkipped);
+            }
+        }
+
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut out = Emitter::new(&self.service, event);
+            let result = AssertUnwindSafe(self.handler.handle(event, &mut out))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "handler panicked".to_owned());
+                    Err(HandlerError::retryable("HandlerPanic", message))
+                });
+            let error = match result {
+                Ok(()) => match self.publish_emitted(out.take(), shutdown).await {
+                    Some(Ok(())) => {
+                        if let Some(store) = &self.store {
+                            let event_id = event.headers.event_id.to_string();
+                            self.with_store_retry(shutdown, &topic_group, || {
+                                store.mark_processed(&self.group, &event_id, ids::now_ms())
+                            })
+                            .await?;
+                        }
+                        return Some(Outcome::Processed { attempts: attempt });
+                    }
+                    Some(Err(error)) => error,
+                    None => return None,
+                },
+                Err(error) => {
+                    out.clear();
+                    error
+                }
+            };
+            self.metrics
+                .event_processing_errors
+                .get_or_create(&TopicErrorType {
+                    topic: event.topic.clone(),
+                    error_type: error.error_type.clone(),
+                })
+                .inc();
+            let sample: f64 = rand::rng().random();
+            match self.retry.decide(attempt, error.class, sample) {
+                RetryDecision::RetryAfter(delay) => {
+                    summary.retries += 1;
+                    self.metrics.event_retries.get_or_create(&topic_group).inc();
+                    tracing::warn!(
+                        attempt,
+                        maxAttempts = self.retry.max_attempts,
+                        retryInMs = delay.as_millis() as u64,
+                        errorType = %error.error_type,
+                        error = %error.message,
+                        "handler failed; retrying"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                RetryDecision::GiveUp(reason) => {
+                    if reason == GiveUpReason::Fatal {
+                        tracing::warn!(errorType = %error.error_type, error = %error.message, "not retryable");
+                    }
+                    return self.dead_letter(event, &error, attempt, shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes what the handler emitted, retrying transient broker errors
+    /// (these are infrastructure faults, not the handler's). A permanent
+    /// error (e.g. a record too large) becomes a fatal handler error.
+    async fn publish_emitted(
+        &self,
+        events: Vec<crate::event::OutgoingEvent>,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<(), HandlerError>> {
+        for event in &events {
+            loop {
+                match self.producer.publish(event).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_permanent() => {
+                        return Some(Err(HandlerError::fatal(
+                            "PublishFailed",
+                            format!("cannot publish {} to {}: {e}", event.headers.event_type.as_deref().unwrap_or("event"), event.topic),
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publish failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(self.infra_backoff) => {}
+                        }
+                    }
+                }
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Sends the original record to `<topic>.dlq` with the `dlq-*` headers.
+    /// Retries until the broker has it: a record is never committed before it
+    /// is handled or dead-lettered.
+    async fn dead_letter(&self, event: &IncomingEvent, error: &HandlerError, attempts: u32, shutdown: &CancellationToken) -> Option<Outcome> {
+        let letter = DeadLetter {
+            original_topic: event.topic.clone(),
+            original_partition: event.partition,
+            original_offset: event.offset,
+            original_timestamp_ms: event.timestamp_ms,
+            consumer_group: self.group.clone(),
+            service: self.service.clone(),
+            error_type: error.error_type.clone(),
+            error_message: error.message.clone(),
+            attempts,
+            failed_at: ids::now_rfc3339(),
+        };
+        let dlq_topic = self.dlq_topic_for(&event.topic);
+        let event_type = event.event_type().unwrap_or("unknown");
+        let mut omit_value: Option<String> = None;
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(event.raw_headers.len() + 11);
+            for (name, value) in &event.raw_headers {
+                headers = headers.insert(Header {
+                    key: name.as_str(),
+                    value: value.as_deref(),
+                });
+            }
+            for (name, value) in letter.headers() {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            if let Some(reason) = &omit_value {
+                headers = headers.insert(Header {
+                    key: DLQ_VALUE_OMITTED,
+                    value: Some(reason.as_bytes()),
+                });
+            }
+            let value = if omit_value.is_some() { None } else { event.payload.as_deref() };
+            match self
+                .producer
+                .publish_raw(&dlq_topic, event.key.as_deref(), value, headers, event_type)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.is_permanent() && omit_value.is_none() => {
+                    // Keep the failure visible in the ledger; the original
+                    // bytes remain at their offset in the source topic.
+                    tracing::error!(error = %e, "dead letter refused by the broker; sending it without the original value");
+                    omit_value = Some(format!("{}: {e}", PublishError::error_type(&e)));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, dlqTopic = %dlq_topic, "cannot dead-letter; retrying (the record stays uncommitted)");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(self.infra_backoff) => {}
+                    }
+                }
+            }
+        }
+        self.metrics
+            .dlq_events
+            .get_or_create(&SourceTopicErrorType {
+                source_topic: event.topic.clone(),
+                error_type: error.error_type.clone(),
+            })
+            .inc();
+        Some(Outcome::DeadLettered {
+            attempts,
+            error_type: error.error_type.clone(),
+            error_message: error.message.clone(),
+        })
+    }
+
+    /// Runs a store operation until it succeeds: a database outage pauses
+    /// the consumer (nothing is committed) instead of losing or
+    /// double-charging events.
+    async fn with_store_retry<T, F, Fut>(&self, shutdown: &CancellationToken, labels: &TopicGroup, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = kausal_store::Result<T>>,
+    {
+        let mut delay = self.infra_backoff;
+        loop {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    self.metrics.store_errors.get_or_create(labels).inc();
+                    tracing::error!(error = %e, retryInMs = delay.as_millis() as u64, "idempotency store unavailable; pausing this consumer");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Test support: every store test runs against each configured backend.
+//! SQLite always; PostgreSQL when `KAUSAL_TEST_DATABASE_URL` is set. A set
+//! but unreachable PostgreSQL fails the test: it never passes silently.
+
+use crate::{Result, Store};
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const DATABASE_URL_ENV: &str = "KAUSAL_TEST_DATABASE_URL";
+
+/// A database for one test, removed (SQLite file, PostgreSQL schema) with
+/// the value where possible.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    pub label: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// One fresh database per backend: a new SQLite file, and a new schema in
+/// the PostgreSQL database named by `KAUSAL_TEST_DATABASE_URL`.
+pub async fn databases() -> Result<Vec<TestDatabase>> {
+    let mut out = Vec::new();
+    let dir = tempfile::tempdir().map_err(|e| crate::StoreError::Query(sqlx::Error::Io(e)))?;
+    out.push(TestDatabase {
+        url: format!("sqlite://{}", dir.path().join("kausal.db").display()),
+        label: "sqlite",
+        _dir: Some(dir),
+    });
+    if let Ok(base) = std::env::var(DATABASE_URL_ENV) {
+        out.push(TestDatabase {
+            url: fresh_schema(&base).await?,
+            label: "postgres",
+            _dir: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Creates a uniquely named schema and returns a URL whose connections use it.
+async fn fresh_schema(base: &str) -> Result<String> {
+    sqlx::any::install_default_drivers();
+    let schema = format!("kausal_test_{}", uuid_like());
+    let pool = sqlx::AnyPool::connect(base)
+        .await
+        .map_err(|source| crate::StoreError::Connect {
+            url: base.to_owned(),
+            source,
+        })?;
+    // The schema name is made here from digits and underscores only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}_{}", std::process::id(), nanos)
+}
+
+/// Connects to a test database.
+pub async fn connect(db: &TestDatabase) -> Result<Store> {
+    Store::connect(&db.url).await
+}

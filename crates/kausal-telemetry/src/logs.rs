@@ -1,0 +1,153 @@
+//! One JSON object per line on stdout. Fields of the enclosing spans (the
+//! runtime's `process` span carries `correlationId`, `traceId`, `spanId`,
+//! `eventType`, `eventId`) are flattened into every line emitted inside them,
+//! so a handler's own `tracing::info!` lines are correlated for free.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::fields;
+
+/// Noisy dependencies are held to warnings unless `RUST_LOG` says otherwise.
+const DEFAULT_FILTER: &str = "info,tansu_broker=warn,tansu_storage=warn,tansu_sans_io=warn,\
+tansu_schema=warn,libsql=warn,sqlx=warn,rdkafka=warn,h2=warn,hyper=warn";
+
+/// Installs the JSON log layer for `service` as the global subscriber, with
+/// the level from `RUST_LOG`. Safe to call twice (the second call is a no-op).
+pub fn init_logging(service: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let layer = JsonLayer::new(service, Box::new(std::io::stdout()));
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+}
+
+/// Like [`init_logging`], appending the lines to `path` instead of stdout.
+pub fn init_logging_to_file(service: &str, path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let layer = JsonLayer::new(service, Box::new(file));
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    Ok(())
+}
+
+/// The JSON line layer. Public so that tests can write into a buffer.
+pub struct JsonLayer {
+    service: String,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for JsonLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLayer").field("service", &self.service).finish()
+    }
+}
+
+impl JsonLayer {
+    pub fn new(service: &str, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            service: service.to_owned(),
+            out: Mutex::new(out),
+        }
+    }
+}
+
+/// The fields recorded on a span, kept in its extensions.
+struct SpanFields(Map<String, Value>);
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut map = Map::new();
+        attrs.record(&mut JsonVisitor(&mut map));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(map));
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut ext = span.extensions_mut();
+            if let Some(fields) = ext.get_mut::<SpanFields>() {
+                values.record(&mut JsonVisitor(&mut fields.0));
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut line = Map::new();
+        line.insert(
+            fields::TIMESTAMP.to_owned(),
+            Value::String(
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+        );
+        line.insert(
+            fields::LEVEL.to_owned(),
+            Value::String(event.metadata().level().to_string()),
+        );
+        line.insert(fields::SERVICE.to_owned(), Value::String(self.service.clone()));
+        // Outer spans first so inner ones override.
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &fields.0 {
+                        line.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut own = Map::new();
+        event.record(&mut JsonVisitor(&mut own));
+        line.extend(own);
+        line.insert(
+            fields::TARGET.to_owned(),
+            Value::String(event.metadata().target().to_owned()),
+        );
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        if let Ok(mut out) = self.out.lock() {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}

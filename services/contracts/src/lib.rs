@@ -1,0 +1,118 @@
+//! Topics and versioned JSON payloads of the reference system (DESIGN §4):
+//! `OrderPlaced` (orders) → `PaymentProcessed` / `PaymentFailed` (payments)
+//! → `InventoryReserved` (inventory), `CustomerNotified` (notifications) →
+//! `ShipmentCreated` (shipments).
+//!
+//! Payloads accept unknown fields so that a newer producer does not break an
+//! older consumer; a breaking change bumps the event's version.
+
+use serde::{Deserialize, Serialize};
+
+pub mod topics {
+    pub const ORDERS: &str = "orders";
+    pub const PAYMENTS: &str = "payments";
+    pub const INVENTORY: &str = "inventory";
+    pub const NOTIFICATIONS: &str = "notifications";
+    pub const SHIPMENTS: &str = "shipments";
+    /// Business topics, in flow order.
+    pub const ALL: [&str; 5] = [ORDERS, PAYMENTS, INVENTORY, NOTIFICATIONS, SHIPMENTS];
+}
+
+pub mod event_types {
+    pub const ORDER_PLACED: &str = "OrderPlaced";
+    pub const PAYMENT_PROCESSED: &str = "PaymentProcessed";
+    pub const PAYMENT_FAILED: &str = "PaymentFailed";
+}
+
+/// Schema version of each payload below.
+pub const ORDER_PLACED_VERSION: u32 = 1;
+pub const PAYMENT_PROCESSED_VERSION: u32 = 1;
+pub const PAYMENT_FAILED_VERSION: u32 = 1;
+
+/// A customer placed an order. Keyed by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub user_id: String,
+    /// In major units of `currency`.
+    pub amount: f64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Absent on some orders: the seeds' notification bug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl OrderPlaced {
+    /// Checks what a payment needs; the reason is user-facing.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.order_id.trim().is_empty() {
+            return Err("order_id is empty".into());
+        }
+        if !self.amount.is_finite() || self.amount <= 0.0 {
+            return Err(format!("amount must be a positive number, got {}", self.amount));
+        }
+        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!("currency must be a 3-letter ISO 4217 code, got {:?}", self.currency));
+        }
+        Ok(())
+    }
+}
+
+/// The payment went through. Keyed by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentProcessed {
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount: f64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<String>,
+    pub processed_at: String,
+}
+
+/// The payment was declined: a business outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub order_id: String,
+    pub reason: String,
+    pub amount: f64,
+    pub currency: String,
+    pub failed_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_validation() {
+        let ok = OrderPlaced {
+            order_id: "ord-1".into(),
+            user_id: "u".into(),
+            amount: 10.5,
+            currency: "EUR".into(),
+            customer_email: None,
+            created_at: "2026-11-22T00:00:00Z".into(),
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let cases = [
+            OrderPlaced { order_id: " ".into(), ..ok.clone() },
+            OrderPlaced { amount: 0.0, ..ok.clone() },
+            OrderPlaced { amount: f64::NAN, ..ok.clone() },
+            OrderPlaced { currency: "eur".into(), ..ok.clone() },
+        ];
+        for case in cases {
+            assert!(case.validate().is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_accepted_and_email_is_optional() {
+        let json = r#"{"order_id":"o","user_id":"u","amount":1,"currency":"USD","created_at":"t","new_field":1}"#;
+        let order: OrderPlaced = serde_json::from_str(json).expect("forward compatible");
+        assert_eq!(order.customer_email, None);
+    }
+}

@@ -1,0 +1,54 @@
+//! Reads counters from a service's `/metrics` for `up`'s live summary.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The exposition text of `http://addr/metrics`, or `None` if unreachable.
+pub async fn fetch(addr: SocketAddr) -> Option<String> {
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8(buf).ok()?;
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), work).await.ok().flatten()
+}
+
+/// Sum of every sample of `name` whose labels contain all of `labels`
+/// (`key="value"` pairs).
+pub fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_part) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && labels.iter().all(|want| label_part.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_matching_series() {
+        let text = "# TYPE x counter\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"1\",b=\"3\"} 4\ny_total 9\n";
+        assert_eq!(sum(text, "x_total", &[]), 7.0);
+        assert_eq!(sum(text, "x_total", &["b=\"3\""]), 4.0);
+        assert_eq!(sum(text, "y_total", &[]), 9.0);
+        assert_eq!(sum(text, "z_total", &[]), 0.0);
+    }
+}

@@ -1,0 +1,174 @@
+//! `kausal service <name>`: one reference service in this process.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kausal_contracts::topics;
+use kausal_kafka::admin::{Admin, TopicSpec};
+use kausal_kafka::{ConsumerRuntime, CorrelationPolicy, EventProducer, KafkaConfig, RetryPolicy};
+use kausal_telemetry::{Metrics, init_logging, serve_metrics};
+
+use crate::Common;
+use crate::signals::shutdown_on_signals;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceName {
+    /// Places orders on `orders` at --rate.
+    Order,
+    /// Charges orders; publishes on `payments`.
+    Payment,
+}
+
+impl ServiceName {
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Self::Order => kausal_order::SERVICE_NAME,
+            Self::Payment => kausal_payment::SERVICE_NAME,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CorrelationArg {
+    Adopt,
+    Reject,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Which service to run.
+    pub name: ServiceName,
+    #[command(flatten)]
+    pub common: Common,
+    /// Port of this service's /metrics (0 picks a free one).
+    #[arg(long, env = "KAUSAL_METRICS_PORT", default_value_t = 0)]
+    pub metrics_port: u16,
+    /// Partitions for topics this service creates if missing.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// order: orders per second (0 = none).
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+    /// order: stop after this many orders.
+    #[arg(long)]
+    pub max_orders: Option<u64>,
+    /// order: fraction of orders without customer_email.
+    #[arg(long, default_value_t = 0.05)]
+    pub missing_email_rate: f64,
+    /// payment: fraction of charge attempts that fail transiently.
+    #[arg(long, default_value_t = 0.2)]
+    pub payment_failure_rate: f64,
+    /// payment: fraction of orders declined (PaymentFailed).
+    #[arg(long, default_value_t = 0.05)]
+    pub payment_decline_rate: f64,
+    /// The topic orders go to (seed: ORDERS_TOPIC).
+    #[arg(long, env = "ORDERS_TOPIC", default_value = topics::ORDERS)]
+    pub orders_topic: String,
+    /// Dead-letter topic for orders (seed: DLQ_TOPIC); default `<orders>.dlq`.
+    #[arg(long, env = "DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Consumer group (seed: GROUP_ID); default the service name.
+    #[arg(long, env = "GROUP_ID")]
+    pub group: Option<String>,
+    /// Handler attempts before dead-lettering.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// First retry backoff in milliseconds (doubles each attempt, ±20 %).
+    #[arg(long, default_value_t = 100)]
+    pub initial_backoff_ms: u64,
+    /// What to do with events that carry no correlation id.
+    #[arg(long, value_enum, default_value_t = CorrelationArg::Adopt)]
+    pub missing_correlation: CorrelationArg,
+    /// Do not create missing topics.
+    #[arg(long)]
+    pub no_create_topics: bool,
+}
+
+pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    let name = args.name.service_name();
+    init_logging(name);
+    let shutdown = shutdown_on_signals()?;
+    let kafka = KafkaConfig::new(args.common.kafka_or_default());
+    let metrics = Metrics::new();
+    let (metrics_addr, metrics_task) = serve_metrics(
+        SocketAddr::from(([127, 0, 0, 1], args.metrics_port)),
+        metrics.clone(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await
+    .with_context(|| format!("cannot serve /metrics on port {}", args.metrics_port))?;
+    tracing::info!(service = name, metrics = %format!("http://{metrics_addr}/metrics"), kafka = %kafka.bootstrap_servers, "service starting");
+
+    let dlq_topic = args
+        .dlq_topic
+        .clone()
+        .unwrap_or_else(|| kausal_core::dlq::dlq_topic(&args.orders_topic));
+    if !args.no_create_topics {
+        let admin = Admin::new(&kafka)?;
+        let mut wanted = vec![
+            TopicSpec::new(&args.orders_topic, args.partitions),
+            TopicSpec::new(&dlq_topic, args.partitions),
+        ];
+        if args.name == ServiceName::Payment {
+            wanted.push(TopicSpec::new(topics::PAYMENTS, args.partitions));
+        }
+        admin
+            .ensure_topics(&wanted)
+            .await
+            .with_context(|| format!("cannot create topics on {}", kafka.bootstrap_servers))?;
+    }
+
+    let producer = EventProducer::new(&kafka, name, metrics.clone())?;
+    match args.name {
+        ServiceName::Order => {
+            let order_metrics = kausal_order::OrderMetrics::register(&metrics);
+            let config = kausal_order::GeneratorConfig {
+                rate_per_sec: args.rate,
+                missing_email_rate: args.missing_email_rate,
+                max_orders: args.max_orders,
+                topic: args.orders_topic.clone(),
+            };
+            let published = kausal_order::run_generator(producer.clone(), config, order_metrics, shutdown.clone()).await;
+            tracing::info!(published, "order generator stopped");
+            if args.max_orders.is_some() && !shutdown.is_cancelled() {
+                // Keep /metrics up until told to stop, so totals can be read.
+                shutdown.cancelled().await;
+            }
+        }
+        ServiceName::Payment => {
+            let store = kausal_store::Store::connect(&args.common.database_url())
+                .await
+                .context("the payment service needs its idempotency store")?;
+            let payment_metrics = kausal_payment::PaymentMetrics::register(&metrics);
+            let handler = kausal_payment::PaymentHandler::new(
+                kausal_payment::SimulatedGateway {
+                    failure_rate: args.payment_failure_rate,
+                    decline_rate: args.payment_decline_rate,
+                },
+                payment_metrics,
+            );
+            let group = args.group.clone().unwrap_or_else(|| kausal_payment::GROUP.to_owned());
+            let runtime = ConsumerRuntime::new(kafka.clone(), name, &group, &[&args.orders_topic], handler, producer.clone())
+                .retry_policy(RetryPolicy {
+                    max_attempts: args.max_attempts.max(1),
+                    initial_backoff: Duration::from_millis(args.initial_backoff_ms),
+                    ..RetryPolicy::default()
+                })
+                .correlation_policy(match args.missing_correlation {
+                    CorrelationArg::Adopt => CorrelationPolicy::Adopt,
+                    CorrelationArg::Reject => CorrelationPolicy::Reject,
+                })
+                .dead_letter_topic(&args.orders_topic, &dlq_topic)
+                .idempotency_store(store.clone());
+            let summary = runtime.run(shutdown.clone()).await?;
+            tracing::info!(?summary, "payment service stopped");
+            store.close().await;
+        }
+    }
+    producer.flush(Duration::from_secs(10));
+    shutdown.cancel();
+    let _ = metrics_task.await;
+    Ok(())
+}

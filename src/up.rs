@@ -1,0 +1,299 @@
+//! `kausal up`: the embedded broker, every service as its own process, and a
+//! live summary. Ctrl-C (or SIGTERM) stops everything and exits 0.
+
+use std::io::{IsTerminal, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use kausal_broker::{EmbeddedBroker, Storage};
+use kausal_contracts::topics;
+use kausal_kafka::KafkaConfig;
+use kausal_kafka::admin::{Admin, TopicSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::Common;
+use crate::scrape;
+use crate::signals::shutdown_on_signals;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerStorage {
+    /// SQLite file under --data-dir: survives restarts, correct watermarks.
+    Sqlite,
+    /// Memory: faster, lost on exit, wrong high watermarks (docs/broker.md).
+    Memory,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Orders per second from the order generator.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+    /// Fraction of charge attempts that fail transiently (retried, then DLQ).
+    #[arg(long, default_value_t = 0.2)]
+    pub payment_failure_rate: f64,
+    /// Fraction of orders declined (PaymentFailed).
+    #[arg(long, default_value_t = 0.05)]
+    pub payment_decline_rate: f64,
+    /// Fraction of orders without a customer email.
+    #[arg(long, default_value_t = 0.05)]
+    pub missing_email_rate: f64,
+    /// Port of the embedded broker.
+    #[arg(long, default_value_t = 9092)]
+    pub broker_port: u16,
+    /// Storage of the embedded broker.
+    #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
+    pub broker_storage: BrokerStorage,
+    /// Port of the console (the console itself is not built yet).
+    #[arg(long, default_value_t = 8080)]
+    pub console_port: u16,
+    /// First /metrics port; each service takes the next one (or any free
+    /// port when taken).
+    #[arg(long, default_value_t = 9101)]
+    pub metrics_port_base: u16,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+}
+
+/// One supervised service process.
+struct Supervised {
+    name: &'static str,
+    args: Vec<String>,
+    log: PathBuf,
+    metrics: SocketAddr,
+    child: Option<Child>,
+    restarts: u32,
+}
+
+impl Supervised {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the kausal executable")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open {}", self.log.display()))?;
+        let child = Command::new(exe)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signals()?;
+    let data_dir = args.common.data_dir.clone();
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    // Logs of `up` itself go to a file too; the terminal shows the summary.
+    kausal_telemetry::logs::init_logging_to_file("kausal-up", &logs.join("up.log"))?;
+
+    let (broker, bootstrap) = match args.common.explicit_kafka() {
+        Some(kafka) => (None, kafka),
+        None => {
+            ensure_port_free(args.broker_port, "--broker-port")?;
+            let storage = match args.broker_storage {
+                BrokerStorage::Sqlite => Storage::Sqlite(data_dir.join("broker.db")),
+                BrokerStorage::Memory => Storage::Memory,
+            };
+            let broker = EmbeddedBroker::start(storage, args.broker_port)
+                .await
+                .context("cannot start the embedded broker")?;
+            let bootstrap = broker.bootstrap_servers();
+            (Some(broker), bootstrap)
+        }
+    };
+    let kafka = KafkaConfig::new(&bootstrap);
+    let admin = Admin::new(&kafka)?;
+    let mut wanted: Vec<TopicSpec> = Vec::new();
+    for topic in [topics::ORDERS, topics::PAYMENTS] {
+        wanted.push(TopicSpec::new(topic, args.partitions));
+        wanted.push(TopicSpec::new(kausal_core::dlq::dlq_topic(topic), args.partitions));
+    }
+    admin
+        .ensure_topics(&wanted)
+        .await
+        .with_context(|| format!("cannot create topics on {bootstrap}"))?;
+
+    let database = args.common.database_url();
+    let common = |metrics: SocketAddr| {
+        vec![
+            "--kafka".to_owned(),
+            bootstrap.clone(),
+            "--database".to_owned(),
+            database.clone(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+            "--metrics-port".to_owned(),
+            metrics.port().to_string(),
+            "--partitions".to_owned(),
+            args.partitions.to_string(),
+        ]
+    };
+    let payment_metrics = metrics_addr(args.metrics_port_base.saturating_add(1))?;
+    let order_metrics = metrics_addr(args.metrics_port_base)?;
+    let mut services = vec![
+        Supervised {
+            name: kausal_payment::SERVICE_NAME,
+            args: [
+                vec!["service".to_owned(), "payment".to_owned()],
+                common(payment_metrics),
+                vec![
+                    "--payment-failure-rate".to_owned(),
+                    args.payment_failure_rate.to_string(),
+                    "--payment-decline-rate".to_owned(),
+                    args.payment_decline_rate.to_string(),
+                ],
+            ]
+            .concat(),
+            log: logs.join("payment-service.log"),
+            metrics: payment_metrics,
+            child: None,
+            restarts: 0,
+        },
+        Supervised {
+            name: kausal_order::SERVICE_NAME,
+            args: [
+                vec!["service".to_owned(), "order".to_owned()],
+                common(order_metrics),
+                vec![
+                    "--rate".to_owned(),
+                    args.rate.to_string(),
+                    "--missing-email-rate".to_owned(),
+                    args.missing_email_rate.to_string(),
+                ],
+            ]
+            .concat(),
+            log: logs.join("order-service.log"),
+            metrics: order_metrics,
+            child: None,
+            restarts: 0,
+        },
+    ];
+    for s in &mut services {
+        s.spawn()?;
+    }
+
+    print_banner(&bootstrap, broker.is_some(), &database, &data_dir, &services, args.console_port);
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut ticker = tokio::time::interval(if tty { Duration::from_secs(1) } else { Duration::from_secs(5) });
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        for s in &mut services {
+            let exited = match s.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            if let Some(status) = exited {
+                s.restarts += 1;
+                eprintln!("\n{} exited ({status}); restarting (see {})", s.name, s.log.display());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                s.spawn()?;
+            }
+        }
+        let line = summary_line(&services, started.elapsed()).await;
+        if tty {
+            print!("\r\x1b[2K{line}");
+        } else {
+            println!("{line}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    println!("\nstopping services…");
+    for s in &mut services {
+        if let Some(pid) = s.child.as_ref().and_then(Child::id) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    let mut clean = true;
+    for s in &mut services {
+        if let Some(child) = s.child.as_mut() {
+            match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => {
+                    clean = false;
+                    eprintln!("{} stopped with {status}", s.name);
+                }
+                _ => {
+                    clean = false;
+                    eprintln!("{} did not stop within 30 s; killing it", s.name);
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+    if let Some(broker) = broker {
+        broker.stop().await;
+    }
+    if !clean {
+        bail!("not every service stopped cleanly; see {}", logs.display());
+    }
+    println!("stopped.");
+    Ok(())
+}
+
+fn ensure_port_free(port: u16, flag: &str) -> anyhow::Result<()> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .map(drop)
+        .with_context(|| format!("port {port} is in use; pick another with {flag} (or point --kafka at a running broker)"))
+}
+
+/// `127.0.0.1:preferred` if free, otherwise any free port.
+fn metrics_addr(preferred: u16) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred))
+        .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .context("no free port for /metrics")?;
+    Ok(listener.local_addr()?)
+}
+
+fn print_banner(bootstrap: &str, embedded: bool, database: &str, data_dir: &Path, services: &[Supervised], console_port: u16) {
+    println!("kausal is up");
+    println!(
+        "  kafka      {bootstrap}{}",
+        if embedded { "  (embedded broker)" } else { "" }
+    );
+    println!("  database   {database}");
+    for s in services {
+        println!("  {:<15} metrics http://{}/metrics  logs {}", s.name, s.metrics, s.log.display());
+    }
+    println!("  data dir   {}", data_dir.display());
+    println!("  console    not built yet (port {console_port} reserved)");
+    println!("Ctrl-C stops everything.\n");
+}
+
+async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
+    let mut orders = 0.0;
+    let (mut approved, mut declined, mut retries, mut dlq) = (0.0, 0.0, 0.0, 0.0);
+    for s in services {
+        let Some(text) = scrape::fetch(s.metrics).await else { continue };
+        orders += scrape::sum(&text, "orders_published_total", &[]);
+        approved += scrape::sum(&text, "payments_total", &["outcome=\"approved\""]);
+        declined += scrape::sum(&text, "payments_total", &["outcome=\"declined\""]);
+        retries += scrape::sum(&text, "event_retries_total", &[]);
+        dlq += scrape::sum(&text, "dlq_events_total", &[]);
+    }
+    format!(
+        "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | retries {retries} | dead-lettered {dlq}",
+        elapsed.as_secs()
+    )
+}
