@@ -44,7 +44,12 @@ pub struct Common {
     #[arg(long, env = "KAUSAL_DATABASE_URL", global = true)]
     pub database: Option<String>,
     /// Where local state lives (broker data, SQLite database, logs).
-    #[arg(long, env = "KAUSAL_DATA_DIR", default_value = "./.kausal", global = true)]
+    #[arg(
+        long,
+        env = "KAUSAL_DATA_DIR",
+        default_value = "./.kausal",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -61,19 +66,23 @@ impl Common {
     }
 
     pub fn kafka_or_default(&self) -> String {
-        self.explicit_kafka().unwrap_or_else(|| Self::DEFAULT_KAFKA.to_owned())
+        self.explicit_kafka()
+            .unwrap_or_else(|| Self::DEFAULT_KAFKA.to_owned())
     }
 
     pub fn database_url(&self) -> String {
-        self.database.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("kausal.db").display())
-        })
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("kausal.db").display()))
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -18,7 +18,10 @@ pub async fn fetch(addr: SocketAddr) -> Option<String> {
         let text = String::from_utf8(buf).ok()?;
         text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
     };
-    tokio::time::timeout(Duration::from_secs(2), work).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Sum of every sample of `name` whose labels contain all of `labels`
@@ -45,7 +48,8 @@ mod tests {
 
     #[test]
     fn sums_matching_series() {
-        let text = "# TYPE x counter\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"1\",b=\"3\"} 4\ny_total 9\n";
+        let text =
+            "# TYPE x counter\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"1\",b=\"3\"} 4\ny_total 9\n";
         assert_eq!(sum(text, "x_total", &[]), 7.0);
         assert_eq!(sum(text, "x_total", &["b=\"3\""]), 4.0);
         assert_eq!(sum(text, "y_total", &[]), 9.0);

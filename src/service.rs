@@ -63,6 +63,9 @@ pub struct ServiceArgs {
     /// payment: fraction of orders declined (PaymentFailed).
     #[arg(long, default_value_t = 0.05)]
     pub payment_decline_rate: f64,
+    /// payment: simulated gateway latency per charge, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub payment_latency_ms: u64,
     /// The topic orders go to (seed: ORDERS_TOPIC).
     #[arg(long, env = "ORDERS_TOPIC", default_value = topics::ORDERS)]
     pub orders_topic: String,
@@ -130,7 +133,13 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                 max_orders: args.max_orders,
                 topic: args.orders_topic.clone(),
             };
-            let published = kausal_order::run_generator(producer.clone(), config, order_metrics, shutdown.clone()).await;
+            let published = kausal_order::run_generator(
+                producer.clone(),
+                config,
+                order_metrics,
+                shutdown.clone(),
+            )
+            .await;
             tracing::info!(published, "order generator stopped");
             if args.max_orders.is_some() && !shutdown.is_cancelled() {
                 // Keep /metrics up until told to stop, so totals can be read.
@@ -146,22 +155,33 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                 kausal_payment::SimulatedGateway {
                     failure_rate: args.payment_failure_rate,
                     decline_rate: args.payment_decline_rate,
+                    latency: Duration::from_millis(args.payment_latency_ms),
                 },
                 payment_metrics,
             );
-            let group = args.group.clone().unwrap_or_else(|| kausal_payment::GROUP.to_owned());
-            let runtime = ConsumerRuntime::new(kafka.clone(), name, &group, &[&args.orders_topic], handler, producer.clone())
-                .retry_policy(RetryPolicy {
-                    max_attempts: args.max_attempts.max(1),
-                    initial_backoff: Duration::from_millis(args.initial_backoff_ms),
-                    ..RetryPolicy::default()
-                })
-                .correlation_policy(match args.missing_correlation {
-                    CorrelationArg::Adopt => CorrelationPolicy::Adopt,
-                    CorrelationArg::Reject => CorrelationPolicy::Reject,
-                })
-                .dead_letter_topic(&args.orders_topic, &dlq_topic)
-                .idempotency_store(store.clone());
+            let group = args
+                .group
+                .clone()
+                .unwrap_or_else(|| kausal_payment::GROUP.to_owned());
+            let runtime = ConsumerRuntime::new(
+                kafka.clone(),
+                name,
+                &group,
+                &[&args.orders_topic],
+                handler,
+                producer.clone(),
+            )
+            .retry_policy(RetryPolicy {
+                max_attempts: args.max_attempts.max(1),
+                initial_backoff: Duration::from_millis(args.initial_backoff_ms),
+                ..RetryPolicy::default()
+            })
+            .correlation_policy(match args.missing_correlation {
+                CorrelationArg::Adopt => CorrelationPolicy::Adopt,
+                CorrelationArg::Reject => CorrelationPolicy::Reject,
+            })
+            .dead_letter_topic(&args.orders_topic, &dlq_topic)
+            .idempotency_store(store.clone());
             let summary = runtime.run(shutdown.clone()).await?;
             tracing::info!(?summary, "payment service stopped");
             store.close().await;

@@ -122,7 +122,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut wanted: Vec<TopicSpec> = Vec::new();
     for topic in [topics::ORDERS, topics::PAYMENTS] {
         wanted.push(TopicSpec::new(topic, args.partitions));
-        wanted.push(TopicSpec::new(kausal_core::dlq::dlq_topic(topic), args.partitions));
+        wanted.push(TopicSpec::new(
+            kausal_core::dlq::dlq_topic(topic),
+            args.partitions,
+        ));
     }
     admin
         .ensure_topics(&wanted)
@@ -188,10 +191,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         s.spawn()?;
     }
 
-    print_banner(&bootstrap, broker.is_some(), &database, &data_dir, &services, args.console_port);
+    print_banner(
+        &bootstrap,
+        broker.is_some(),
+        &database,
+        &data_dir,
+        &services,
+        args.console_port,
+    );
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
-    let mut ticker = tokio::time::interval(if tty { Duration::from_secs(1) } else { Duration::from_secs(5) });
+    let mut ticker = tokio::time::interval(if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    });
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -205,7 +219,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             };
             if let Some(status) = exited {
                 s.restarts += 1;
-                eprintln!("\n{} exited ({status}); restarting (see {})", s.name, s.log.display());
+                eprintln!(
+                    "\n{} exited ({status}); restarting (see {})",
+                    s.name,
+                    s.log.display()
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 s.spawn()?;
             }
@@ -266,7 +284,14 @@ fn metrics_addr(preferred: u16) -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn print_banner(bootstrap: &str, embedded: bool, database: &str, data_dir: &Path, services: &[Supervised], console_port: u16) {
+fn print_banner(
+    bootstrap: &str,
+    embedded: bool,
+    database: &str,
+    data_dir: &Path,
+    services: &[Supervised],
+    console_port: u16,
+) {
     println!("kausal is up");
     println!(
         "  kafka      {bootstrap}{}",
@@ -274,7 +299,12 @@ fn print_banner(bootstrap: &str, embedded: bool, database: &str, data_dir: &Path
     );
     println!("  database   {database}");
     for s in services {
-        println!("  {:<15} metrics http://{}/metrics  logs {}", s.name, s.metrics, s.log.display());
+        println!(
+            "  {:<15} metrics http://{}/metrics  logs {}",
+            s.name,
+            s.metrics,
+            s.log.display()
+        );
     }
     println!("  data dir   {}", data_dir.display());
     println!("  console    not built yet (port {console_port} reserved)");
@@ -285,7 +315,9 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
     let mut orders = 0.0;
     let (mut approved, mut declined, mut retries, mut dlq) = (0.0, 0.0, 0.0, 0.0);
     for s in services {
-        let Some(text) = scrape::fetch(s.metrics).await else { continue };
+        let Some(text) = scrape::fetch(s.metrics).await else {
+            continue;
+        };
         orders += scrape::sum(&text, "orders_published_total", &[]);
         approved += scrape::sum(&text, "payments_total", &["outcome=\"approved\""]);
         declined += scrape::sum(&text, "payments_total", &["outcome=\"declined\""]);

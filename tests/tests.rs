@@ -1,1 +1,9 @@
+//! Workspace integration tests: everything runs against the embedded
+//! Kafka-protocol broker started in-process (a real tansu broker spoken to by
+//! librdkafka), and real SQLite/PostgreSQL. Only payment gateways are faked.
 
+mod harness;
+
+mod broker;
+mod process;
+mod runtime;

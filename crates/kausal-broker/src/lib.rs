@@ -53,7 +53,9 @@ pub enum BrokerError {
     Url(String),
     #[error("the embedded broker failed to start: {0}")]
     Start(String),
-    #[error("the embedded broker did not accept connections on {addr} within {READY_TIMEOUT:?}{detail}")]
+    #[error(
+        "the embedded broker did not accept connections on {addr} within {READY_TIMEOUT:?}{detail}"
+    )]
     NotReady { addr: SocketAddr, detail: String },
 }
 
@@ -181,8 +183,7 @@ fn url(s: &str) -> Result<Url> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BrokerError::NoFreePort)?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BrokerError::NoFreePort)?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -217,7 +218,10 @@ fn relative_to_cwd(path: &Path) -> Result<PathBuf> {
     })?;
     if path.is_relative() {
         // Strip a leading `./`: the first component becomes the URL host.
-        return Ok(path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect());
+        return Ok(path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect());
     }
     let canonical_cwd = cwd.canonicalize().unwrap_or(cwd.clone());
     let parent = path.parent().unwrap_or(path);
@@ -238,16 +242,23 @@ mod tests {
 
     #[test]
     fn sqlite_urls_are_relative_to_the_working_directory() {
-        let url = storage_url(&Storage::Sqlite(PathBuf::from("./.kausal-test/unit/broker.db")))
-            .expect("relative path");
+        let url = storage_url(&Storage::Sqlite(PathBuf::from(
+            "./.kausal-test/unit/broker.db",
+        )))
+        .expect("relative path");
         assert_eq!(url.as_str(), "sqlite://.kausal-test/unit/broker.db");
         let _ = std::fs::remove_dir_all(".kausal-test/unit");
     }
 
     #[test]
     fn absolute_paths_outside_the_working_directory_are_refused_with_a_reason() {
-        let outside = std::env::temp_dir().join("kausal-outside-cwd").join("broker.db");
+        let outside = std::env::temp_dir()
+            .join("kausal-outside-cwd")
+            .join("broker.db");
         let err = storage_url(&Storage::Sqlite(outside)).expect_err("outside the cwd");
-        assert!(matches!(err, BrokerError::OutsideWorkingDirectory { .. }), "{err}");
+        assert!(
+            matches!(err, BrokerError::OutsideWorkingDirectory { .. }),
+            "{err}"
+        );
     }
 }

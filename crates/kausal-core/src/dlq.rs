@@ -86,12 +86,17 @@ impl DeadLetter {
             (ORIGINAL_OFFSET, self.original_offset.to_string()),
             (
                 ORIGINAL_TIMESTAMP,
-                self.original_timestamp_ms.map(|t| t.to_string()).unwrap_or_default(),
+                self.original_timestamp_ms
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
             ),
             (CONSUMER_GROUP, self.consumer_group.clone()),
             (SERVICE, self.service.clone()),
             (ERROR_TYPE, self.error_type.clone()),
-            (ERROR_MESSAGE, truncate(&self.error_message, MAX_ERROR_MESSAGE_BYTES)),
+            (
+                ERROR_MESSAGE,
+                truncate(&self.error_message, MAX_ERROR_MESSAGE_BYTES),
+            ),
             (ATTEMPTS, self.attempts.to_string()),
             (FAILED_AT, self.failed_at.clone()),
         ]
@@ -135,7 +140,10 @@ pub enum Dialect {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DlqHeaderError {
-    #[error("no {ORIGINAL_TOPIC} (or {}) header: cannot tell where to replay this record", spring::ORIGINAL_TOPIC)]
+    #[error(
+        "no {ORIGINAL_TOPIC} (or {}) header: cannot tell where to replay this record",
+        spring::ORIGINAL_TOPIC
+    )]
     NoOriginalTopic,
 }
 
@@ -158,11 +166,15 @@ fn parsed<T: std::str::FromStr>(raw: &[RawHeader<'_>], name: &str) -> Option<T> 
 }
 
 fn be_i32(raw: &[RawHeader<'_>], name: &str) -> Option<i32> {
-    last(raw, name).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(i32::from_be_bytes)
+    last(raw, name)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map(i32::from_be_bytes)
 }
 
 fn be_i64(raw: &[RawHeader<'_>], name: &str) -> Option<i64> {
-    last(raw, name).and_then(|v| <[u8; 8]>::try_from(v).ok()).map(i64::from_be_bytes)
+    last(raw, name)
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(i64::from_be_bytes)
 }
 
 impl DeadLetterOrigin {
@@ -232,7 +244,10 @@ mod tests {
         let headers = sample().headers();
         let raw: Vec<_> = headers
             .iter()
-            .map(|(n, v)| RawHeader { name: n, value: Some(v.as_bytes()) })
+            .map(|(n, v)| RawHeader {
+                name: n,
+                value: Some(v.as_bytes()),
+            })
             .collect();
         let origin = DeadLetterOrigin::from_headers(&raw).expect("has origin");
         assert_eq!(origin.topic, "orders");
@@ -250,18 +265,36 @@ mod tests {
         let offset = 12345i64.to_be_bytes();
         let ts = 1_700_000_000_000i64.to_be_bytes();
         let raw = [
-            RawHeader { name: spring::ORIGINAL_TOPIC, value: Some(b"payments") },
-            RawHeader { name: spring::ORIGINAL_PARTITION, value: Some(&partition) },
-            RawHeader { name: spring::ORIGINAL_OFFSET, value: Some(&offset) },
-            RawHeader { name: spring::ORIGINAL_TIMESTAMP, value: Some(&ts) },
-            RawHeader { name: spring::EXCEPTION_FQCN, value: Some(b"java.lang.IllegalStateException") },
+            RawHeader {
+                name: spring::ORIGINAL_TOPIC,
+                value: Some(b"payments"),
+            },
+            RawHeader {
+                name: spring::ORIGINAL_PARTITION,
+                value: Some(&partition),
+            },
+            RawHeader {
+                name: spring::ORIGINAL_OFFSET,
+                value: Some(&offset),
+            },
+            RawHeader {
+                name: spring::ORIGINAL_TIMESTAMP,
+                value: Some(&ts),
+            },
+            RawHeader {
+                name: spring::EXCEPTION_FQCN,
+                value: Some(b"java.lang.IllegalStateException"),
+            },
         ];
         let origin = DeadLetterOrigin::from_headers(&raw).expect("has origin");
         assert_eq!(origin.topic, "payments");
         assert_eq!(origin.partition, Some(2));
         assert_eq!(origin.offset, Some(12345));
         assert_eq!(origin.timestamp_ms, Some(1_700_000_000_000));
-        assert_eq!(origin.error_type.as_deref(), Some("java.lang.IllegalStateException"));
+        assert_eq!(
+            origin.error_type.as_deref(),
+            Some("java.lang.IllegalStateException")
+        );
         assert_eq!(origin.dialect, Dialect::Spring);
     }
 
@@ -276,7 +309,11 @@ mod tests {
         let mut dl = sample();
         dl.error_message = "é".repeat(MAX_ERROR_MESSAGE_BYTES);
         let headers = dl.headers();
-        let msg = &headers.iter().find(|(n, _)| *n == ERROR_MESSAGE).expect("present").1;
+        let msg = &headers
+            .iter()
+            .find(|(n, _)| *n == ERROR_MESSAGE)
+            .expect("present")
+            .1;
         assert!(msg.len() <= MAX_ERROR_MESSAGE_BYTES + '…'.len_utf8());
         assert!(msg.ends_with('…'));
     }

@@ -47,7 +47,10 @@ impl HandlerError {
     /// The handler does not know this event type (or the header is missing).
     pub fn unknown_event_type(event_type: Option<&str>) -> Self {
         match event_type {
-            Some(t) => Self::fatal("UnknownEventType", format!("no handler for event type {t:?}")),
+            Some(t) => Self::fatal(
+                "UnknownEventType",
+                format!("no handler for event type {t:?}"),
+            ),
             None => Self::fatal("UnknownEventType", "the record has no event-type header"),
         }
     }

@@ -108,12 +108,26 @@ impl HeaderIssue {
 impl std::fmt::Display for HeaderIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::EventIdMissing => write!(f, "no event-id header; derived from topic/partition/offset"),
-            Self::EventIdInvalid { value } => write!(f, "event-id {value:?} is not a UUID; derived from topic/partition/offset"),
-            Self::CorrelationIdMissing => write!(f, "no correlation-id header; adopted the event id"),
-            Self::CorrelationIdInvalid { reason } => write!(f, "correlation-id unusable ({reason}); adopted the event id"),
-            Self::CausationIdInvalid { value } => write!(f, "causation-id {value:?} is not a UUID; ignored"),
-            Self::EventVersionInvalid { value } => write!(f, "event-version {value:?} is not an integer; ignored"),
+            Self::EventIdMissing => {
+                write!(f, "no event-id header; derived from topic/partition/offset")
+            }
+            Self::EventIdInvalid { value } => write!(
+                f,
+                "event-id {value:?} is not a UUID; derived from topic/partition/offset"
+            ),
+            Self::CorrelationIdMissing => {
+                write!(f, "no correlation-id header; adopted the event id")
+            }
+            Self::CorrelationIdInvalid { reason } => write!(
+                f,
+                "correlation-id unusable ({reason}); adopted the event id"
+            ),
+            Self::CausationIdInvalid { value } => {
+                write!(f, "causation-id {value:?} is not a UUID; ignored")
+            }
+            Self::EventVersionInvalid { value } => {
+                write!(f, "event-version {value:?} is not an integer; ignored")
+            }
             Self::NotUtf8 { header } => write!(f, "header {header} is not UTF-8; ignored"),
             Self::Duplicate { header } => write!(f, "header {header} appears more than once"),
             Self::TraceParentInvalid(e) => write!(f, "{e}; starting a new trace"),
@@ -154,7 +168,10 @@ pub fn decode(raw: &[RawHeader<'_>], position: RecordPosition<'_>) -> DecodedHea
     let mut values: [Option<Option<&[u8]>>; KNOWN.len()] = [None; KNOWN.len()];
     let mut counts = [0usize; KNOWN.len()];
     for header in raw {
-        if let Some(i) = KNOWN.iter().position(|k| k.eq_ignore_ascii_case(header.name)) {
+        if let Some(i) = KNOWN
+            .iter()
+            .position(|k| k.eq_ignore_ascii_case(header.name))
+        {
             values[i] = Some(header.value);
             counts[i] += 1;
         }
@@ -233,7 +250,9 @@ pub fn decode(raw: &[RawHeader<'_>], position: RecordPosition<'_>) -> DecodedHea
     let traceparent = match values[traceparent_index] {
         None => None,
         Some(_) if counts[traceparent_index] > 1 => {
-            issues.push(HeaderIssue::TraceParentInvalid(TraceParentError::WrongShape));
+            issues.push(HeaderIssue::TraceParentInvalid(
+                TraceParentError::WrongShape,
+            ));
             None
         }
         Some(None) => {
@@ -354,10 +373,16 @@ mod tests {
         let decoded = decode(&[], POS);
         let expected = EventId::for_record("orders", 2, 17);
         assert_eq!(decoded.headers.event_id, expected);
-        assert_eq!(decoded.headers.correlation_id.as_str(), expected.to_string());
+        assert_eq!(
+            decoded.headers.correlation_id.as_str(),
+            expected.to_string()
+        );
         assert_eq!(
             decoded.issues,
-            vec![HeaderIssue::EventIdMissing, HeaderIssue::CorrelationIdMissing]
+            vec![
+                HeaderIssue::EventIdMissing,
+                HeaderIssue::CorrelationIdMissing
+            ]
         );
         assert!(decoded.correlation_adopted());
         assert_eq!(decoded.headers.traceparent, None);
@@ -376,13 +401,25 @@ mod tests {
             ),
             (
                 "broken traceparent starts a new trace",
-                vec![h(EVENT_ID, id.as_bytes()), h(CORRELATION_ID, b"c"), h(TRACEPARENT, b"00-zz"), h(TRACESTATE, b"a=b")],
+                vec![
+                    h(EVENT_ID, id.as_bytes()),
+                    h(CORRELATION_ID, b"c"),
+                    h(TRACEPARENT, b"00-zz"),
+                    h(TRACESTATE, b"a=b"),
+                ],
                 vec!["traceparent_invalid"],
                 |d| d.headers.traceparent.is_none() && d.headers.tracestate.is_none(),
             ),
             (
                 "null traceparent",
-                vec![h(EVENT_ID, id.as_bytes()), h(CORRELATION_ID, b"c"), RawHeader { name: TRACEPARENT, value: None }],
+                vec![
+                    h(EVENT_ID, id.as_bytes()),
+                    h(CORRELATION_ID, b"c"),
+                    RawHeader {
+                        name: TRACEPARENT,
+                        value: None,
+                    },
+                ],
                 vec!["traceparent_invalid"],
                 |d| d.headers.traceparent.is_none(),
             ),
@@ -391,15 +428,25 @@ mod tests {
                 vec![
                     h(EVENT_ID, id.as_bytes()),
                     h(CORRELATION_ID, b"c"),
-                    h(TRACEPARENT, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-                    h(TRACEPARENT, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b8-01"),
+                    h(
+                        TRACEPARENT,
+                        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                    h(
+                        TRACEPARENT,
+                        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b8-01",
+                    ),
                 ],
                 vec!["header_duplicate", "traceparent_invalid"],
                 |d| d.headers.traceparent.is_none(),
             ),
             (
                 "duplicate correlation id: last wins",
-                vec![h(EVENT_ID, id.as_bytes()), h(CORRELATION_ID, b"first"), h(CORRELATION_ID, b"second")],
+                vec![
+                    h(EVENT_ID, id.as_bytes()),
+                    h(CORRELATION_ID, b"first"),
+                    h(CORRELATION_ID, b"second"),
+                ],
                 vec!["header_duplicate"],
                 |d| d.headers.correlation_id.as_str() == "second",
             ),
@@ -411,7 +458,12 @@ mod tests {
             ),
             (
                 "bad version and causation are dropped",
-                vec![h(EVENT_ID, id.as_bytes()), h(CORRELATION_ID, b"c"), h(EVENT_VERSION, b"v2"), h(CAUSATION_ID, b"nope")],
+                vec![
+                    h(EVENT_ID, id.as_bytes()),
+                    h(CORRELATION_ID, b"c"),
+                    h(EVENT_VERSION, b"v2"),
+                    h(CAUSATION_ID, b"nope"),
+                ],
                 vec!["causation_id_invalid", "event_version_invalid"],
                 |d| d.headers.event_version.is_none() && d.headers.causation_id.is_none(),
             ),
@@ -423,7 +475,11 @@ mod tests {
             ),
             (
                 "unknown headers are ignored even if binary",
-                vec![h(EVENT_ID, id.as_bytes()), h(CORRELATION_ID, b"c"), h("x-binary", &[0, 159, 146, 150])],
+                vec![
+                    h(EVENT_ID, id.as_bytes()),
+                    h(CORRELATION_ID, b"c"),
+                    h("x-binary", &[0, 159, 146, 150]),
+                ],
                 vec![],
                 |d| d.headers.event_type.is_none(),
             ),

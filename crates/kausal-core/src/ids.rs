@@ -140,7 +140,12 @@ mod tests {
 
     #[test]
     fn record_ids_are_deterministic_and_distinct() {
-        let cases = [("orders", 0, 0), ("orders", 0, 1), ("orders", 1, 0), ("payments", 0, 0)];
+        let cases = [
+            ("orders", 0, 0),
+            ("orders", 0, 1),
+            ("orders", 1, 0),
+            ("payments", 0, 0),
+        ];
         let ids: Vec<_> = cases
             .iter()
             .map(|(t, p, o)| EventId::for_record(t, *p, *o))

@@ -127,7 +127,10 @@ mod tests {
                 (RetryAfter(a), RetryAfter(b)) => a.abs_diff(b) < Duration::from_micros(1),
                 (a, b) => a == b,
             };
-            assert!(close, "attempt {attempt} {class:?} {sample}: {got:?} != {expected:?}");
+            assert!(
+                close,
+                "attempt {attempt} {class:?} {sample}: {got:?} != {expected:?}"
+            );
         }
     }
 

@@ -184,7 +184,11 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", self.trace_id, self.parent_id, self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id, self.parent_id, self.flags
+        )
     }
 }
 
@@ -208,25 +212,68 @@ mod tests {
         use TraceParentError::*;
         let cases: &[(&str, Result<(), TraceParentError>)] = &[
             (GOOD, Ok(())),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Ok(())),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                Ok(()),
+            ),
             // A future version may carry more fields after a dash.
-            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", Ok(())),
-            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01xextra", Err(WrongShape)),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", Err(WrongLength(56))),
-            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Err(ForbiddenVersion)),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", Err(ZeroTraceId)),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", Err(ZeroParentId)),
-            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", Err(NotHex { field: "trace-id" })),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01", Err(NotHex { field: "parent-id" })),
-            ("0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Err(NotHex { field: "version" })),
-            ("00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01", Err(WrongShape)),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", Err(WrongLength(52))),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                Ok(()),
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01xextra",
+                Err(WrongShape),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                Err(WrongLength(56)),
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Err(ForbiddenVersion),
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                Err(ZeroTraceId),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                Err(ZeroParentId),
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                Err(NotHex { field: "trace-id" }),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01",
+                Err(NotHex { field: "parent-id" }),
+            ),
+            (
+                "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Err(NotHex { field: "version" }),
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+                Err(WrongShape),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                Err(WrongLength(52)),
+            ),
             ("", Err(WrongLength(0))),
             ("garbage", Err(WrongLength(7))),
-            ("00-4bf92f3577b34da6a3ce929d0e0e47é6-00f067aa0ba902b7-01", Err(NotHex { field: "version" })),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e47é6-00f067aa0ba902b7-01",
+                Err(NotHex { field: "version" }),
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(&TraceParent::parse(input).map(|_| ()), expected, "{input:?}");
+            assert_eq!(
+                &TraceParent::parse(input).map(|_| ()),
+                expected,
+                "{input:?}"
+            );
         }
     }
 

@@ -20,7 +20,10 @@ pub enum AdminError {
     #[error("Kafka admin request failed: {0}")]
     Kafka(#[from] KafkaError),
     #[error("cannot create topic {topic}: {code:?}")]
-    CreateTopic { topic: String, code: RDKafkaErrorCode },
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
 }
@@ -70,7 +73,9 @@ pub struct Admin {
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin").field("bootstrap", &self.config.bootstrap_servers).finish()
+        f.debug_struct("Admin")
+            .field("bootstrap", &self.config.bootstrap_servers)
+            .finish()
     }
 }
 
@@ -96,13 +101,22 @@ impl Admin {
         // Only ask for missing topics: creating an existing one is harmless
         // for Kafka but makes some brokers log errors.
         let existing = self.topics().unwrap_or_default();
-        let missing: Vec<&TopicSpec> = topics.iter().filter(|t| !existing.contains(&t.name)).collect();
+        let missing: Vec<&TopicSpec> = topics
+            .iter()
+            .filter(|t| !existing.contains(&t.name))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
         let new: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)))
+            .map(|t| {
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(t.replication),
+                )
+            })
             .collect();
         let results = self
             .admin
@@ -118,7 +132,11 @@ impl Admin {
         // Metadata propagates asynchronously; wait until every topic is seen.
         for t in topics {
             for _ in 0..50 {
-                if self.partitions(&t.name).map(|p| !p.is_empty()).unwrap_or(false) {
+                if self
+                    .partitions(&t.name)
+                    .map(|p| !p.is_empty())
+                    .unwrap_or(false)
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,7 +174,11 @@ impl Admin {
             .into_iter()
             .map(|p| {
                 let (low, high) = self.reader.fetch_watermarks(topic, p, TIMEOUT)?;
-                Ok(Watermarks { partition: p, low, high })
+                Ok(Watermarks {
+                    partition: p,
+                    low,
+                    high,
+                })
             })
             .collect()
     }
@@ -204,7 +226,11 @@ impl Admin {
 
     /// The broker's own answer to "first offset at or after `ts_ms`" per
     /// partition, unverified (`None` means the log end).
-    pub fn broker_offsets_for_timestamp(&self, topic: &str, ts_ms: i64) -> Result<Vec<(i32, Option<i64>)>> {
+    pub fn broker_offsets_for_timestamp(
+        &self,
+        topic: &str,
+        ts_ms: i64,
+    ) -> Result<Vec<(i32, Option<i64>)>> {
         let mut tpl = TopicPartitionList::new();
         for p in self.partitions(topic)? {
             tpl.add_partition_offset(topic, p, Offset::Offset(ts_ms))?;
@@ -238,7 +264,13 @@ impl Admin {
             };
             let verified = match offset {
                 Some(o) if self.is_first_at_or_after(topic, partition, o, ts_ms, w)? => o,
-                None if w.high == w.low || self.timestamp_at(topic, partition, w.high - 1)?.is_some_and(|t| t < ts_ms) => w.high,
+                None if w.high == w.low
+                    || self
+                        .timestamp_at(topic, partition, w.high - 1)?
+                        .is_some_and(|t| t < ts_ms) =>
+                {
+                    w.high
+                }
                 _ => self.search_timestamp(topic, partition, ts_ms, w)?,
             };
             out.push((partition, verified));
@@ -246,9 +278,20 @@ impl Admin {
         Ok(out)
     }
 
-    fn is_first_at_or_after(&self, topic: &str, partition: i32, offset: i64, ts_ms: i64, w: &Watermarks) -> Result<bool> {
+    fn is_first_at_or_after(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        ts_ms: i64,
+        w: &Watermarks,
+    ) -> Result<bool> {
         if offset == w.high {
-            let last = if w.high > w.low { self.timestamp_at(topic, partition, w.high - 1)? } else { None };
+            let last = if w.high > w.low {
+                self.timestamp_at(topic, partition, w.high - 1)?
+            } else {
+                None
+            };
             return Ok(last.is_none_or(|t| t < ts_ms));
         }
         if offset < w.low || offset > w.high {
@@ -261,12 +304,20 @@ impl Admin {
         if offset == w.low {
             return Ok(true);
         }
-        Ok(self.timestamp_at(topic, partition, offset - 1)?.is_some_and(|t| t < ts_ms))
+        Ok(self
+            .timestamp_at(topic, partition, offset - 1)?
+            .is_some_and(|t| t < ts_ms))
     }
 
     /// Binary search for the first record with timestamp ≥ `ts_ms`, assuming
     /// timestamps grow with offsets (CreateTime from one producer clock).
-    fn search_timestamp(&self, topic: &str, partition: i32, ts_ms: i64, w: &Watermarks) -> Result<i64> {
+    fn search_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts_ms: i64,
+        w: &Watermarks,
+    ) -> Result<i64> {
         let (mut lo, mut hi) = (w.low, w.high);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

@@ -1,6 +1,8 @@
 //! Events as handlers see them: what came in, and what a handler emits.
 
-use kausal_core::headers::{self, DecodedHeaders, EventHeaders, HeaderIssue, RawHeader, RecordPosition};
+use kausal_core::headers::{
+    self, DecodedHeaders, EventHeaders, HeaderIssue, RawHeader, RecordPosition,
+};
 use kausal_core::{CorrelationId, EventId, HandlerError, SpanId, TraceParent};
 use rdkafka::message::{Headers, Message};
 use serde::Serialize;
@@ -86,7 +88,9 @@ impl IncomingEvent {
 
     /// The key as UTF-8, when it is.
     pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The payload decoded as JSON. A missing, empty or malformed payload is
@@ -97,7 +101,10 @@ impl IncomingEvent {
             Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
                 HandlerError::bad_payload(format!(
                     "payload is not a valid {}: {e}",
-                    std::any::type_name::<T>().rsplit("::").next().unwrap_or("event")
+                    std::any::type_name::<T>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("event")
                 ))
             }),
         }
@@ -105,7 +112,12 @@ impl IncomingEvent {
 
     /// The headers a child event gets: same correlation id and trace, this
     /// event as the cause, a new event id.
-    pub fn child_headers(&self, source_service: &str, event_type: &str, version: u32) -> EventHeaders {
+    pub fn child_headers(
+        &self,
+        source_service: &str,
+        event_type: &str,
+        version: u32,
+    ) -> EventHeaders {
         EventHeaders {
             event_id: ids::new_event_id(),
             event_type: Some(event_type.to_owned()),
@@ -126,6 +138,16 @@ impl IncomingEvent {
     }
 }
 
+/// What a root event is: where it goes and what it is called.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSpec<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a str>,
+    pub event_type: &'a str,
+    pub version: u32,
+    pub source_service: &'a str,
+}
+
 /// An event ready to publish.
 #[derive(Debug, Clone)]
 pub struct OutgoingEvent {
@@ -141,12 +163,8 @@ impl OutgoingEvent {
     /// A root event: starts a business operation (new correlation id unless
     /// given) and a trace (unless a parent context is given, e.g. from HTTP).
     pub fn root<T: Serialize>(
-        topic: &str,
-        key: Option<&str>,
-        event_type: &str,
-        version: u32,
+        spec: &EventSpec<'_>,
         payload: &T,
-        source_service: &str,
         correlation_id: Option<CorrelationId>,
         parent: Option<TraceParent>,
     ) -> Result<Self, serde_json::Error> {
@@ -156,16 +174,16 @@ impl OutgoingEvent {
             None => TraceParent::new(ids::new_trace_id(), ids::new_span_id(), true),
         };
         Ok(Self {
-            topic: topic.to_owned(),
-            key: key.map(|k| k.as_bytes().to_vec()),
+            topic: spec.topic.to_owned(),
+            key: spec.key.map(|k| k.as_bytes().to_vec()),
             payload: serde_json::to_vec(payload)?,
             headers: EventHeaders {
                 event_id,
-                event_type: Some(event_type.to_owned()),
-                event_version: Some(version),
+                event_type: Some(spec.event_type.to_owned()),
+                event_version: Some(spec.version),
                 correlation_id: correlation_id.unwrap_or_else(|| CorrelationId::adopt(event_id)),
                 causation_id: None,
-                source_service: Some(source_service.to_owned()),
+                source_service: Some(spec.source_service.to_owned()),
                 content_type: Some(headers::CONTENT_TYPE_JSON.to_owned()),
                 traceparent: Some(trace),
                 tracestate: None,
@@ -205,13 +223,18 @@ impl Emitter {
         payload: &T,
     ) -> Result<(), HandlerError> {
         let bytes = serde_json::to_vec(payload).map_err(|e| {
-            HandlerError::fatal("SerializationError", format!("cannot encode {event_type}: {e}"))
+            HandlerError::fatal(
+                "SerializationError",
+                format!("cannot encode {event_type}: {e}"),
+            )
         })?;
         self.pending.push(OutgoingEvent {
             topic: topic.to_owned(),
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: bytes,
-            headers: self.parent.child_headers(&self.service, event_type, version),
+            headers: self
+                .parent
+                .child_headers(&self.service, event_type, version),
             extra_headers: Vec::new(),
         });
         Ok(())

@@ -20,7 +20,7 @@ pub mod producer;
 pub mod runtime;
 
 pub use config::KafkaConfig;
-pub use event::{Emitter, IncomingEvent, OutgoingEvent};
+pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
 pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
 pub use producer::{Delivery, EventProducer, PublishError};
 pub use runtime::{ConsumerRuntime, CorrelationPolicy, Handler, Outcome, RunSummary, RuntimeError};

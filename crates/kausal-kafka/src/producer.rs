@@ -78,7 +78,11 @@ impl std::fmt::Debug for EventProducer {
 }
 
 impl EventProducer {
-    pub fn new(config: &KafkaConfig, client_id: &str, metrics: Metrics) -> Result<Self, PublishError> {
+    pub fn new(
+        config: &KafkaConfig,
+        client_id: &str,
+        metrics: Metrics,
+    ) -> Result<Self, PublishError> {
         let inner: FutureProducer = config
             .producer_config(client_id)
             .create()
@@ -102,8 +106,14 @@ impl EventProducer {
             });
         }
         let event_type = event.headers.event_type.as_deref().unwrap_or("unknown");
-        self.send(&event.topic, event.key.as_deref(), Some(&event.payload), headers, event_type)
-            .await
+        self.send(
+            &event.topic,
+            event.key.as_deref(),
+            Some(&event.payload),
+            headers,
+            event_type,
+        )
+        .await
     }
 
     /// Publishes raw bytes and headers (dead-lettering, replay).

@@ -12,9 +12,13 @@ use kausal_core::dlq::{self, DeadLetter};
 use kausal_core::retry::{GiveUpReason, RetryDecision};
 use kausal_core::{HandlerError, RetryPolicy};
 use kausal_store::Store;
-use kausal_telemetry::metrics::{Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind};
+use kausal_telemetry::metrics::{
+    Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind,
+};
 use rand::Rng;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -57,8 +61,14 @@ pub enum CorrelationPolicy {
 /// How the runtime finished with one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Processed { attempts: u32 },
-    DeadLettered { attempts: u32, error_type: String, error_message: String },
+    Processed {
+        attempts: u32,
+    },
+    DeadLettered {
+        attempts: u32,
+        error_type: String,
+        error_message: String,
+    },
     DuplicateSkipped,
 }
 
@@ -135,18 +145,26 @@ impl ConsumerContext for RuntimeContext {
                 let tpl = pending.to_list(Some(revoked));
                 if tpl.count() > 0 {
                     match consumer.commit(&tpl, CommitMode::Sync) {
-                        Ok(()) => tracing::info!(group = %self.group, partitions = tpl.count(), "committed finished work before rebalance"),
-                        Err(e) => tracing::warn!(group = %self.group, error = %e, "commit before rebalance failed; those records will be redelivered"),
+                        Ok(()) => {
+                            tracing::info!(group = %self.group, partitions = tpl.count(), "committed finished work before rebalance")
+                        }
+                        Err(e) => {
+                            tracing::warn!(group = %self.group, error = %e, "commit before rebalance failed; those records will be redelivered")
+                        }
                     }
                 }
                 for elem in revoked.elements() {
-                    pending.offsets.remove(&(elem.topic().to_owned(), elem.partition()));
+                    pending
+                        .offsets
+                        .remove(&(elem.topic().to_owned(), elem.partition()));
                 }
             }
             Rebalance::Assign(assigned) => {
                 tracing::info!(group = %self.group, partitions = assigned.count(), "partitions assigned");
             }
-            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error")
+            }
         }
     }
 
@@ -313,7 +331,8 @@ impl<H: Handler> ConsumerRuntime<H> {
                         observer(&event, &outcome);
                     }
                     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.offsets.insert((event.topic.clone(), event.partition), event.offset + 1);
+                    p.offsets
+                        .insert((event.topic.clone(), event.partition), event.offset + 1);
                     p.dirty = true;
                 }
             }
@@ -334,11 +353,16 @@ impl<H: Handler> ConsumerRuntime<H> {
         }
 
         // Graceful stop: commit everything finished, flush, leave the group.
-        let tpl = pending.lock().unwrap_or_else(|e| e.into_inner()).to_list(None);
+        let tpl = pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_list(None);
         if tpl.count() > 0 {
             match consumer.commit(&tpl, CommitMode::Sync) {
                 Ok(()) => tracing::info!(group = %self.group, "final offsets committed"),
-                Err(e) => tracing::error!(group = %self.group, error = %e, "final commit failed; finished records will be redelivered"),
+                Err(e) => {
+                    tracing::error!(group = %self.group, error = %e, "final commit failed; finished records will be redelivered")
+                }
             }
         }
         self.producer.flush(Duration::from_secs(10));
@@ -349,7 +373,12 @@ impl<H: Handler> ConsumerRuntime<H> {
 
     /// Handles, dead-letters or skips one record. `None` only when shutdown
     /// interrupted a wait, leaving the record unfinished.
-    async fn finish(&self, event: &IncomingEvent, shutdown: &CancellationToken, summary: &mut RunSummary) -> Option<Outcome> {
+    async fn finish(
+        &self,
+        event: &IncomingEvent,
+        shutdown: &CancellationToken,
+        summary: &mut RunSummary,
+    ) -> Option<Outcome> {
         let span = tracing::info_span!(
             "process",
             correlationId = %event.headers.correlation_id,
@@ -378,12 +407,25 @@ impl<H: Handler> ConsumerRuntime<H> {
             let duration_ms = duration.as_secs_f64() * 1000.0;
             match &outcome {
                 Some(Outcome::Processed { attempts }) => {
-                    tracing::info!(durationMs = duration_ms, attempts, outcome = "processed", "event processed");
+                    tracing::info!(
+                        durationMs = duration_ms,
+                        attempts,
+                        outcome = "processed",
+                        "event processed"
+                    );
                 }
                 Some(Outcome::DuplicateSkipped) => {
-                    tracing::info!(durationMs = duration_ms, outcome = "duplicate_skipped", "event already processed by this group; skipped");
+                    tracing::info!(
+                        durationMs = duration_ms,
+                        outcome = "duplicate_skipped",
+                        "event already processed by this group; skipped"
+                    );
                 }
-                Some(Outcome::DeadLettered { attempts, error_type, error_message }) => {
+                Some(Outcome::DeadLettered {
+                    attempts,
+                    error_type,
+                    error_message,
+                }) => {
                     tracing::error!(
                         durationMs = duration_ms,
                         attempts,
@@ -394,7 +436,9 @@ impl<H: Handler> ConsumerRuntime<H> {
                         "event dead-lettered"
                     );
                 }
-                None => tracing::warn!("shutdown before the event was finished; it will be redelivered"),
+                None => {
+                    tracing::warn!("shutdown before the event was finished; it will be redelivered")
+                }
             }
             outcome
         }
@@ -402,12 +446,20 @@ impl<H: Handler> ConsumerRuntime<H> {
         .await
     }
 
-    async fn finish_inner(&self, event: &IncomingEvent, shutdown: &CancellationToken, summary: &mut RunSummary) -> Option<Outcome> {
+    async fn finish_inner(
+        &self,
+        event: &IncomingEvent,
+        shutdown: &CancellationToken,
+        summary: &mut RunSummary,
+    ) -> Option<Outcome> {
         let topic_group = TopicGroup {
             topic: event.topic.clone(),
             consumer_group: self.group.clone(),
         };
-        self.metrics.events_consumed.get_or_create(&topic_group).inc();
+        self.metrics
+            .events_consumed
+            .get_or_create(&topic_group)
+            .inc();
         for issue in &event.issues {
             self.metrics
                 .event_header_issues
@@ -420,7 +472,10 @@ impl<H: Handler> ConsumerRuntime<H> {
             tracing::warn!(headerIssue = issue.kind(), "{issue}");
         }
         if event.issues.iter().any(|i| i.is_correlation_adopted()) {
-            self.metrics.events_missing_correlation.get_or_create(&topic_group).inc();
+            self.metrics
+                .events_missing_correlation
+                .get_or_create(&topic_group)
+                .inc();
             if self.correlation == CorrelationPolicy::Reject {
                 let error = HandlerError::missing_correlation_id();
                 return self.dead_letter(event, &error, 0, shutdown).await;
@@ -430,10 +485,15 @@ impl<H: Handler> ConsumerRuntime<H> {
         if let Some(store) = &self.store {
             let event_id = event.headers.event_id.to_string();
             let seen = self
-                .with_store_retry(shutdown, &topic_group, || store.is_processed(&self.group, &event_id))
+                .with_store_retry(shutdown, &topic_group, || {
+                    store.is_processed(&self.group, &event_id)
+                })
                 .await?;
             if seen {
-                self.metrics.events_duplicate_skipped.get_or_create(&topic_group).inc();
+                self.metrics
+                    .events_duplicate_skipped
+                    .get_or_create(&topic_group)
+                    .inc();
                 return Some(Outcome::DuplicateSkipped);
             }
         }
@@ -523,7 +583,11 @@ impl<H: Handler> ConsumerRuntime<H> {
                     Err(e) if e.is_permanent() => {
                         return Some(Err(HandlerError::fatal(
                             "PublishFailed",
-                            format!("cannot publish {} to {}: {e}", event.headers.event_type.as_deref().unwrap_or("event"), event.topic),
+                            format!(
+                                "cannot publish {} to {}: {e}",
+                                event.headers.event_type.as_deref().unwrap_or("event"),
+                                event.topic
+                            ),
                         )));
                     }
                     Err(e) => {
@@ -542,7 +606,13 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Sends the original record to `<topic>.dlq` with the `dlq-*` headers.
     /// Retries until the broker has it: a record is never committed before it
     /// is handled or dead-lettered.
-    async fn dead_letter(&self, event: &IncomingEvent, error: &HandlerError, attempts: u32, shutdown: &CancellationToken) -> Option<Outcome> {
+    async fn dead_letter(
+        &self,
+        event: &IncomingEvent,
+        error: &HandlerError,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
         let letter = DeadLetter {
             original_topic: event.topic.clone(),
             original_partition: event.partition,
@@ -578,7 +648,11 @@ impl<H: Handler> ConsumerRuntime<H> {
                     value: Some(reason.as_bytes()),
                 });
             }
-            let value = if omit_value.is_some() { None } else { event.payload.as_deref() };
+            let value = if omit_value.is_some() {
+                None
+            } else {
+                event.payload.as_deref()
+            };
             match self
                 .producer
                 .publish_raw(&dlq_topic, event.key.as_deref(), value, headers, event_type)
@@ -617,7 +691,12 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Runs a store operation until it succeeds: a database outage pauses
     /// the consumer (nothing is committed) instead of losing or
     /// double-charging events.
-    async fn with_store_retry<T, F, Fut>(&self, shutdown: &CancellationToken, labels: &TopicGroup, mut op: F) -> Option<T>
+    async fn with_store_retry<T, F, Fut>(
+        &self,
+        shutdown: &CancellationToken,
+        labels: &TopicGroup,
+        mut op: F,
+    ) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = kausal_store::Result<T>>,

@@ -27,9 +27,7 @@ pub enum Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB"
-    )]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
     #[error("cannot connect to the database at {url}: {source} (is it running and reachable?)")]
     Connect {
@@ -162,7 +160,10 @@ mod tests {
             normalise("sqlite://a/b.db").expect("sqlite"),
             (Backend::Sqlite, "sqlite://a/b.db?mode=rwc".to_owned())
         );
-        assert_eq!(normalise("postgres://x@h/db").expect("pg").0, Backend::Postgres);
+        assert_eq!(
+            normalise("postgres://x@h/db").expect("pg").0,
+            Backend::Postgres
+        );
         assert!(normalise("mysql://x").is_err());
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     }

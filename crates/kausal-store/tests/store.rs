@@ -6,17 +6,41 @@ use kausal_store::testing;
 async fn idempotency_keys_on_every_backend() {
     for db in testing::databases().await.expect("test databases") {
         let store = testing::connect(&db).await.expect(db.label);
-        assert!(!store.is_processed("g", "e1").await.expect(db.label), "{}", db.label);
-        assert!(store.mark_processed("g", "e1", 1).await.expect(db.label), "{}", db.label);
-        assert!(store.is_processed("g", "e1").await.expect(db.label), "{}", db.label);
+        assert!(
+            !store.is_processed("g", "e1").await.expect(db.label),
+            "{}",
+            db.label
+        );
+        assert!(
+            store.mark_processed("g", "e1", 1).await.expect(db.label),
+            "{}",
+            db.label
+        );
+        assert!(
+            store.is_processed("g", "e1").await.expect(db.label),
+            "{}",
+            db.label
+        );
         // A second mark is a no-op, not an error.
-        assert!(!store.mark_processed("g", "e1", 2).await.expect(db.label), "{}", db.label);
+        assert!(
+            !store.mark_processed("g", "e1", 2).await.expect(db.label),
+            "{}",
+            db.label
+        );
         // Keys are per group.
-        assert!(!store.is_processed("other", "e1").await.expect(db.label), "{}", db.label);
+        assert!(
+            !store.is_processed("other", "e1").await.expect(db.label),
+            "{}",
+            db.label
+        );
         store.close().await;
         // Reconnecting re-runs migrations harmlessly and keeps the rows.
         let again = testing::connect(&db).await.expect(db.label);
-        assert!(again.is_processed("g", "e1").await.expect(db.label), "{}", db.label);
+        assert!(
+            again.is_processed("g", "e1").await.expect(db.label),
+            "{}",
+            db.label
+        );
     }
 }
 

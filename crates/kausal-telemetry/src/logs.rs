@@ -24,17 +24,28 @@ tansu_schema=warn,libsql=warn,sqlx=warn,rdkafka=warn,h2=warn,hyper=warn";
 /// Installs the JSON log layer for `service` as the global subscriber, with
 /// the level from `RUST_LOG`. Safe to call twice (the second call is a no-op).
 pub fn init_logging(service: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let layer = JsonLayer::new(service, Box::new(std::io::stdout()));
-    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
 }
 
 /// Like [`init_logging`], appending the lines to `path` instead of stdout.
 pub fn init_logging_to_file(service: &str, path: &std::path::Path) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let layer = JsonLayer::new(service, Box::new(file));
-    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
     Ok(())
 }
 
@@ -46,7 +57,9 @@ pub struct JsonLayer {
 
 impl std::fmt::Debug for JsonLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonLayer").field("service", &self.service).finish()
+        f.debug_struct("JsonLayer")
+            .field("service", &self.service)
+            .finish()
     }
 }
 
@@ -116,16 +129,16 @@ where
         let mut line = Map::new();
         line.insert(
             fields::TIMESTAMP.to_owned(),
-            Value::String(
-                chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
         line.insert(
             fields::LEVEL.to_owned(),
             Value::String(event.metadata().level().to_string()),
         );
-        line.insert(fields::SERVICE.to_owned(), Value::String(self.service.clone()));
+        line.insert(
+            fields::SERVICE.to_owned(),
+            Value::String(self.service.clone()),
+        );
         // Outer spans first so inner ones override.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {

@@ -117,19 +117,73 @@ impl Metrics {
             handlers_in_flight: Gauge::default(),
             registry: Arc::new(Mutex::new(Registry::default())),
         };
-        r.register("events_published", "Events published, by topic and event type", m.events_published.clone());
-        r.register_with_unit("event_publish_duration", "Time from send to broker acknowledgement", Unit::Seconds, m.event_publish_duration.clone());
-        r.register("event_publish_errors", "Publishes that failed", m.event_publish_errors.clone());
-        r.register("events_consumed", "Records received by a consumer group", m.events_consumed.clone());
-        r.register_with_unit("event_processing_duration", "Handler time per event including retries", Unit::Seconds, m.event_processing_duration.clone());
-        r.register("event_processing_errors", "Failed handler attempts", m.event_processing_errors.clone());
-        r.register("event_retries", "Handler attempts retried after a retryable error", m.event_retries.clone());
-        r.register("events_duplicate_skipped", "Redelivered events skipped by the idempotency guard", m.events_duplicate_skipped.clone());
-        r.register("events_missing_correlation", "Events that arrived without a usable correlation id", m.events_missing_correlation.clone());
-        r.register("event_header_issues", "Records whose Kausal headers had to be repaired, by kind", m.event_header_issues.clone());
-        r.register("dlq_events", "Events sent to a dead-letter topic", m.dlq_events.clone());
-        r.register("store_errors", "Idempotency store operations that failed and were retried", m.store_errors.clone());
-        r.register("handlers_in_flight", "Handlers running now", m.handlers_in_flight.clone());
+        r.register(
+            "events_published",
+            "Events published, by topic and event type",
+            m.events_published.clone(),
+        );
+        r.register_with_unit(
+            "event_publish_duration",
+            "Time from send to broker acknowledgement",
+            Unit::Seconds,
+            m.event_publish_duration.clone(),
+        );
+        r.register(
+            "event_publish_errors",
+            "Publishes that failed",
+            m.event_publish_errors.clone(),
+        );
+        r.register(
+            "events_consumed",
+            "Records received by a consumer group",
+            m.events_consumed.clone(),
+        );
+        r.register_with_unit(
+            "event_processing_duration",
+            "Handler time per event including retries",
+            Unit::Seconds,
+            m.event_processing_duration.clone(),
+        );
+        r.register(
+            "event_processing_errors",
+            "Failed handler attempts",
+            m.event_processing_errors.clone(),
+        );
+        r.register(
+            "event_retries",
+            "Handler attempts retried after a retryable error",
+            m.event_retries.clone(),
+        );
+        r.register(
+            "events_duplicate_skipped",
+            "Redelivered events skipped by the idempotency guard",
+            m.events_duplicate_skipped.clone(),
+        );
+        r.register(
+            "events_missing_correlation",
+            "Events that arrived without a usable correlation id",
+            m.events_missing_correlation.clone(),
+        );
+        r.register(
+            "event_header_issues",
+            "Records whose Kausal headers had to be repaired, by kind",
+            m.event_header_issues.clone(),
+        );
+        r.register(
+            "dlq_events",
+            "Events sent to a dead-letter topic",
+            m.dlq_events.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Idempotency store operations that failed and were retried",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "handlers_in_flight",
+            "Handlers running now",
+            m.handlers_in_flight.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
     }
@@ -183,7 +237,10 @@ pub async fn serve_metrics(
         }),
     );
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "metrics server failed");
         }
     });
@@ -198,13 +255,22 @@ mod tests {
     fn exposes_the_design_names() {
         let m = Metrics::new();
         m.events_published
-            .get_or_create(&TopicEventType { topic: "orders".into(), event_type: "OrderPlaced".into() })
+            .get_or_create(&TopicEventType {
+                topic: "orders".into(),
+                event_type: "OrderPlaced".into(),
+            })
             .inc();
         m.event_processing_duration
-            .get_or_create(&TopicEventType { topic: "orders".into(), event_type: "OrderPlaced".into() })
+            .get_or_create(&TopicEventType {
+                topic: "orders".into(),
+                event_type: "OrderPlaced".into(),
+            })
             .observe(0.003);
         m.dlq_events
-            .get_or_create(&SourceTopicErrorType { source_topic: "orders".into(), error_type: "X".into() })
+            .get_or_create(&SourceTopicErrorType {
+                source_topic: "orders".into(),
+                error_type: "X".into(),
+            })
             .inc();
         let text = m.encode();
         for needle in [

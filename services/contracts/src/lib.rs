@@ -52,10 +52,16 @@ impl OrderPlaced {
             return Err("order_id is empty".into());
         }
         if !self.amount.is_finite() || self.amount <= 0.0 {
-            return Err(format!("amount must be a positive number, got {}", self.amount));
+            return Err(format!(
+                "amount must be a positive number, got {}",
+                self.amount
+            ));
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!("currency must be a 3-letter ISO 4217 code, got {:?}", self.currency));
+            return Err(format!(
+                "currency must be a 3-letter ISO 4217 code, got {:?}",
+                self.currency
+            ));
         }
         Ok(())
     }
@@ -99,10 +105,22 @@ mod tests {
         };
         assert_eq!(ok.validate(), Ok(()));
         let cases = [
-            OrderPlaced { order_id: " ".into(), ..ok.clone() },
-            OrderPlaced { amount: 0.0, ..ok.clone() },
-            OrderPlaced { amount: f64::NAN, ..ok.clone() },
-            OrderPlaced { currency: "eur".into(), ..ok.clone() },
+            OrderPlaced {
+                order_id: " ".into(),
+                ..ok.clone()
+            },
+            OrderPlaced {
+                amount: 0.0,
+                ..ok.clone()
+            },
+            OrderPlaced {
+                amount: f64::NAN,
+                ..ok.clone()
+            },
+            OrderPlaced {
+                currency: "eur".into(),
+                ..ok.clone()
+            },
         ];
         for case in cases {
             assert!(case.validate().is_err(), "{case:?}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kausal_contracts::{ORDER_PLACED_VERSION, OrderPlaced, event_types, topics};
-use kausal_kafka::{EventProducer, OutgoingEvent};
+use kausal_kafka::{EventProducer, EventSpec, OutgoingEvent};
 use kausal_telemetry::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
@@ -49,8 +49,18 @@ pub struct OrderMetrics {
 impl OrderMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::default();
-        metrics.register("orders_published", "Orders placed and acknowledged by Kafka", None, m.orders_published.clone());
-        metrics.register("orders_publish_failed", "Orders that could not be published", None, m.orders_publish_failed.clone());
+        metrics.register(
+            "orders_published",
+            "Orders placed and acknowledged by Kafka",
+            None,
+            m.orders_published.clone(),
+        );
+        metrics.register(
+            "orders_publish_failed",
+            "Orders that could not be published",
+            None,
+            m.orders_publish_failed.clone(),
+        );
         m
     }
 }
@@ -85,16 +95,14 @@ pub async fn place_order(
     correlation_id: Option<kausal_core::CorrelationId>,
     parent: Option<kausal_core::TraceParent>,
 ) -> Result<OutgoingEvent, kausal_kafka::PublishError> {
-    let event = OutgoingEvent::root(
+    let spec = EventSpec {
         topic,
-        Some(&order.order_id),
-        event_types::ORDER_PLACED,
-        ORDER_PLACED_VERSION,
-        order,
-        SERVICE_NAME,
-        correlation_id,
-        parent,
-    )?;
+        key: Some(&order.order_id),
+        event_type: event_types::ORDER_PLACED,
+        version: ORDER_PLACED_VERSION,
+        source_service: SERVICE_NAME,
+    };
+    let event = OutgoingEvent::root(&spec, order, correlation_id, parent)?;
     producer.publish(&event).await?;
     Ok(event)
 }
@@ -121,7 +129,8 @@ pub async fn run_generator(
     let mut started = 0u64;
     let mut published = 0u64;
     loop {
-        let may_start = in_flight.len() < MAX_IN_FLIGHT && config.max_orders.is_none_or(|m| started < m);
+        let may_start =
+            in_flight.len() < MAX_IN_FLIGHT && config.max_orders.is_none_or(|m| started < m);
         if !may_start && in_flight.is_empty() {
             break;
         }

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use kausal_contracts::{
-    OrderPlaced, PAYMENT_FAILED_VERSION, PAYMENT_PROCESSED_VERSION, PaymentFailed, PaymentProcessed,
-    event_types, topics,
+    OrderPlaced, PAYMENT_FAILED_VERSION, PAYMENT_PROCESSED_VERSION, PaymentFailed,
+    PaymentProcessed, event_types, topics,
 };
 use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
 use kausal_telemetry::Metrics;
@@ -38,7 +38,10 @@ pub struct GatewayError(pub String);
 
 /// Where money is taken. Implement for a real provider or a test double.
 pub trait PaymentGateway: Send + Sync + 'static {
-    fn charge(&self, order: &OrderPlaced) -> impl Future<Output = Result<Charge, GatewayError>> + Send;
+    fn charge(
+        &self,
+        order: &OrderPlaced,
+    ) -> impl Future<Output = Result<Charge, GatewayError>> + Send;
 }
 
 /// A gateway that fails transiently at `failure_rate` per attempt and
@@ -47,10 +50,15 @@ pub trait PaymentGateway: Send + Sync + 'static {
 pub struct SimulatedGateway {
     pub failure_rate: f64,
     pub decline_rate: f64,
+    /// How long each charge takes.
+    pub latency: std::time::Duration,
 }
 
 impl PaymentGateway for SimulatedGateway {
     async fn charge(&self, order: &OrderPlaced) -> Result<Charge, GatewayError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         let mut rng = rand::rng();
         if rng.random_bool(self.failure_rate.clamp(0.0, 1.0)) {
             return Err(GatewayError("payment gateway timed out".to_owned()));
@@ -85,7 +93,12 @@ impl PaymentMetrics {
             payments: Family::default(),
             payment_processing_duration: duration_histogram(),
         };
-        metrics.register("payments", "Charges by outcome: approved, declined, gateway_error", None, m.payments.clone());
+        metrics.register(
+            "payments",
+            "Charges by outcome: approved, declined, gateway_error",
+            None,
+            m.payments.clone(),
+        );
         metrics.register(
             "payment_processing_duration",
             "Time the gateway took per charge",
@@ -124,8 +137,12 @@ impl<G: PaymentGateway> PaymentHandler<G> {
 
 impl<G: PaymentGateway> Handler for PaymentHandler<G> {
     async fn handle(&self, event: &IncomingEvent, out: &mut Emitter) -> Result<(), HandlerError> {
-        if event.event_type() != Some(event_types::ORDER_PLACED) {
-            return Err(HandlerError::unknown_event_type(event.event_type()));
+        // `orders` carries only OrderPlaced, so a record without an
+        // event-type header (a plain Kafka client's) is read as one; any
+        // other declared type is not ours.
+        match event.event_type() {
+            Some(event_types::ORDER_PLACED) | None => {}
+            Some(other) => return Err(HandlerError::unknown_event_type(Some(other))),
         }
         let order: OrderPlaced = event.json()?;
         order

@@ -1,0 +1,227 @@
+//! Test harness: a broker per test, plain-client helpers, counting readers.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use kausal_broker::{EmbeddedBroker, Storage};
+use kausal_kafka::KafkaConfig;
+use kausal_kafka::admin::{Admin, TopicSpec};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Which tansu storage engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Memory,
+    Sqlite,
+}
+
+/// A directory under the working directory (tansu resolves SQLite paths
+/// relative to it), removed on drop.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = PathBuf::from(".kausal-test");
+    std::fs::create_dir_all(&base).expect("create .kausal-test");
+    tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(base)
+        .expect("scratch dir")
+}
+
+/// The relative form of a scratch path (what the broker needs).
+pub fn relative(dir: &tempfile::TempDir, file: &str) -> PathBuf {
+    let cwd = std::env::current_dir().expect("cwd");
+    let path = dir.path().join(file);
+    path.strip_prefix(&cwd).map(PathBuf::from).unwrap_or(path)
+}
+
+/// A broker for one test.
+pub struct TestBroker {
+    pub broker: Option<EmbeddedBroker>,
+    pub kafka: KafkaConfig,
+    pub engine: Engine,
+    pub dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TestBroker {
+    pub async fn start(engine: Engine) -> Self {
+        let dir = scratch_dir();
+        let storage = match engine {
+            Engine::Memory => Storage::Memory,
+            Engine::Sqlite => Storage::Sqlite(relative(&dir, "broker.db")),
+        };
+        let broker = EmbeddedBroker::start(storage, 0)
+            .await
+            .expect("broker starts");
+        let kafka = KafkaConfig::new(broker.bootstrap_servers());
+        let port = broker.addr().port();
+        Self {
+            broker: Some(broker),
+            kafka,
+            engine,
+            dir,
+            port,
+        }
+    }
+
+    /// Stops the broker and starts a new one on the same port and data.
+    pub async fn restart(&mut self) {
+        let storage = self.broker.as_ref().expect("running").storage().clone();
+        if let Some(b) = self.broker.take() {
+            b.stop().await;
+        }
+        // The port is released when the listener task is gone; retry briefly.
+        let mut last = None;
+        for _ in 0..50 {
+            match EmbeddedBroker::start(storage.clone(), self.port).await {
+                Ok(b) => {
+                    self.broker = Some(b);
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("broker did not restart: {last:?}");
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::new(&self.kafka).expect("admin client")
+    }
+
+    pub async fn create_topics(&self, topics: &[(&str, i32)]) {
+        let specs: Vec<TopicSpec> = topics.iter().map(|(n, p)| TopicSpec::new(*n, *p)).collect();
+        self.admin()
+            .ensure_topics(&specs)
+            .await
+            .expect("create topics");
+    }
+
+    /// A plain idempotent producer with no Kausal code in it.
+    pub fn plain_producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", "4194304")
+            .create()
+            .expect("producer")
+    }
+
+    /// Reads every record of `topic` from the beginning (no group) until
+    /// `expected` records arrived or `timeout` passed.
+    pub fn read_all(&self, topic: &str, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka.bootstrap_servers)
+            .set("group.id", format!("reader-{}", unique()))
+            .set("enable.auto.commit", "false")
+            .set("max.partition.fetch.bytes", "8388608")
+            .create()
+            .expect("reader");
+        let partitions = self.admin().partitions(topic).expect("partitions");
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < expected && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push(m.detach());
+            }
+        }
+        out
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test uses.
+pub fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Sends one record with the given headers and waits for the broker.
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> (i32, i64) {
+    let mut hs = OwnedHeaders::new();
+    for (k, v) in headers {
+        hs = hs.insert(Header { key: k, value: *v });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(hs);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    let d = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    (d.partition, d.offset)
+}
+
+/// Headers of a record as (name, value) pairs in order.
+pub fn headers_of(m: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The last value of header `name` as text.
+pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    headers_of(m)
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v)
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Counts records per key.
+pub fn count_by_key(messages: &[OwnedMessage]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for m in messages {
+        let key = m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}

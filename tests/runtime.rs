@@ -1,0 +1,868 @@
+//! The consumer runtime end to end on the embedded broker: the payment
+//! service's handler with a scripted gateway (the only fake).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kausal_contracts::{OrderPlaced, event_types};
+use kausal_core::{dlq, headers as h};
+use kausal_kafka::runtime::Outcome;
+use kausal_kafka::{ConsumerRuntime, CorrelationPolicy, EventProducer, IncomingEvent, RetryPolicy};
+use kausal_payment::{Charge, GatewayError, PaymentGateway, PaymentHandler, PaymentMetrics};
+use kausal_telemetry::Metrics;
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{
+    Engine, TestBroker, count_by_key, eventually, header, headers_of, send, unique,
+};
+
+/// A gateway whose answers are scripted per order id, recording every call.
+#[derive(Default)]
+struct Script {
+    fail_always: HashSet<String>,
+    decline: HashSet<String>,
+    /// Time each charge takes.
+    delay: Duration,
+    calls: Mutex<Vec<(String, Instant)>>,
+}
+
+#[derive(Clone, Default)]
+struct ScriptedGateway(Arc<Script>);
+
+impl ScriptedGateway {
+    fn charges(&self, order: &str) -> usize {
+        self.0
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(o, _)| o == order)
+            .count()
+    }
+    fn call_times(&self, order: &str) -> Vec<Instant> {
+        self.0
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(o, _)| o == order)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+    fn calls_per_order(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (o, _) in self.0.calls.lock().expect("lock").iter() {
+            *out.entry(o.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+impl PaymentGateway for ScriptedGateway {
+    async fn charge(&self, order: &OrderPlaced) -> Result<Charge, GatewayError> {
+        self.0
+            .calls
+            .lock()
+            .expect("lock")
+            .push((order.order_id.clone(), Instant::now()));
+        if !self.0.delay.is_zero() {
+            tokio::time::sleep(self.0.delay).await;
+        }
+        if self.0.fail_always.contains(&order.order_id) {
+            return Err(GatewayError("gateway unavailable".into()));
+        }
+        if self.0.decline.contains(&order.order_id) {
+            return Ok(Charge::Declined {
+                reason: "insufficient funds".into(),
+            });
+        }
+        Ok(Charge::Approved {
+            payment_id: format!("pay-{}", order.order_id),
+        })
+    }
+}
+
+fn order(id: &str) -> OrderPlaced {
+    OrderPlaced {
+        order_id: id.to_owned(),
+        user_id: "user-1".into(),
+        amount: 12.5,
+        currency: "EUR".into(),
+        customer_email: Some("a@example.com".into()),
+        created_at: "2026-11-22T00:00:00.000Z".into(),
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<kausal_kafka::RunSummary>,
+    outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>>,
+}
+
+impl Running {
+    fn count(&self) -> usize {
+        self.outcomes.lock().expect("lock").len()
+    }
+    async fn stop(self) -> (kausal_kafka::RunSummary, Vec<(IncomingEvent, Outcome)>) {
+        self.shutdown.cancel();
+        let summary = self.task.await.expect("runtime task");
+        let outcomes = self.outcomes.lock().expect("lock").clone();
+        (summary, outcomes)
+    }
+}
+
+fn start_payment(
+    b: &TestBroker,
+    group: &str,
+    gateway: ScriptedGateway,
+    retry: RetryPolicy,
+    policy: CorrelationPolicy,
+    store: Option<kausal_store::Store>,
+) -> Running {
+    let metrics = Metrics::new();
+    let producer = EventProducer::new(&b.kafka, "payment-test", metrics.clone()).expect("producer");
+    let handler = PaymentHandler::new(gateway, PaymentMetrics::register(&metrics));
+    let outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>> = Arc::default();
+    let seen = outcomes.clone();
+    let mut runtime = ConsumerRuntime::new(
+        b.kafka.clone(),
+        kausal_payment::SERVICE_NAME,
+        group,
+        &["orders"],
+        handler,
+        producer,
+    )
+    .retry_policy(retry)
+    .correlation_policy(policy)
+    .commit_interval(Duration::from_millis(50))
+    .on_outcome(Arc::new(move |e, o| {
+        seen.lock().expect("lock").push((e.clone(), o.clone()))
+    }));
+    if let Some(store) = store {
+        runtime = runtime.idempotency_store(store);
+    }
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { runtime.run(token).await.expect("runtime runs") });
+    Running {
+        shutdown,
+        task,
+        outcomes,
+    }
+}
+
+fn fast_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.2,
+    }
+}
+
+async fn setup(engine: Engine) -> TestBroker {
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[("orders", 3), ("orders.dlq", 3), ("payments", 3)])
+        .await;
+    b
+}
+
+async fn place(b: &TestBroker, producer: &EventProducer, id: &str) {
+    kausal_order::place_order(producer, "orders", &order(id), None, None)
+        .await
+        .expect("order published");
+    let _ = b;
+}
+
+async fn sqlite_store(b: &TestBroker) -> kausal_store::Store {
+    let url = format!("sqlite://{}", b.dir.path().join("kausal.db").display());
+    kausal_store::Store::connect(&url).await.expect("store")
+}
+
+/// Sum of committed offsets of `group` on `topic` equals the sum of high
+/// watermarks: every record is committed.
+async fn all_committed(b: &TestBroker, group: &str, topic: &str) -> bool {
+    let admin = b.admin();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let marks = admin.watermarks(topic).expect("watermarks");
+        let committed = admin.committed_offsets(group, topic).expect("committed");
+        let ok = marks.iter().all(|w| {
+            committed
+                .iter()
+                .any(|(p, o)| *p == w.partition && o.unwrap_or(0) == w.high)
+        });
+        if ok || Instant::now() > deadline {
+            return ok;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_gets_exactly_one_outcome() {
+    let b = setup(Engine::Sqlite).await;
+    let n = 200;
+    let ids: Vec<String> = (0..n).map(|i| format!("ord-{i}")).collect();
+    let script = Script {
+        fail_always: ids.iter().step_by(25).cloned().collect(),
+        decline: ids.iter().skip(3).step_by(20).cloned().collect(),
+        ..Script::default()
+    };
+    let gateway = ScriptedGateway(Arc::new(script));
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    for id in &ids {
+        place(&b, &producer, id).await;
+    }
+    let group = format!("payment-{}", unique());
+    let store = sqlite_store(&b).await;
+    let running = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        Some(store),
+    );
+    assert!(
+        eventually(Duration::from_secs(90), || running.count() >= n).await,
+        "only {} of {n} handled",
+        running.count()
+    );
+    let (summary, _) = running.stop().await;
+    assert!(
+        all_committed(&b, &group, "orders").await,
+        "every offset committed"
+    );
+
+    let failing = ids.iter().step_by(25).count();
+    let payments = b.read_all("payments", n - failing, Duration::from_secs(30));
+    let dead = b.read_all("orders.dlq", failing, Duration::from_secs(30));
+    let mut outcome_of: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &payments {
+        let key = String::from_utf8_lossy(m.key().expect("keyed")).into_owned();
+        outcome_of
+            .entry(key)
+            .or_default()
+            .push(header(m, h::EVENT_TYPE).expect("typed"));
+    }
+    for m in &dead {
+        let key = String::from_utf8_lossy(m.key().expect("keyed")).into_owned();
+        outcome_of
+            .entry(key)
+            .or_default()
+            .push("dead-lettered".into());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if i % 25 == 0 {
+            "dead-lettered"
+        } else if i >= 3 && (i - 3) % 20 == 0 {
+            event_types::PAYMENT_FAILED
+        } else {
+            event_types::PAYMENT_PROCESSED
+        };
+        assert_eq!(
+            outcome_of.get(id).map(Vec::as_slice),
+            Some(&[expected.to_owned()][..]),
+            "order {id}"
+        );
+    }
+    assert_eq!(outcome_of.len(), n, "no outcome for an unknown order");
+    assert_eq!(summary.processed as usize, n - failing);
+    assert_eq!(summary.dead_lettered as usize, failing);
+    assert_eq!(
+        summary.retries as usize, failing,
+        "each failing order retried once (2 attempts)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical() {
+    let b = setup(Engine::Memory).await;
+    let gateway = ScriptedGateway(Arc::new(Script {
+        fail_always: ["ord-bad".to_owned()].into(),
+        ..Script::default()
+    }));
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    let sent = kausal_order::place_order(&producer, "orders", &order("ord-bad"), None, None)
+        .await
+        .expect("sent");
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    running.stop().await;
+
+    assert_eq!(gateway.charges("ord-bad"), 3, "three attempts");
+    let times = gateway.call_times("ord-bad");
+    // Backoff lower bounds (sleep never returns early): 100 ms and 200 ms
+    // less 20 % jitter.
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(80),
+        "{:?}",
+        times[1] - times[0]
+    );
+    assert!(
+        times[2] - times[1] >= Duration::from_millis(160),
+        "{:?}",
+        times[2] - times[1]
+    );
+
+    let original = b.read_all("orders", 1, Duration::from_secs(10));
+    let dead = b.read_all("orders.dlq", 1, Duration::from_secs(10));
+    assert_eq!(dead.len(), 1);
+    let (o, d) = (&original[0], &dead[0]);
+    assert_eq!(d.key(), o.key(), "key byte-identical");
+    assert_eq!(d.payload(), o.payload(), "value byte-identical");
+    assert_eq!(d.payload(), Some(sent.payload.as_slice()));
+    let oh = headers_of(o);
+    let dh = headers_of(d);
+    assert_eq!(
+        &dh[..oh.len()],
+        &oh[..],
+        "original headers first, unchanged"
+    );
+    let added: Vec<&str> = dh[oh.len()..].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(added, dlq::ALL.to_vec(), "every dlq-* header, once");
+    assert_eq!(header(d, dlq::ORIGINAL_TOPIC).as_deref(), Some("orders"));
+    assert_eq!(
+        header(d, dlq::ORIGINAL_PARTITION),
+        Some(o.partition().to_string())
+    );
+    assert_eq!(
+        header(d, dlq::ORIGINAL_OFFSET),
+        Some(o.offset().to_string())
+    );
+    assert_eq!(
+        header(d, dlq::ORIGINAL_TIMESTAMP),
+        o.timestamp().to_millis().map(|t| t.to_string())
+    );
+    assert_eq!(header(d, dlq::CONSUMER_GROUP), Some(group.clone()));
+    assert_eq!(header(d, dlq::SERVICE).as_deref(), Some("payment-service"));
+    assert_eq!(
+        header(d, dlq::ERROR_TYPE).as_deref(),
+        Some("PaymentGatewayError")
+    );
+    assert_eq!(
+        header(d, dlq::ERROR_MESSAGE).as_deref(),
+        Some("gateway unavailable")
+    );
+    assert_eq!(header(d, dlq::ATTEMPTS).as_deref(), Some("3"));
+    let failed_at = header(d, dlq::FAILED_AT).expect("failed-at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&failed_at).is_ok(),
+        "{failed_at}"
+    );
+    assert!(all_committed(&b, &group, "orders").await);
+}
+
+/// One malformed record and what must become of it.
+struct Case {
+    name: &'static str,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(&'static str, Option<Vec<u8>>)>,
+    expect: Expect,
+}
+
+#[derive(Debug, PartialEq)]
+enum Expect {
+    Processed,
+    /// Processed with a correlation id adopted from the event id.
+    Adopted,
+    DeadLettered(&'static str),
+}
+
+fn kausal_headers(
+    event_type: &str,
+    correlation: Option<&[u8]>,
+) -> Vec<(&'static str, Option<Vec<u8>>)> {
+    let mut hs = vec![
+        (
+            h::EVENT_ID,
+            Some(kausal_kafka::ids::new_event_id().to_string().into_bytes()),
+        ),
+        (h::EVENT_TYPE, Some(event_type.as_bytes().to_vec())),
+        (h::EVENT_VERSION, Some(b"1".to_vec())),
+    ];
+    if let Some(c) = correlation {
+        hs.push((h::CORRELATION_ID, Some(c.to_vec())));
+    }
+    hs
+}
+
+fn order_json(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&order(id)).expect("json")
+}
+
+fn bad_input_cases() -> Vec<Case> {
+    let big_valid = {
+        let mut v = serde_json::to_value(order("ord-big")).expect("value");
+        v["notes"] = serde_json::Value::String("x".repeat(1024 * 1024));
+        serde_json::to_vec(&v).expect("json")
+    };
+    let mut big_invalid = vec![b'{'; 1024 * 1024];
+    big_invalid[0] = b'[';
+    let with = |extra: Vec<(&'static str, Option<Vec<u8>>)>| {
+        let mut hs = kausal_headers("OrderPlaced", Some(b"corr-1"));
+        hs.extend(extra);
+        hs
+    };
+    vec![
+        Case {
+            name: "invalid JSON",
+            key: Some(b"k1".to_vec()),
+            value: Some(b"{not json".to_vec()),
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("DeserializationError"),
+        },
+        Case {
+            name: "wrong field types",
+            key: Some(b"k2".to_vec()),
+            value: Some(
+                br#"{"order_id":5,"user_id":[],"amount":"ten","currency":"EUR","created_at":"t"}"#
+                    .to_vec(),
+            ),
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("DeserializationError"),
+        },
+        Case {
+            name: "unknown event type",
+            key: Some(b"k3".to_vec()),
+            value: Some(order_json("ord-unknown")),
+            headers: kausal_headers("OrderCancelled", Some(b"corr-1")),
+            expect: Expect::DeadLettered("UnknownEventType"),
+        },
+        Case {
+            name: "invalid order",
+            key: Some(b"k4".to_vec()),
+            value: Some(
+                serde_json::to_vec(&OrderPlaced {
+                    amount: -1.0,
+                    ..order("ord-neg")
+                })
+                .expect("json"),
+            ),
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("InvalidOrder"),
+        },
+        Case {
+            name: "empty value",
+            key: Some(b"k5".to_vec()),
+            value: Some(Vec::new()),
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("DeserializationError"),
+        },
+        Case {
+            name: "null value",
+            key: Some(b"k6".to_vec()),
+            value: None,
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("DeserializationError"),
+        },
+        Case {
+            name: "1 MiB invalid payload",
+            key: Some(b"k7".to_vec()),
+            value: Some(big_invalid),
+            headers: with(vec![]),
+            expect: Expect::DeadLettered("DeserializationError"),
+        },
+        Case {
+            name: "1 MiB valid payload",
+            key: Some(b"ord-big".to_vec()),
+            value: Some(big_valid),
+            headers: with(vec![]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "non-UTF-8 correlation id",
+            key: Some(b"ord-utf".to_vec()),
+            value: Some(order_json("ord-utf")),
+            headers: kausal_headers("OrderPlaced", Some(&[0xff, 0xfe, 0xfd])),
+            expect: Expect::Adopted,
+        },
+        Case {
+            name: "non-UTF-8 unknown header",
+            key: Some(b"ord-bin".to_vec()),
+            value: Some(order_json("ord-bin")),
+            headers: with(vec![("x-binary", Some(vec![0, 0xff]))]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "broken traceparent",
+            key: Some(b"ord-tp".to_vec()),
+            value: Some(order_json("ord-tp")),
+            headers: with(vec![(h::TRACEPARENT, Some(b"00-zzzz-01".to_vec()))]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "non-UTF-8 traceparent",
+            key: Some(b"ord-tp2".to_vec()),
+            value: Some(order_json("ord-tp2")),
+            headers: with(vec![(h::TRACEPARENT, Some(vec![0xc3, 0x28]))]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "missing correlation id",
+            key: Some(b"ord-nocorr".to_vec()),
+            value: Some(order_json("ord-nocorr")),
+            headers: kausal_headers("OrderPlaced", None),
+            expect: Expect::Adopted,
+        },
+        Case {
+            name: "duplicated correlation id",
+            key: Some(b"ord-dup".to_vec()),
+            value: Some(order_json("ord-dup")),
+            headers: with(vec![(h::CORRELATION_ID, Some(b"corr-2".to_vec()))]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "null key",
+            key: None,
+            value: Some(order_json("ord-nokey")),
+            headers: with(vec![]),
+            expect: Expect::Processed,
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives() {
+    let b = setup(Engine::Memory).await;
+    let plain = b.plain_producer();
+    let cases = bad_input_cases();
+    let mut positions = Vec::new();
+    for case in &cases {
+        let hs: Vec<(&str, Option<&[u8]>)> = case
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_deref()))
+            .collect();
+        positions.push(
+            send(
+                &plain,
+                "orders",
+                case.key.as_deref(),
+                case.value.as_deref(),
+                &hs,
+            )
+            .await,
+        );
+    }
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        ScriptedGateway::default(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || running.count() >= cases.len()).await,
+        "handled {}",
+        running.count()
+    );
+    // The consumer is still alive: a good order after all of that is handled.
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    place(&b, &producer, "ord-after").await;
+    assert!(
+        eventually(Duration::from_secs(30), || running.count() > cases.len()).await,
+        "consumer stopped handling"
+    );
+    let (_, outcomes) = running.stop().await;
+    assert!(
+        all_committed(&b, &group, "orders").await,
+        "every offset committed"
+    );
+
+    for (case, (partition, offset)) in cases.iter().zip(&positions) {
+        let (event, outcome) = outcomes
+            .iter()
+            .find(|(e, _)| e.partition == *partition && e.offset == *offset)
+            .unwrap_or_else(|| panic!("{}: no outcome", case.name));
+        match (&case.expect, outcome) {
+            (Expect::Processed, Outcome::Processed { attempts: 1 }) => {
+                assert!(
+                    !event.issues.iter().any(|i| i.is_correlation_adopted()),
+                    "{}",
+                    case.name
+                );
+            }
+            (Expect::Adopted, Outcome::Processed { attempts: 1 }) => {
+                assert_eq!(
+                    event.correlation_id().as_str(),
+                    event.event_id().to_string(),
+                    "{}",
+                    case.name
+                );
+            }
+            (
+                Expect::DeadLettered(kind),
+                Outcome::DeadLettered {
+                    attempts,
+                    error_type,
+                    error_message,
+                },
+            ) => {
+                assert_eq!(error_type, kind, "{}: {error_message}", case.name);
+                assert_eq!(*attempts, 1, "{}: fatal errors are not retried", case.name);
+                assert!(!error_message.is_empty(), "{}", case.name);
+            }
+            (want, got) => panic!("{}: wanted {want:?}, got {got:?}", case.name),
+        }
+    }
+    // Dead letters keep their original value, the 1 MiB one included.
+    let dead_count = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::DeadLettered(_)))
+        .count();
+    let dead = b.read_all("orders.dlq", dead_count, Duration::from_secs(30));
+    assert_eq!(dead.len(), dead_count);
+    for case in cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::DeadLettered(_)))
+    {
+        let d = dead
+            .iter()
+            .find(|d| d.key() == case.key.as_deref())
+            .unwrap_or_else(|| panic!("{}: not in DLQ", case.name));
+        assert_eq!(
+            d.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            case.value.clone().unwrap_or_default(),
+            "{}",
+            case.name
+        );
+    }
+    // The trace continues even where the incoming context was broken.
+    let payments = b.read_all("payments", 1, Duration::from_secs(10));
+    for m in &payments {
+        let tp = header(m, h::TRACEPARENT).expect("traceparent on every emitted event");
+        assert!(kausal_core::TraceParent::parse(&tp).is_ok(), "{tp}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_dead_letters_events_without_correlation_id() {
+    let b = setup(Engine::Memory).await;
+    let plain = b.plain_producer();
+    let hs = kausal_headers("OrderPlaced", None);
+    let hs: Vec<(&str, Option<&[u8]>)> = hs.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    send(
+        &plain,
+        "orders",
+        Some(b"ord-x"),
+        Some(&order_json("ord-x")),
+        &hs,
+    )
+    .await;
+    let gateway = ScriptedGateway::default();
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(3),
+        CorrelationPolicy::Reject,
+        None,
+    );
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    let (_, outcomes) = running.stop().await;
+    match &outcomes[0].1 {
+        Outcome::DeadLettered {
+            error_type,
+            attempts,
+            ..
+        } => {
+            assert_eq!(error_type, "MissingCorrelationId");
+            assert_eq!(*attempts, 0, "the handler never ran");
+        }
+        other => panic!("wanted a dead letter, got {other:?}"),
+    }
+    assert_eq!(gateway.charges("ord-x"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id() {
+    let b = setup(Engine::Memory).await;
+    let plain = b.plain_producer();
+    let (partition, offset) = send(
+        &plain,
+        "orders",
+        Some(b"ord-plain"),
+        Some(&order_json("ord-plain")),
+        &[],
+    )
+    .await;
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        ScriptedGateway::default(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    let (_, outcomes) = running.stop().await;
+    let expected_id = kausal_core::EventId::for_record("orders", partition, offset);
+    let (event, outcome) = &outcomes[0];
+    assert_eq!(outcome, &Outcome::Processed { attempts: 1 });
+    assert_eq!(event.event_id(), expected_id);
+    assert_eq!(event.correlation_id().as_str(), expected_id.to_string());
+    let payments = b.read_all("payments", 1, Duration::from_secs(10));
+    let p = &payments[0];
+    assert_eq!(
+        header(p, h::CAUSATION_ID),
+        Some(expected_id.to_string()),
+        "the payment names the plain event as its cause"
+    );
+    assert_eq!(
+        header(p, h::CORRELATION_ID),
+        Some(expected_id.to_string()),
+        "and carries the adopted correlation id"
+    );
+    assert_eq!(
+        header(p, h::EVENT_TYPE).as_deref(),
+        Some("PaymentProcessed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emitted_events_inherit_correlation_set_causation_and_continue_the_trace() {
+    let b = setup(Engine::Memory).await;
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    let parent =
+        kausal_core::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid");
+    let correlation: kausal_core::CorrelationId = "checkout-42".parse().expect("valid");
+    let sent = kausal_order::place_order(
+        &producer,
+        "orders",
+        &order("ord-trace"),
+        Some(correlation),
+        Some(parent),
+    )
+    .await
+    .expect("sent");
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        ScriptedGateway::default(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    let (_, outcomes) = running.stop().await;
+    let consumer_span = outcomes[0].0.span_id();
+    let p = &b.read_all("payments", 1, Duration::from_secs(10))[0];
+    assert_eq!(header(p, h::CORRELATION_ID).as_deref(), Some("checkout-42"));
+    assert_eq!(
+        header(p, h::CAUSATION_ID),
+        Some(sent.headers.event_id.to_string())
+    );
+    assert_eq!(
+        header(p, h::SOURCE_SERVICE).as_deref(),
+        Some("payment-service")
+    );
+    let tp = kausal_core::TraceParent::parse(&header(p, h::TRACEPARENT).expect("traceparent"))
+        .expect("valid");
+    assert_eq!(
+        tp.trace_id, parent.trace_id,
+        "one trace id from the caller to the payment"
+    );
+    assert_eq!(
+        tp.parent_id, consumer_span,
+        "the payment's parent is the consumer's span"
+    );
+    let o = &b.read_all("orders", 1, Duration::from_secs(10))[0];
+    let otp = kausal_core::TraceParent::parse(&header(o, h::TRACEPARENT).expect("traceparent"))
+        .expect("valid");
+    assert_eq!(
+        otp.trace_id, parent.trace_id,
+        "the order continues the caller's trace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_charge_each_order_once() {
+    let b = setup(Engine::Sqlite).await;
+    let n = 300;
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    for i in 0..n {
+        place(&b, &producer, &format!("ord-{i}")).await;
+    }
+    // Slow charges keep the first member busy while the second joins.
+    let gateway = ScriptedGateway(Arc::new(Script {
+        delay: Duration::from_millis(30),
+        ..Script::default()
+    }));
+    let group = format!("payment-{}", unique());
+    let first = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        Some(sqlite_store(&b).await),
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || first.count() >= 30).await,
+        "first member started"
+    );
+    let second = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(3),
+        CorrelationPolicy::Adopt,
+        Some(sqlite_store(&b).await),
+    );
+    let handled = |a: &Running, b: &Running| {
+        let mut ids = HashSet::new();
+        for r in [a, b] {
+            for (e, o) in r.outcomes.lock().expect("lock").iter() {
+                if matches!(o, Outcome::Processed { .. }) {
+                    ids.insert(e.event_id());
+                }
+            }
+        }
+        ids.len()
+    };
+    assert!(
+        eventually(Duration::from_secs(120), || handled(&first, &second) >= n).await,
+        "handled {}",
+        handled(&first, &second)
+    );
+    let (_, a) = first.stop().await;
+    let (_, c) = second.stop().await;
+    assert!(!c.is_empty(), "the second member took part");
+    let calls = gateway.calls_per_order();
+    assert_eq!(calls.len(), n);
+    let twice: Vec<_> = calls.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(twice.is_empty(), "charged more than once: {twice:?}");
+    let payments = b.read_all("payments", n, Duration::from_secs(30));
+    let per_order = count_by_key(&payments);
+    assert_eq!(per_order.len(), n);
+    assert!(
+        per_order.values().all(|c| *c == 1),
+        "one PaymentProcessed per order"
+    );
+    let skipped = a
+        .iter()
+        .chain(&c)
+        .filter(|(_, o)| *o == Outcome::DuplicateSkipped)
+        .count();
+    println!("redeliveries skipped by the idempotency guard: {skipped}");
+}
