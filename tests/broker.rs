@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::harness::{Engine, TestBroker, headers_of, send, unique};
+use crate::harness::{Engine, TestBroker, group_consumer, headers_of, send, unique};
 
 const ENGINES: [Engine; 2] = [Engine::Memory, Engine::Sqlite];
 
@@ -101,12 +101,7 @@ async fn group_commits_are_read_back_with_offset_fetch() {
         b.create_topics(&[("cm", 2)]).await;
         produce_n(&b, "cm", 10).await;
         let group = format!("g-{}", unique());
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.kafka.bootstrap_servers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer = group_consumer(&b, &group);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("cm", 0, Offset::Offset(3))
             .expect("tpl");
@@ -227,13 +222,7 @@ async fn list_and_describe_groups() {
         b.create_topics(&[("lg", 1)]).await;
         produce_n(&b, "lg", 3).await;
         let group = format!("lg-{}", unique());
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.kafka.bootstrap_servers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("consumer");
+        let consumer = group_consumer(&b, &group);
         consumer.subscribe(&["lg"]).expect("subscribe");
         let mut got = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -270,12 +259,7 @@ async fn sqlite_engine_keeps_records_and_commits_across_a_restart() {
     produce_n(&b, "rs", 20).await;
     let group = format!("rs-{}", unique());
     {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b.kafka.bootstrap_servers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer = group_consumer(&b, &group);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("rs", 0, Offset::Offset(4))
             .expect("tpl");
@@ -305,14 +289,7 @@ async fn two_member_group_rebalances_and_splits_partitions() {
         produce_n(&b, "rb", 40).await;
         let group = format!("rb-{}", unique());
         let member = || -> BaseConsumer {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &b.kafka.bootstrap_servers)
-                .set("group.id", &group)
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", "6000")
-                .create()
-                .expect("consumer");
+            let c = group_consumer(&b, &group);
             c.subscribe(&["rb"]).expect("subscribe");
             c
         };

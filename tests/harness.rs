@@ -225,3 +225,15 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
     check()
 }
+
+/// A plain group consumer (no auto-commit, from the earliest record).
+pub fn group_consumer(b: &TestBroker, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &b.kafka.bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer")
+}

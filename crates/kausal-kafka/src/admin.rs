@@ -196,18 +196,7 @@ impl Admin {
         for p in self.partitions(topic)? {
             tpl.add_partition(topic, p);
         }
-        let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), offset)
-            })
-            .collect())
+        Ok(offsets_of(&consumer.committed_offsets(tpl, TIMEOUT)?))
     }
 
     /// Groups known to the broker (ListGroups + DescribeGroups).
@@ -235,18 +224,7 @@ impl Admin {
         for p in self.partitions(topic)? {
             tpl.add_partition_offset(topic, p, Offset::Offset(ts_ms))?;
         }
-        let answer = self.reader.offsets_for_times(tpl, TIMEOUT)?;
-        Ok(answer
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.partition(), offset)
-            })
-            .collect())
+        Ok(offsets_of(&self.reader.offsets_for_times(tpl, TIMEOUT)?))
     }
 
     /// The first offset whose record timestamp is at or after `ts_ms`, per
@@ -353,4 +331,19 @@ impl Admin {
         }
         Ok(None)
     }
+}
+
+/// (partition, concrete offset) pairs; `None` for the logical ones (end,
+/// invalid, stored).
+fn offsets_of(tpl: &TopicPartitionList) -> Vec<(i32, Option<i64>)> {
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), offset)
+        })
+        .collect()
 }
