@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod scrape;
 mod service;
 mod signals;
+mod trace;
 mod up;
 
 /// Event-driven services on Kafka with observability built in.
@@ -27,8 +28,11 @@ enum Command {
     /// Run the whole system: embedded broker (unless --kafka), every
     /// service, a live summary. Ctrl-C stops it all.
     Up(up::UpArgs),
-    /// Run one service of the reference system.
+    /// Run one service of the reference system (or the lineage recorder).
     Service(service::ServiceArgs),
+    /// Show what happened to an order, correlation id or event: the causal
+    /// chain, who received each event, failures and dead letters.
+    Trace(trace::TraceArgs),
 }
 
 /// Options every subcommand takes.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Service(args) => service::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
         }
     });
     match result {

@@ -7,8 +7,12 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kausal_contracts::topics;
 use kausal_kafka::admin::{Admin, TopicSpec};
-use kausal_kafka::{ConsumerRuntime, CorrelationPolicy, EventProducer, KafkaConfig, RetryPolicy};
+use kausal_kafka::receipt::RECEIPTS_TOPIC;
+use kausal_kafka::{
+    ConsumerRuntime, CorrelationPolicy, EventProducer, Handler, KafkaConfig, RetryPolicy,
+};
 use kausal_telemetry::{Metrics, init_logging, serve_metrics};
+use tokio_util::sync::CancellationToken;
 
 use crate::Common;
 use crate::signals::shutdown_on_signals;
@@ -19,6 +23,14 @@ pub enum ServiceName {
     Order,
     /// Charges orders; publishes on `payments`.
     Payment,
+    /// Reserves stock for paid orders; publishes on `inventory`.
+    Inventory,
+    /// Emails customers about payments; publishes on `notifications`.
+    Notification,
+    /// Ships reserved orders; publishes on `shipments`.
+    Fulfillment,
+    /// Records every event, dead letter and receipt into the lineage store.
+    Recorder,
 }
 
 impl ServiceName {
@@ -26,6 +38,49 @@ impl ServiceName {
         match self {
             Self::Order => kausal_order::SERVICE_NAME,
             Self::Payment => kausal_payment::SERVICE_NAME,
+            Self::Inventory => kausal_inventory::SERVICE_NAME,
+            Self::Notification => kausal_notification::SERVICE_NAME,
+            Self::Fulfillment => kausal_fulfillment::SERVICE_NAME,
+            Self::Recorder => "lineage-recorder",
+        }
+    }
+
+    /// The CLI word (`kausal service <word>`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Order => "order",
+            Self::Payment => "payment",
+            Self::Inventory => "inventory",
+            Self::Notification => "notification",
+            Self::Fulfillment => "fulfillment",
+            Self::Recorder => "recorder",
+        }
+    }
+
+    /// (default group, input topics, output topics) of a consuming service.
+    fn consumes(self) -> Option<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
+        match self {
+            Self::Order | Self::Recorder => None,
+            Self::Payment => Some((
+                kausal_payment::GROUP,
+                vec![topics::ORDERS],
+                vec![topics::PAYMENTS],
+            )),
+            Self::Inventory => Some((
+                kausal_inventory::GROUP,
+                kausal_inventory::INPUT_TOPICS.to_vec(),
+                kausal_inventory::OUTPUT_TOPICS.to_vec(),
+            )),
+            Self::Notification => Some((
+                kausal_notification::GROUP,
+                kausal_notification::INPUT_TOPICS.to_vec(),
+                kausal_notification::OUTPUT_TOPICS.to_vec(),
+            )),
+            Self::Fulfillment => Some((
+                kausal_fulfillment::GROUP,
+                kausal_fulfillment::INPUT_TOPICS.to_vec(),
+                kausal_fulfillment::OUTPUT_TOPICS.to_vec(),
+            )),
         }
     }
 }
@@ -108,14 +163,37 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         .dlq_topic
         .clone()
         .unwrap_or_else(|| kausal_core::dlq::dlq_topic(&args.orders_topic));
+    // Inputs of a consumer: the orders topic may be renamed (ORDERS_TOPIC).
+    let consumes = args.name.consumes().map(|(group, inputs, outputs)| {
+        let inputs: Vec<String> = inputs
+            .into_iter()
+            .map(|t| {
+                if t == topics::ORDERS {
+                    args.orders_topic.clone()
+                } else {
+                    t.to_owned()
+                }
+            })
+            .collect();
+        (group, inputs, outputs)
+    });
     if !args.no_create_topics {
         let admin = Admin::new(&kafka)?;
         let mut wanted = vec![
             TopicSpec::new(&args.orders_topic, args.partitions),
-            TopicSpec::new(&dlq_topic, args.partitions),
+            TopicSpec::new(RECEIPTS_TOPIC, args.partitions),
         ];
-        if args.name == ServiceName::Payment {
-            wanted.push(TopicSpec::new(topics::PAYMENTS, args.partitions));
+        if let Some((_, inputs, outputs)) = &consumes {
+            for input in inputs {
+                wanted.push(TopicSpec::new(input, args.partitions));
+                let dlq = if *input == args.orders_topic {
+                    dlq_topic.clone()
+                } else {
+                    kausal_core::dlq::dlq_topic(input)
+                };
+                wanted.push(TopicSpec::new(dlq, args.partitions));
+            }
+            wanted.extend(outputs.iter().map(|t| TopicSpec::new(*t, args.partitions)));
         }
         admin
             .ensure_topics(&wanted)
@@ -147,48 +225,116 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             }
         }
         ServiceName::Payment => {
-            let store = kausal_store::Store::connect(&args.common.database_url())
-                .await
-                .context("the payment service needs its idempotency store")?;
-            let payment_metrics = kausal_payment::PaymentMetrics::register(&metrics);
             let handler = kausal_payment::PaymentHandler::new(
                 kausal_payment::SimulatedGateway {
                     failure_rate: args.payment_failure_rate,
                     decline_rate: args.payment_decline_rate,
                     latency: Duration::from_millis(args.payment_latency_ms),
                 },
-                payment_metrics,
+                kausal_payment::PaymentMetrics::register(&metrics),
             );
-            let group = args
-                .group
-                .clone()
-                .unwrap_or_else(|| kausal_payment::GROUP.to_owned());
-            let runtime = ConsumerRuntime::new(
-                kafka.clone(),
-                name,
-                &group,
-                &[&args.orders_topic],
-                handler,
-                producer.clone(),
+            consume(
+                &args, &kafka, &producer, consumes, &dlq_topic, handler, &shutdown,
             )
-            .retry_policy(RetryPolicy {
-                max_attempts: args.max_attempts.max(1),
-                initial_backoff: Duration::from_millis(args.initial_backoff_ms),
-                ..RetryPolicy::default()
-            })
-            .correlation_policy(match args.missing_correlation {
-                CorrelationArg::Adopt => CorrelationPolicy::Adopt,
-                CorrelationArg::Reject => CorrelationPolicy::Reject,
-            })
-            .dead_letter_topic(&args.orders_topic, &dlq_topic)
-            .idempotency_store(store.clone());
-            let summary = runtime.run(shutdown.clone()).await?;
-            tracing::info!(?summary, "payment service stopped");
+            .await?;
+        }
+        ServiceName::Inventory => {
+            consume(
+                &args,
+                &kafka,
+                &producer,
+                consumes,
+                &dlq_topic,
+                kausal_inventory::InventoryHandler,
+                &shutdown,
+            )
+            .await?;
+        }
+        ServiceName::Notification => {
+            consume(
+                &args,
+                &kafka,
+                &producer,
+                consumes,
+                &dlq_topic,
+                kausal_notification::NotificationHandler,
+                &shutdown,
+            )
+            .await?;
+        }
+        ServiceName::Recorder => {
+            let store = kausal_store::Store::connect(&args.common.database_url())
+                .await
+                .context("the recorder needs the lineage store")?;
+            let recorder = kausal_lineage::Recorder::new(
+                kafka.clone(),
+                store.clone(),
+                kausal_lineage::RecorderConfig::default(),
+            );
+            let summary = recorder.run(shutdown.clone()).await?;
+            tracing::info!(?summary, "recorder stopped");
             store.close().await;
+        }
+        ServiceName::Fulfillment => {
+            consume(
+                &args,
+                &kafka,
+                &producer,
+                consumes,
+                &dlq_topic,
+                kausal_fulfillment::FulfillmentHandler,
+                &shutdown,
+            )
+            .await?;
         }
     }
     producer.flush(Duration::from_secs(10));
     shutdown.cancel();
     let _ = metrics_task.await;
+    Ok(())
+}
+
+/// Runs a consuming service's handler in its group until shutdown.
+async fn consume<H: Handler>(
+    args: &ServiceArgs,
+    kafka: &KafkaConfig,
+    producer: &EventProducer,
+    consumes: Option<(&'static str, Vec<String>, Vec<&'static str>)>,
+    orders_dlq: &str,
+    handler: H,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let name = args.name.service_name();
+    let (default_group, inputs, _) = consumes.context("not a consuming service")?;
+    let store = kausal_store::Store::connect(&args.common.database_url())
+        .await
+        .with_context(|| format!("{name} needs its idempotency store"))?;
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| default_group.to_owned());
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let runtime = ConsumerRuntime::new(
+        kafka.clone(),
+        name,
+        &group,
+        &inputs,
+        handler,
+        producer.clone(),
+    )
+    .retry_policy(RetryPolicy {
+        max_attempts: args.max_attempts.max(1),
+        initial_backoff: Duration::from_millis(args.initial_backoff_ms),
+        ..RetryPolicy::default()
+    })
+    .correlation_policy(match args.missing_correlation {
+        CorrelationArg::Adopt => CorrelationPolicy::Adopt,
+        CorrelationArg::Reject => CorrelationPolicy::Reject,
+    })
+    .dead_letter_topic(&args.orders_topic, orders_dlq)
+    .idempotency_store(store.clone());
+    let summary = runtime.run(shutdown.clone()).await?;
+    tracing::info!(?summary, "{name} stopped");
+    store.close().await;
     Ok(())
 }

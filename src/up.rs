@@ -19,7 +19,9 @@ use tokio::process::{Child, Command};
 
 use crate::Common;
 use crate::scrape;
+use crate::service::ServiceName;
 use crate::signals::shutdown_on_signals;
+use kausal_kafka::receipt::RECEIPTS_TOPIC;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BrokerStorage {
@@ -119,8 +121,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let kafka = KafkaConfig::new(&bootstrap);
     let admin = Admin::new(&kafka)?;
-    let mut wanted: Vec<TopicSpec> = Vec::new();
-    for topic in [topics::ORDERS, topics::PAYMENTS] {
+    let mut wanted: Vec<TopicSpec> = vec![TopicSpec::new(RECEIPTS_TOPIC, args.partitions)];
+    for topic in topics::ALL {
         wanted.push(TopicSpec::new(topic, args.partitions));
         wanted.push(TopicSpec::new(
             kausal_core::dlq::dlq_topic(topic),
@@ -147,46 +149,50 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.partitions.to_string(),
         ]
     };
-    let payment_metrics = metrics_addr(args.metrics_port_base.saturating_add(1))?;
-    let order_metrics = metrics_addr(args.metrics_port_base)?;
-    let mut services = vec![
-        Supervised {
-            name: kausal_payment::SERVICE_NAME,
-            args: [
-                vec!["service".to_owned(), "payment".to_owned()],
-                common(payment_metrics),
-                vec![
-                    "--payment-failure-rate".to_owned(),
-                    args.payment_failure_rate.to_string(),
-                    "--payment-decline-rate".to_owned(),
-                    args.payment_decline_rate.to_string(),
-                ],
-            ]
-            .concat(),
-            log: logs.join("payment-service.log"),
-            metrics: payment_metrics,
-            child: None,
-            restarts: 0,
-        },
-        Supervised {
-            name: kausal_order::SERVICE_NAME,
-            args: [
-                vec!["service".to_owned(), "order".to_owned()],
-                common(order_metrics),
-                vec![
-                    "--rate".to_owned(),
-                    args.rate.to_string(),
-                    "--missing-email-rate".to_owned(),
-                    args.missing_email_rate.to_string(),
-                ],
-            ]
-            .concat(),
-            log: logs.join("order-service.log"),
-            metrics: order_metrics,
-            child: None,
-            restarts: 0,
-        },
+    // Consumers first, so the order generator's first events find them.
+    let order = [
+        ServiceName::Recorder,
+        ServiceName::Payment,
+        ServiceName::Inventory,
+        ServiceName::Notification,
+        ServiceName::Fulfillment,
+        ServiceName::Order,
     ];
+    let mut services = Vec::new();
+    for name in order {
+        let port = args
+            .metrics_port_base
+            .saturating_add(service_port_offset(name));
+        let metrics = metrics_addr(port)?;
+        let extra: Vec<String> = match name {
+            ServiceName::Order => vec![
+                "--rate".into(),
+                args.rate.to_string(),
+                "--missing-email-rate".into(),
+                args.missing_email_rate.to_string(),
+            ],
+            ServiceName::Payment => vec![
+                "--payment-failure-rate".into(),
+                args.payment_failure_rate.to_string(),
+                "--payment-decline-rate".into(),
+                args.payment_decline_rate.to_string(),
+            ],
+            _ => Vec::new(),
+        };
+        services.push(Supervised {
+            name: name.service_name(),
+            args: [
+                vec!["service".to_owned(), name.word().to_owned()],
+                common(metrics),
+                extra,
+            ]
+            .concat(),
+            log: logs.join(format!("{}.log", name.service_name())),
+            metrics,
+            child: None,
+            restarts: 0,
+        });
+    }
     for s in &mut services {
         s.spawn()?;
     }
@@ -270,6 +276,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Metrics port of each service relative to --metrics-port-base.
+fn service_port_offset(name: ServiceName) -> u16 {
+    match name {
+        ServiceName::Order => 0,
+        ServiceName::Payment => 1,
+        ServiceName::Inventory => 2,
+        ServiceName::Notification => 3,
+        ServiceName::Fulfillment => 4,
+        ServiceName::Recorder => 5,
+    }
+}
+
 fn ensure_port_free(port: u16, flag: &str) -> anyhow::Result<()> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .map(drop)
@@ -313,7 +331,7 @@ fn print_banner(
 
 async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
     let mut orders = 0.0;
-    let (mut approved, mut declined, mut retries, mut dlq) = (0.0, 0.0, 0.0, 0.0);
+    let (mut approved, mut declined, mut retries, mut dlq, mut shipped) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for s in services {
         let Some(text) = scrape::fetch(s.metrics).await else {
             continue;
@@ -323,9 +341,14 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
         declined += scrape::sum(&text, "payments_total", &["outcome=\"declined\""]);
         retries += scrape::sum(&text, "event_retries_total", &[]);
         dlq += scrape::sum(&text, "dlq_events_total", &[]);
+        shipped += scrape::sum(
+            &text,
+            "events_published_total",
+            &["event_type=\"ShipmentCreated\""],
+        );
     }
     format!(
-        "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | retries {retries} | dead-lettered {dlq}",
+        "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | shipped {shipped} | retries {retries} | dead-lettered {dlq}",
         elapsed.as_secs()
     )
 }

@@ -29,7 +29,7 @@ struct Script {
 }
 
 #[derive(Clone, Default)]
-struct ScriptedGateway(Arc<Script>);
+pub(crate) struct ScriptedGateway(Arc<Script>);
 
 impl ScriptedGateway {
     fn charges(&self, order: &str) -> usize {
@@ -84,7 +84,7 @@ impl PaymentGateway for ScriptedGateway {
     }
 }
 
-fn order(id: &str) -> OrderPlaced {
+pub(crate) fn order(id: &str) -> OrderPlaced {
     OrderPlaced {
         order_id: id.to_owned(),
         user_id: "user-1".into(),
@@ -95,7 +95,7 @@ fn order(id: &str) -> OrderPlaced {
     }
 }
 
-struct Running {
+pub(crate) struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<kausal_kafka::RunSummary>,
     outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>>,
@@ -105,7 +105,7 @@ impl Running {
     fn count(&self) -> usize {
         self.outcomes.lock().expect("lock").len()
     }
-    async fn stop(self) -> (kausal_kafka::RunSummary, Vec<(IncomingEvent, Outcome)>) {
+    pub(crate) async fn stop(self) -> (kausal_kafka::RunSummary, Vec<(IncomingEvent, Outcome)>) {
         self.shutdown.cancel();
         let summary = self.task.await.expect("runtime task");
         let outcomes = self.outcomes.lock().expect("lock").clone();
@@ -122,24 +122,42 @@ fn start_payment(
     store: Option<kausal_store::Store>,
 ) -> Running {
     let metrics = Metrics::new();
-    let producer = EventProducer::new(&b.kafka, "payment-test", metrics.clone()).expect("producer");
     let handler = PaymentHandler::new(gateway, PaymentMetrics::register(&metrics));
-    let outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>> = Arc::default();
-    let seen = outcomes.clone();
-    let mut runtime = ConsumerRuntime::new(
-        b.kafka.clone(),
+    start_runtime(
+        b,
         kausal_payment::SERVICE_NAME,
         group,
         &["orders"],
         handler,
-        producer,
+        retry,
+        policy,
+        store,
     )
-    .retry_policy(retry)
-    .correlation_policy(policy)
-    .commit_interval(Duration::from_millis(50))
-    .on_outcome(Arc::new(move |e, o| {
-        seen.lock().expect("lock").push((e.clone(), o.clone()))
-    }));
+}
+
+/// Runs any handler in a consumer group on the test broker.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_runtime<H: kausal_kafka::Handler>(
+    b: &TestBroker,
+    service: &str,
+    group: &str,
+    topics: &[&str],
+    handler: H,
+    retry: RetryPolicy,
+    policy: CorrelationPolicy,
+    store: Option<kausal_store::Store>,
+) -> Running {
+    let producer = EventProducer::new(&b.kafka, service, Metrics::new()).expect("producer");
+    let outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>> = Arc::default();
+    let seen = outcomes.clone();
+    let mut runtime =
+        ConsumerRuntime::new(b.kafka.clone(), service, group, topics, handler, producer)
+            .retry_policy(retry)
+            .correlation_policy(policy)
+            .commit_interval(Duration::from_millis(50))
+            .on_outcome(Arc::new(move |e, o| {
+                seen.lock().expect("lock").push((e.clone(), o.clone()))
+            }));
     if let Some(store) = store {
         runtime = runtime.idempotency_store(store);
     }
@@ -153,7 +171,7 @@ fn start_payment(
     }
 }
 
-fn fast_retry(max_attempts: u32) -> RetryPolicy {
+pub(crate) fn fast_retry(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(100),

@@ -5,5 +5,6 @@
 mod harness;
 
 mod broker;
+mod lineage;
 mod process;
 mod runtime;

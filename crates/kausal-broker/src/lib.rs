@@ -61,13 +61,16 @@ pub enum BrokerError {
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// A running in-process broker. Stopping it (or dropping it) closes the
-/// listener and every connection.
+/// A running in-process broker. It runs on its own threads with its own
+/// async runtime, so that clients in the same process that block (librdkafka
+/// calls such as a synchronous commit) can never starve it. Stopping it (or
+/// dropping it) closes the listener and every connection.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     storage: Storage,
-    task: Option<JoinHandle<Result<(), String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EmbeddedBroker {
@@ -78,69 +81,33 @@ impl EmbeddedBroker {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let storage_url = storage_url(&storage)?;
         let listener = url(&format!("tcp://{addr}"))?;
-
-        let broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
-            .node_id(1)
-            .cluster_id("kausal")
-            .incarnation_id(uuid::Uuid::new_v4())
-            .advertised_listener(listener.clone())
-            .listener(listener)
-            .storage(storage_url)
-            .schema_registry(None)
-            .silent(true)
-            .build()
-            .await
-            .map_err(|e| BrokerError::Start(format!("{e:?}")))?;
-
-        // `Broker::main` installs its own SIGINT/SIGTERM handlers; the host
-        // process owns signals, so run `serve` and abort it to stop.
-        let mut broker = broker;
-        let task = tokio::spawn(async move {
-            broker
-                .serve(tokio::time::Instant::now())
-                .await
-                .map_err(|e| format!("{e:?}"))
-        });
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kausal-broker".to_owned())
+            .spawn(move || serve_on_own_runtime(addr, listener, storage_url, ready_tx, stop_rx))
+            .map_err(|e| BrokerError::Start(format!("cannot start the broker thread: {e}")))?;
         let mut this = Self {
             addr,
             storage,
-            task: Some(task),
+            stop: Some(stop_tx),
+            thread: Some(thread),
         };
-        this.wait_ready().await?;
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                this.shutdown();
+                return Err(e);
+            }
+            Err(_) => {
+                this.shutdown();
+                return Err(BrokerError::Start(
+                    "the broker thread ended during start".to_owned(),
+                ));
+            }
+        }
         tracing::debug!(%addr, storage = ?this.storage, "embedded broker ready");
         Ok(this)
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(task) = &self.task
-                && task.is_finished()
-            {
-                let detail = match self.task.take() {
-                    Some(task) => match task.await {
-                        Ok(Err(e)) => format!(": {e}"),
-                        Ok(Ok(())) => ": the broker exited".to_owned(),
-                        Err(e) => format!(": {e}"),
-                    },
-                    None => String::new(),
-                };
-                return Err(BrokerError::NotReady {
-                    addr: self.addr,
-                    detail,
-                });
-            }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(BrokerError::NotReady {
-                    addr: self.addr,
-                    detail: String::new(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -156,25 +123,130 @@ impl EmbeddedBroker {
         &self.storage
     }
 
-    /// True while the broker task runs.
+    /// True while the broker thread runs.
     pub fn is_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the broker: the listener and every connection close.
     pub async fn stop(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        let stop = self.stop.take();
+        let thread = self.thread.take();
+        // Joining blocks; do it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        self.shutdown();
+    }
+}
+
+/// The broker thread: its own runtime, the broker's `serve` in a task,
+/// stopped by aborting that task when `stop` fires (or its sender drops).
+fn serve_on_own_runtime(
+    addr: SocketAddr,
+    listener: Url,
+    storage_url: Url,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kausal-broker-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(BrokerError::Start(format!(
+                "cannot build the broker runtime: {e}"
+            ))));
+            return;
         }
+    };
+    runtime.block_on(async move {
+        let built = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
+            .node_id(1)
+            .cluster_id("kausal")
+            .incarnation_id(uuid::Uuid::new_v4())
+            .advertised_listener(listener.clone())
+            .listener(listener)
+            .storage(storage_url)
+            .schema_registry(None)
+            .silent(true)
+            .build()
+            .await;
+        let mut broker = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = ready.send(Err(BrokerError::Start(format!("{e:?}"))));
+                return;
+            }
+        };
+        // `Broker::main` installs its own SIGINT/SIGTERM handlers; the host
+        // process owns signals, so run `serve` and abort it to stop.
+        let task = tokio::spawn(async move {
+            broker
+                .serve(tokio::time::Instant::now())
+                .await
+                .map_err(|e| format!("{e:?}"))
+        });
+        match wait_ready(addr, &task).await {
+            Ok(()) => {
+                let _ = ready.send(Ok(()));
+            }
+            Err(e) => {
+                task.abort();
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+        let _ = stop.await;
+        task.abort();
+        let _ = task.await;
+    });
+    // Connection tasks still parked on the runtime are dropped with it.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}
+
+async fn wait_ready(addr: SocketAddr, task: &JoinHandle<Result<(), String>>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if task.is_finished() {
+            return Err(BrokerError::NotReady {
+                addr,
+                detail: ": the broker exited (is the port free?)".to_owned(),
+            });
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(BrokerError::NotReady {
+                addr,
+                detail: String::new(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

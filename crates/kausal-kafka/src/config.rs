@@ -63,6 +63,9 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            // Low end-to-end latency: do not let a fetch idle for the
+            // default 500 ms when a record may arrive any moment.
+            .set("fetch.wait.max.ms", "50")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "8388608");
         for (k, v) in &self.extra {

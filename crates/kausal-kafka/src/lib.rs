@@ -17,6 +17,7 @@ pub mod config;
 pub mod event;
 pub mod ids;
 pub mod producer;
+pub mod receipt;
 pub mod runtime;
 
 pub use config::KafkaConfig;

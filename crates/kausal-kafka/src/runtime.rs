@@ -29,6 +29,7 @@ use crate::config::KafkaConfig;
 use crate::event::{Emitter, IncomingEvent};
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
+use crate::receipt::ReceiptRecord;
 
 /// Header set on a dead letter whose original value could not be copied
 /// (the broker refused the size); the original stays at its offset.
@@ -192,6 +193,7 @@ pub struct ConsumerRuntime<H> {
     infra_backoff: Duration,
     observer: Option<OutcomeObserver>,
     dlq_overrides: HashMap<String, String>,
+    receipts: bool,
 }
 
 impl<H> std::fmt::Debug for ConsumerRuntime<H> {
@@ -228,7 +230,14 @@ impl<H: Handler> ConsumerRuntime<H> {
             infra_backoff: Duration::from_millis(500),
             observer: None,
             dlq_overrides: HashMap::new(),
+            receipts: true,
         }
+    }
+
+    /// Publish a receipt per handled record on `kausal.receipts` (default on).
+    pub fn receipts(mut self, enabled: bool) -> Self {
+        self.receipts = enabled;
+        self
     }
 
     /// Dead-letter records of `source` to `dlq` instead of `<source>.dlq`
@@ -275,6 +284,22 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Consumes until `shutdown` is cancelled, then finishes the record in
     /// hand, commits, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        if self.receipts {
+            // Receipts are awaited before a commit, so their topic must exist.
+            let ensured = match crate::admin::Admin::new(&self.config) {
+                Ok(admin) => admin
+                    .ensure_topics(&[crate::admin::TopicSpec::new(
+                        crate::receipt::RECEIPTS_TOPIC,
+                        3,
+                    )])
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = ensured {
+                tracing::error!(error = %e, topic = crate::receipt::RECEIPTS_TOPIC, "cannot create the receipts topic; records wait until it exists (create it, or disable receipts)");
+            }
+        }
         let pending = Arc::new(Mutex::new(Pending::default()));
         let context = RuntimeContext {
             pending: pending.clone(),
@@ -317,11 +342,19 @@ impl<H: Handler> ConsumerRuntime<H> {
                 Ok(Ok(message)) => {
                     let event = IncomingEvent::from_message(&message);
                     drop(message);
-                    let Some(outcome) = self.finish(&event, &shutdown, &mut summary).await else {
+                    let (outcome, duration_ms) = self.finish(&event, &shutdown, &mut summary).await;
+                    let Some(outcome) = outcome else {
                         // Shut down while waiting on infrastructure: the
                         // record is not finished, so it is not committed.
                         break;
                     };
+                    if self.receipts
+                        && !self
+                            .publish_receipt(&event, &outcome, duration_ms, &shutdown)
+                            .await
+                    {
+                        break;
+                    }
                     match &outcome {
                         Outcome::Processed { .. } => summary.processed += 1,
                         Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
@@ -373,12 +406,13 @@ impl<H: Handler> ConsumerRuntime<H> {
 
     /// Handles, dead-letters or skips one record. `None` only when shutdown
     /// interrupted a wait, leaving the record unfinished.
+    /// Also returns the handling time in milliseconds.
     async fn finish(
         &self,
         event: &IncomingEvent,
         shutdown: &CancellationToken,
         summary: &mut RunSummary,
-    ) -> Option<Outcome> {
+    ) -> (Option<Outcome>, f64) {
         let span = tracing::info_span!(
             "process",
             correlationId = %event.headers.correlation_id,
@@ -440,7 +474,7 @@ impl<H: Handler> ConsumerRuntime<H> {
                     tracing::warn!("shutdown before the event was finished; it will be redelivered")
                 }
             }
-            outcome
+            (outcome, duration_ms)
         }
         .instrument(span)
         .await
@@ -563,6 +597,39 @@ impl<H: Handler> ConsumerRuntime<H> {
                         tracing::warn!(errorType = %error.error_type, error = %error.message, "not retryable");
                     }
                     return self.dead_letter(event, &error, attempt, shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes the receipt of a finished record, retrying until the broker
+    /// has it. False when shutdown interrupted (the record stays uncommitted).
+    async fn publish_receipt(
+        &self,
+        event: &IncomingEvent,
+        outcome: &Outcome,
+        duration_ms: f64,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let record = ReceiptRecord::new(event, outcome, &self.group, &self.service, duration_ms);
+        let receipt = match record.to_event(event) {
+            Ok(r) => r,
+            Err(e) => {
+                // Serialising our own struct cannot fail in practice; never
+                // block the partition on it.
+                tracing::error!(error = %e, "cannot encode a receipt; skipping it");
+                return true;
+            }
+        };
+        loop {
+            match self.producer.publish(&receipt).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receipt not published; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(self.infra_backoff) => {}
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! Kausal's SQL store: idempotency keys (and, as the system grows, lineage,
-//! receipts, the DLQ ledger). One set of queries for SQLite (the default, a
+//! Kausal's SQL store: idempotency keys, the lineage of events, consumer
+//! receipts and the DLQ ledger. One set of queries for SQLite (the default, a
 //! file under the data dir) and PostgreSQL (by URL), kept in `.sql` files;
 //! numbered migrations in `ddl/` applied on connect.
 //!
@@ -13,9 +13,11 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+mod lineage;
 mod migrate;
 pub mod testing;
 
+pub use lineage::{BatchCounts, DeadLetterEntry, LineageEvent, MAX_LINEAGE_DEPTH, Receipt};
 pub use migrate::MIGRATIONS;
 
 /// Which database a [`Store`] talks to.

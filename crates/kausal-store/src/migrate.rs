@@ -6,11 +6,14 @@ use sqlx::AnyPool;
 use crate::{Result, StoreError};
 
 /// Every migration, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "001-processed-events",
-    include_str!("../ddl/001-processed-events.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "001-processed-events",
+        include_str!("../ddl/001-processed-events.sql"),
+    ),
+    (2, "002-lineage", include_str!("../ddl/002-lineage.sql")),
+];
 
 pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {
     sqlx::query(
@@ -32,7 +35,7 @@ pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {
             continue;
         }
         let mut tx = pool.begin().await?;
-        for statement in sql.split(';').map(str::trim).filter(|s| !is_blank(s)) {
+        for statement in statements(sql) {
             sqlx::query(statement)
                 .execute(&mut *tx)
                 .await
@@ -53,8 +56,52 @@ pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {
     Ok(())
 }
 
+/// Splits a DDL file into statements at each `;` outside a `--` comment,
+/// dropping pieces that hold only comments. (DDL files put no `;` inside
+/// string literals.)
+fn statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_comment = false;
+    let mut previous = '\0';
+    for (i, c) in sql.char_indices() {
+        match c {
+            '-' if previous == '-' && !in_comment => in_comment = true,
+            '\n' => in_comment = false,
+            ';' if !in_comment => {
+                out.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    out.push(&sql[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|s| !is_blank(s))
+        .collect()
+}
+
 fn is_blank(statement: &str) -> bool {
     statement
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn semicolons_in_comments_do_not_split_statements() {
+        let sql = "-- one; two\nCREATE TABLE a (x BIGINT);\n-- three;\n\nCREATE INDEX i ON a (x);\n-- end\n";
+        assert_eq!(
+            statements(sql),
+            [
+                "-- one; two\nCREATE TABLE a (x BIGINT)",
+                "-- three;\n\nCREATE INDEX i ON a (x)"
+            ]
+        );
+    }
 }

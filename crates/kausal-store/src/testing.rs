@@ -40,7 +40,11 @@ pub async fn databases() -> Result<Vec<TestDatabase>> {
 async fn fresh_schema(base: &str) -> Result<String> {
     sqlx::any::install_default_drivers();
     let schema = format!("kausal_test_{}", uuid_like());
-    let pool = sqlx::AnyPool::connect(base)
+    // A short timeout: an unreachable server should fail the test quickly.
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(base)
         .await
         .map_err(|source| crate::StoreError::Connect {
             url: base.to_owned(),

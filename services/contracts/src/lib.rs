@@ -22,12 +22,18 @@ pub mod event_types {
     pub const ORDER_PLACED: &str = "OrderPlaced";
     pub const PAYMENT_PROCESSED: &str = "PaymentProcessed";
     pub const PAYMENT_FAILED: &str = "PaymentFailed";
+    pub const INVENTORY_RESERVED: &str = "InventoryReserved";
+    pub const CUSTOMER_NOTIFIED: &str = "CustomerNotified";
+    pub const SHIPMENT_CREATED: &str = "ShipmentCreated";
 }
 
 /// Schema version of each payload below.
 pub const ORDER_PLACED_VERSION: u32 = 1;
 pub const PAYMENT_PROCESSED_VERSION: u32 = 1;
 pub const PAYMENT_FAILED_VERSION: u32 = 1;
+pub const INVENTORY_RESERVED_VERSION: u32 = 1;
+pub const CUSTOMER_NOTIFIED_VERSION: u32 = 1;
+pub const SHIPMENT_CREATED_VERSION: u32 = 1;
 
 /// A customer placed an order. Keyed by `order_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +93,39 @@ pub struct PaymentFailed {
     pub amount: f64,
     pub currency: String,
     pub failed_at: String,
+}
+
+/// Stock was set aside for a paid order. Keyed by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReserved {
+    pub order_id: String,
+    pub reservation_id: String,
+    pub warehouse: String,
+    pub reserved_at: String,
+}
+
+/// The customer was told the payment went through. Keyed by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerNotified {
+    pub order_id: String,
+    pub email: String,
+    pub channel: String,
+    pub notified_at: String,
+}
+
+/// A shipment was created for a reserved order. Keyed by `order_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentCreated {
+    pub order_id: String,
+    pub shipment_id: String,
+    pub carrier: String,
+    pub created_at: String,
+}
+
+/// Now as RFC 3339 UTC with milliseconds: the timestamp format of every
+/// payload.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

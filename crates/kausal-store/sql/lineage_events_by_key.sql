@@ -1,0 +1,6 @@
+SELECT event_id, event_type, event_version, correlation_id, causation_id, source_service,
+       topic, partition_id, record_offset, record_key, trace_id, span_id,
+       occurred_at_ms, recorded_at_ms
+FROM events
+WHERE record_key = $1
+ORDER BY occurred_at_ms, topic, partition_id, record_offset

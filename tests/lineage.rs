@@ -1,0 +1,481 @@
+//! The seeds' detective story end to end: every service and the recorder on
+//! the embedded broker, then `kausal trace` as a user runs it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kausal_contracts::{OrderPlaced, topics};
+use kausal_kafka::receipt::RECEIPTS_TOPIC;
+use kausal_kafka::{CorrelationPolicy, EventProducer};
+use kausal_lineage::{Recorder, RecorderConfig};
+use kausal_payment::{PaymentHandler, PaymentMetrics};
+use kausal_store::Store;
+use kausal_telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{Engine, TestBroker, unique};
+use crate::runtime::{ScriptedGateway, fast_retry, order, start_runtime};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kausal");
+
+async fn all_topics(b: &TestBroker) {
+    let mut topics: Vec<(String, i32)> = vec![(RECEIPTS_TOPIC.to_owned(), 3)];
+    for t in topics::ALL {
+        topics.push((t.to_owned(), 3));
+        topics.push((kausal_core::dlq::dlq_topic(t), 3));
+    }
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    b.create_topics(&refs).await;
+}
+
+fn trace_json(database: &str, id: &str) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["trace", id, "--json", "--database", database])
+        .output()
+        .expect("kausal trace runs");
+    assert!(
+        out.status.success(),
+        "kausal trace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+fn event_types(report: &serde_json::Value) -> Vec<String> {
+    report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
+    let b = TestBroker::start(Engine::Memory).await;
+    all_topics(&b).await;
+    let database = format!("sqlite://{}", b.dir.path().join("kausal.db").display());
+    let store = Store::connect(&database).await.expect("store");
+    let retry = fast_retry(2);
+    let adopt = CorrelationPolicy::Adopt;
+    let metrics = Metrics::new();
+    let running = vec![
+        start_runtime(
+            &b,
+            "payment-service",
+            "payment-service",
+            &[topics::ORDERS],
+            PaymentHandler::new(
+                ScriptedGateway::default(),
+                PaymentMetrics::register(&metrics),
+            ),
+            retry.clone(),
+            adopt,
+            Some(store.clone()),
+        ),
+        start_runtime(
+            &b,
+            "inventory-service",
+            "inventory-service",
+            &[topics::PAYMENTS],
+            kausal_inventory::InventoryHandler,
+            retry.clone(),
+            adopt,
+            Some(store.clone()),
+        ),
+        start_runtime(
+            &b,
+            "notification-service",
+            "notification-service",
+            &[topics::PAYMENTS],
+            kausal_notification::NotificationHandler,
+            retry.clone(),
+            adopt,
+            Some(store.clone()),
+        ),
+        start_runtime(
+            &b,
+            "fulfillment-service",
+            "fulfillment-service",
+            &[topics::INVENTORY],
+            kausal_fulfillment::FulfillmentHandler,
+            retry.clone(),
+            adopt,
+            Some(store.clone()),
+        ),
+    ];
+    let recorder_stop = CancellationToken::new();
+    let recorder = {
+        let r = Recorder::new(
+            b.kafka.clone(),
+            store.clone(),
+            RecorderConfig {
+                group: format!("rec-{}", unique()),
+                ..RecorderConfig::default()
+            },
+        );
+        let token = recorder_stop.clone();
+        tokio::spawn(async move { r.run(token).await.expect("recorder") })
+    };
+
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    let no_email = OrderPlaced {
+        customer_email: None,
+        ..order("ord-no-email")
+    };
+    kausal_order::place_order(&producer, topics::ORDERS, &no_email, None, None)
+        .await
+        .expect("order");
+    kausal_order::place_order(&producer, topics::ORDERS, &order("ord-fine"), None, None)
+        .await
+        .expect("order");
+
+    // Wait until the recorder has the whole story of both orders.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let complete = |report: &serde_json::Value, n: usize| {
+        report["reports"][0]["events"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+            >= n
+    };
+    let mut bad = serde_json::Value::Null;
+    let mut good = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let has_rows = !store
+            .events_by_key("ord-no-email")
+            .await
+            .expect("query")
+            .is_empty()
+            && !store
+                .events_by_key("ord-fine")
+                .await
+                .expect("query")
+                .is_empty();
+        if has_rows {
+            bad = trace_json(&database, "ord-no-email");
+            good = trace_json(&database, "ord-fine");
+            let failures = bad["reports"][0]["failures"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            let shipped_receipts = bad["reports"][0]["events"]
+                .as_array()
+                .map(|es| {
+                    es.iter().all(|e| {
+                        e["event_type"] == "ShipmentCreated"
+                            || !e["receipts"].as_array().map(Vec::is_empty).unwrap_or(true)
+                    })
+                })
+                .unwrap_or(false);
+            if complete(&bad, 4) && complete(&good, 5) && failures > 0 && shipped_receipts {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    recorder_stop.cancel();
+    recorder.await.expect("recorder task");
+    for r in running {
+        r.stop().await;
+    }
+
+    assert_eq!(bad["matched_by"], "key");
+    let report = &bad["reports"][0];
+    assert_eq!(
+        event_types(report),
+        [
+            "OrderPlaced",
+            "PaymentProcessed",
+            "InventoryReserved",
+            "ShipmentCreated"
+        ],
+        "CustomerNotified is absent: {report:#}"
+    );
+    let failures = report["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{report:#}");
+    let f = &failures[0];
+    assert_eq!(f["service"], "notification-service");
+    assert_eq!(f["event_type"], "PaymentProcessed");
+    assert_eq!(f["error_type"], "MissingCustomerEmail");
+    assert!(
+        f["error_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ord-no-email"),
+        "{f}"
+    );
+    let dlq_id = f["dlq_id"]
+        .as_str()
+        .expect("the failure names its dead letter");
+    let payment = &report["events"][1];
+    assert!(
+        payment["dead_letters"]
+            .as_array()
+            .expect("dead letters")
+            .iter()
+            .any(|d| d["dlq_id"] == dlq_id
+                && d["dlq_topic"] == "payments.dlq"
+                && d["status"] == "pending")
+    );
+    let groups: Vec<&str> = payment["receipts"]
+        .as_array()
+        .expect("receipts")
+        .iter()
+        .filter_map(|r| r["consumer_group"].as_str())
+        .collect();
+    assert!(
+        groups.contains(&"inventory-service") && groups.contains(&"notification-service"),
+        "{groups:?}"
+    );
+    assert_eq!(
+        report["trace_ids"].as_array().map(Vec::len),
+        Some(1),
+        "one trace id for the whole chain"
+    );
+    let stored = store
+        .dead_letter(dlq_id)
+        .await
+        .expect("query")
+        .expect("the ledger has the entry");
+    assert_eq!(stored.error_type.as_deref(), Some("MissingCustomerEmail"));
+
+    let good_report = &good["reports"][0];
+    assert!(
+        event_types(good_report).contains(&"CustomerNotified".to_owned()),
+        "{good_report:#}"
+    );
+    assert!(
+        good_report["failures"]
+            .as_array()
+            .expect("failures")
+            .is_empty()
+    );
+
+    // The same answer by correlation id and by event id, and as text.
+    let correlation = report["correlation_id"].as_str().expect("correlation");
+    assert_eq!(
+        trace_json(&database, correlation)["reports"][0]["correlation_id"],
+        correlation
+    );
+    let event_id = report["events"][2]["event_id"].as_str().expect("event id");
+    assert_eq!(trace_json(&database, event_id)["matched_by"], "event-id");
+    let text = Command::new(BIN)
+        .args(["trace", "ord-no-email", "--database", &database])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("FAILED  notification-service received PaymentProcessed"),
+        "{text}"
+    );
+    assert!(text.contains(dlq_id), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_of_an_unknown_id_says_what_to_check() {
+    let dir = crate::harness::scratch_dir();
+    let database = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let out = Command::new(BIN)
+        .args(["trace", "ord-nope", "--database", &database])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing is recorded") && err.contains("recorder"),
+        "{err}"
+    );
+}
+
+/// Publishes `n` orders as Kausal events.
+async fn publish_orders(b: &TestBroker, prefix: &str, n: usize) {
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    for i in 0..n {
+        kausal_order::place_order(
+            &producer,
+            topics::ORDERS,
+            &order(&format!("{prefix}-{i}")),
+            None,
+            None,
+        )
+        .await
+        .expect("order");
+    }
+}
+
+fn spawn_recorder(
+    b: &TestBroker,
+    store: &Store,
+    group: &str,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<kausal_lineage::recorder::RecorderSummary>,
+) {
+    let r = Recorder::new(
+        b.kafka.clone(),
+        store.clone(),
+        RecorderConfig {
+            group: group.to_owned(),
+            ..RecorderConfig::default()
+        },
+    );
+    let token = CancellationToken::new();
+    let t = token.clone();
+    (
+        token,
+        tokio::spawn(async move { r.run(t).await.expect("recorder") }),
+    )
+}
+
+async fn wait_for_events(store: &Store, n: u64, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = store
+            .lineage_row_counts()
+            .await
+            .map(|c| c.events)
+            .unwrap_or(0);
+        if counts >= n || Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_restarted_mid_stream_and_rereading_from_the_start_creates_no_duplicates() {
+    for db in kausal_store::testing::databases().await.expect("databases") {
+        let b = TestBroker::start(Engine::Sqlite).await;
+        all_topics(&b).await;
+        let store = kausal_store::testing::connect(&db).await.expect(db.label);
+        let group = format!("rec-{}", unique());
+        let prefix = format!("ord-{}", unique());
+        let (stop, task) = spawn_recorder(&b, &store, &group);
+        publish_orders(&b, &prefix, 100).await;
+        let mid = wait_for_events(&store, 1, Duration::from_secs(60)).await;
+        stop.cancel();
+        let first = task.await.expect("recorder");
+        publish_orders(&b, &prefix, 100).await;
+        let before = store.lineage_row_counts().await.expect(db.label);
+        // Same group resumes; a fresh group re-reads everything from offset 0.
+        let (stop, task) = spawn_recorder(&b, &store, &group);
+        let total = b
+            .admin()
+            .watermarks(topics::ORDERS)
+            .expect("watermarks")
+            .iter()
+            .map(|w| w.high)
+            .sum::<i64>() as u64;
+        assert_eq!(
+            wait_for_events(&store, total, Duration::from_secs(60)).await,
+            total,
+            "{}",
+            db.label
+        );
+        stop.cancel();
+        task.await.expect("recorder");
+        let after_resume = store.lineage_row_counts().await.expect(db.label);
+        let (stop, task) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+        let reread = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let committed: i64 = b
+                    .admin()
+                    .committed_offsets(&group, topics::ORDERS)
+                    .expect("committed")
+                    .iter()
+                    .map(|(_, o)| o.unwrap_or(0))
+                    .sum();
+                if committed as u64 >= total {
+                    break;
+                }
+            }
+        })
+        .await;
+        // Give the fresh group time to read the whole topic again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.cancel();
+        let again = task.await.expect("recorder");
+        let after_reread = store.lineage_row_counts().await.expect(db.label);
+        assert!(reread.is_ok());
+        assert!(
+            mid > 0 && first.records > 0,
+            "{}: the first run recorded something before it stopped",
+            db.label
+        );
+        assert!(before.events <= total, "{}", db.label);
+        assert!(
+            again.records >= total,
+            "{}: the fresh group re-read {} of {total} records",
+            db.label,
+            again.records
+        );
+        assert_eq!(
+            again.new_events, 0,
+            "{}: re-reading inserted rows",
+            db.label
+        );
+        assert_eq!(
+            after_reread, after_resume,
+            "{}: row counts changed on re-read",
+            db.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_holds_its_batch_while_sqlite_is_locked_and_loses_nothing() {
+    let b = TestBroker::start(Engine::Memory).await;
+    all_topics(&b).await;
+    let dir = crate::harness::scratch_dir();
+    let database = format!("sqlite://{}", dir.path().join("locked.db").display());
+    let store = Store::connect(&database).await.expect("store");
+    // Another writer holds the write lock longer than the recorder's busy
+    // timeout (10 s): the database is unavailable for writing.
+    sqlx::any::install_default_drivers();
+    let mut locker =
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{database}?mode=rw"))
+            .await
+            .expect("locker");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let group = format!("rec-{}", unique());
+    let (stop, task) = spawn_recorder(&b, &store, &group);
+    publish_orders(&b, "ord-locked", 50).await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let during = store
+        .lineage_row_counts()
+        .await
+        .expect("reads still work")
+        .events;
+    let committed_during: i64 = b
+        .admin()
+        .committed_offsets(&group, topics::ORDERS)
+        .expect("committed")
+        .iter()
+        .map(|(_, o)| o.unwrap_or(0))
+        .sum();
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    assert_eq!(
+        wait_for_events(&store, 50, Duration::from_secs(60)).await,
+        50,
+        "every row recorded after the outage"
+    );
+    stop.cancel();
+    let summary = task.await.expect("recorder");
+    assert_eq!(during, 0, "nothing could be written while locked");
+    assert_eq!(
+        committed_during, 0,
+        "nothing was committed while the rows were not durable"
+    );
+    assert!(
+        summary.store_failures >= 1,
+        "the recorder saw the outage: {summary:?}"
+    );
+}
