@@ -424,58 +424,197 @@ async fn recorder_restarted_mid_stream_and_rereading_from_the_start_creates_no_d
     }
 }
 
+/// Makes one test database unavailable to the recorder and back.
+enum Outage {
+    /// Another writer holds SQLite's write lock longer than the recorder's
+    /// busy timeout (10 s). As root, file permissions cannot make a file
+    /// unwritable, so a lock is the honest way to refuse writes.
+    SqliteLock(sqlx::AnyConnection),
+    /// The recorder's own PostgreSQL role loses LOGIN and its sessions are
+    /// terminated, as when a database is restarted or a credential revoked.
+    PostgresRole { admin: sqlx::AnyPool, role: String },
+}
+
+impl Outage {
+    async fn begin(db: &kausal_store::testing::TestDatabase) -> (Self, String) {
+        sqlx::any::install_default_drivers();
+        if db.label == "sqlite" {
+            let mut conn =
+                <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{}?mode=rw", db.url))
+                    .await
+                    .expect("locker");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            return (Self::SqliteLock(conn), db.url.clone());
+        }
+        let base = std::env::var(kausal_store::testing::DATABASE_URL_ENV).expect("postgres url");
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("admin connection");
+        let schema = db
+            .url
+            .split("search_path%3D")
+            .nth(1)
+            .expect("schema in url")
+            .to_owned();
+        let role = format!("kausal_outage_{}", unique().replace('-', "_"));
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT ALL ON SCHEMA {schema} TO {role}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+        ] {
+            // Names made here from digits, letters and underscores only.
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .expect("role setup");
+        }
+        let url = db
+            .url
+            .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+        (Self::PostgresRole { admin, role }, url)
+    }
+
+    /// For PostgreSQL the outage starts after the recorder connected.
+    async fn cut(&mut self) {
+        if let Self::PostgresRole { admin, role } = self {
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} NOLOGIN")))
+                .execute(&*admin)
+                .await
+                .expect("nologin");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            )))
+            .execute(&*admin)
+            .await
+            .expect("terminate");
+        }
+    }
+
+    async fn end(&mut self) {
+        match self {
+            Self::SqliteLock(conn) => {
+                sqlx::query("ROLLBACK").execute(conn).await.expect("unlock");
+            }
+            Self::PostgresRole { admin, role } => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} LOGIN")))
+                    .execute(&*admin)
+                    .await
+                    .expect("login");
+            }
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Self::PostgresRole { admin, role } = self {
+            for sql in [
+                format!("DROP OWNED BY {role} CASCADE"),
+                format!("DROP ROLE {role}"),
+            ] {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorder_holds_its_batch_while_sqlite_is_locked_and_loses_nothing() {
+async fn recorder_holds_its_batch_through_a_database_outage_and_loses_nothing() {
+    for db in kausal_store::testing::databases().await.expect("databases") {
+        let b = TestBroker::start(Engine::Memory).await;
+        all_topics(&b).await;
+        // Migrations first, as the owner; then the outage's own access.
+        let observer = kausal_store::testing::connect(&db).await.expect(db.label);
+        let (mut outage, recorder_url) = Outage::begin(&db).await;
+        let group = format!("rec-{}", unique());
+        let recorder_store = if db.label == "sqlite" {
+            observer.clone()
+        } else {
+            Store::connect(&recorder_url)
+                .await
+                .expect("the recorder's role connects")
+        };
+        let (stop, task) = spawn_recorder(&b, &recorder_store, &group);
+        outage.cut().await;
+        publish_orders(&b, &format!("ord-{}", db.label), 50).await;
+        tokio::time::sleep(Duration::from_secs(13)).await;
+        let during = observer
+            .lineage_row_counts()
+            .await
+            .expect("the observer still reads")
+            .events;
+        let committed_during: i64 = b
+            .admin()
+            .committed_offsets(&group, topics::ORDERS)
+            .expect("committed")
+            .iter()
+            .map(|(_, o)| o.unwrap_or(0))
+            .sum();
+        outage.end().await;
+        let after = wait_for_events(&observer, 50, Duration::from_secs(90)).await;
+        stop.cancel();
+        let summary = task.await.expect("recorder");
+        recorder_store.close().await;
+        outage.cleanup().await;
+        assert_eq!(
+            during, 0,
+            "{}: nothing could be written during the outage",
+            db.label
+        );
+        assert_eq!(
+            committed_during, 0,
+            "{}: nothing was committed while the rows were not durable",
+            db.label
+        );
+        assert_eq!(
+            after, 50,
+            "{}: every row recorded after the outage",
+            db.label
+        );
+        assert!(
+            summary.store_failures >= 1,
+            "{}: the recorder saw the outage: {summary:?}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation() {
     let b = TestBroker::start(Engine::Memory).await;
     all_topics(&b).await;
     let dir = crate::harness::scratch_dir();
-    let database = format!("sqlite://{}", dir.path().join("locked.db").display());
-    let store = Store::connect(&database).await.expect("store");
-    // Another writer holds the write lock longer than the recorder's busy
-    // timeout (10 s): the database is unavailable for writing.
-    sqlx::any::install_default_drivers();
-    let mut locker =
-        <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{database}?mode=rw"))
-            .await
-            .expect("locker");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut locker)
-        .await
-        .expect("lock");
-    let group = format!("rec-{}", unique());
-    let (stop, task) = spawn_recorder(&b, &store, &group);
-    publish_orders(&b, "ord-locked", 50).await;
-    tokio::time::sleep(Duration::from_secs(13)).await;
-    let during = store
-        .lineage_row_counts()
-        .await
-        .expect("reads still work")
-        .events;
-    let committed_during: i64 = b
-        .admin()
-        .committed_offsets(&group, topics::ORDERS)
-        .expect("committed")
-        .iter()
-        .map(|(_, o)| o.unwrap_or(0))
-        .sum();
-    sqlx::query("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .expect("unlock");
-    assert_eq!(
-        wait_for_events(&store, 50, Duration::from_secs(60)).await,
-        50,
-        "every row recorded after the outage"
-    );
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("plain.db").display()
+    ))
+    .await
+    .expect("store");
+    let plain = b.plain_producer();
+    let (partition, offset) = crate::harness::send(
+        &plain,
+        topics::ORDERS,
+        Some(b"ord-plain"),
+        Some(b"{\"order_id\":\"ord-plain\"}"),
+        &[],
+    )
+    .await;
+    let (stop, task) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    assert_eq!(wait_for_events(&store, 1, Duration::from_secs(60)).await, 1);
     stop.cancel();
-    let summary = task.await.expect("recorder");
-    assert_eq!(during, 0, "nothing could be written while locked");
+    task.await.expect("recorder");
+    let expected = kausal_core::EventId::for_record(topics::ORDERS, partition, offset).to_string();
+    let recorded = store
+        .event(&expected)
+        .await
+        .expect("query")
+        .expect("recorded under the deterministic id");
     assert_eq!(
-        committed_during, 0,
-        "nothing was committed while the rows were not durable"
+        recorded.correlation_id, expected,
+        "adopted correlation id = its own event id"
     );
-    assert!(
-        summary.store_failures >= 1,
-        "the recorder saw the outage: {summary:?}"
-    );
+    assert_eq!(recorded.key.as_deref(), Some("ord-plain"));
+    assert_eq!(recorded.causation_id, None);
+    assert_eq!(store.chain(&expected).await.expect("chain").len(), 1);
 }
