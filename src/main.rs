@@ -94,6 +94,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        kausal_broker::prepare_sqlite().await;
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Service(args) => service::run(args).await,

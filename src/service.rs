@@ -103,6 +103,9 @@ pub struct ServiceArgs {
     /// Partitions for topics this service creates if missing.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
+    /// order: port of the HTTP API (POST /orders, GET /orders/{id}).
+    #[arg(long, env = "KAUSAL_HTTP_PORT", default_value_t = 8081)]
+    pub http_port: u16,
     /// order: orders per second (0 = none).
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
@@ -204,6 +207,55 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     let producer = EventProducer::new(&kafka, name, metrics.clone())?;
     match args.name {
         ServiceName::Order => {
+            let store = kausal_store::Store::connect(&args.common.database_url())
+                .await
+                .context("the order service needs its read-model store")?;
+            let api = kausal_order::http::ApiState {
+                producer: producer.clone(),
+                store: store.clone(),
+                topic: args.orders_topic.clone(),
+            };
+            let (api_addr, api_task) = kausal_order::http::serve(
+                SocketAddr::from(([127, 0, 0, 1], args.http_port)),
+                api,
+                shutdown.clone().cancelled_owned(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot serve the order API on port {} (pick another with --http-port)",
+                    args.http_port
+                )
+            })?;
+            tracing::info!(api = %format!("http://{api_addr}/orders"), "order API listening");
+            let inputs: Vec<String> = kausal_order::view_handler::INPUT_TOPICS
+                .iter()
+                .map(|t| {
+                    if *t == topics::ORDERS {
+                        args.orders_topic.clone()
+                    } else {
+                        (*t).to_owned()
+                    }
+                })
+                .collect();
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            if !args.no_create_topics {
+                let specs: Vec<TopicSpec> = inputs
+                    .iter()
+                    .map(|t| TopicSpec::new(*t, args.partitions))
+                    .collect();
+                Admin::new(&kafka)?.ensure_topics(&specs).await?;
+            }
+            let view = ConsumerRuntime::new(
+                kafka.clone(),
+                name,
+                kausal_order::view_handler::GROUP,
+                &inputs,
+                kausal_order::view_handler::ViewHandler::new(store.clone()),
+                producer.clone(),
+            )
+            .dead_letter_topic(&args.orders_topic, &dlq_topic);
+            let view_task = tokio::spawn(view.run(shutdown.clone()));
             let order_metrics = kausal_order::OrderMetrics::register(&metrics);
             let config = kausal_order::GeneratorConfig {
                 rate_per_sec: args.rate,
@@ -219,10 +271,15 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             )
             .await;
             tracing::info!(published, "order generator stopped");
-            if args.max_orders.is_some() && !shutdown.is_cancelled() {
-                // Keep /metrics up until told to stop, so totals can be read.
-                shutdown.cancelled().await;
+            // The API and the read model keep running until told to stop.
+            shutdown.cancelled().await;
+            match view_task.await {
+                Ok(Ok(summary)) => tracing::info!(?summary, "order view stopped"),
+                Ok(Err(e)) => tracing::error!(error = %e, "order view failed"),
+                Err(e) => tracing::error!(error = %e, "order view task failed"),
             }
+            let _ = api_task.await;
+            store.close().await;
         }
         ServiceName::Payment => {
             let handler = kausal_payment::PaymentHandler::new(

@@ -60,6 +60,9 @@ pub struct UpArgs {
     /// port when taken).
     #[arg(long, default_value_t = 9101)]
     pub metrics_port_base: u16,
+    /// Port of the order service's HTTP API (or any free port when taken).
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
     /// Partitions per topic.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
@@ -158,6 +161,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Fulfillment,
         ServiceName::Order,
     ];
+    let api_addr = metrics_addr(args.http_port)?;
     let mut services = Vec::new();
     for name in order {
         let port = args
@@ -166,6 +170,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let metrics = metrics_addr(port)?;
         let extra: Vec<String> = match name {
             ServiceName::Order => vec![
+                "--http-port".into(),
+                api_addr.port().to_string(),
                 "--rate".into(),
                 args.rate.to_string(),
                 "--missing-email-rate".into(),
@@ -205,6 +211,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &services,
         args.console_port,
     );
+    println!("  order API  POST http://{api_addr}/orders   GET http://{api_addr}/orders/{{id}}");
+    println!(
+        "  trace      kausal trace <order-id> --data-dir {}",
+        data_dir.display()
+    );
+    println!("Ctrl-C stops everything.\n");
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut ticker = tokio::time::interval(if tty {
@@ -326,7 +338,6 @@ fn print_banner(
     }
     println!("  data dir   {}", data_dir.display());
     println!("  console    not built yet (port {console_port} reserved)");
-    println!("Ctrl-C stops everything.\n");
 }
 
 async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {

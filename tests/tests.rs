@@ -5,6 +5,7 @@
 mod harness;
 
 mod broker;
+mod http;
 mod lineage;
 mod process;
 mod runtime;

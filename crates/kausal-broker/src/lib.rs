@@ -73,10 +73,28 @@ pub struct EmbeddedBroker {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Initialises the process's SQLite in serialized mode, as libsql (tansu's
+/// SQLite engine) requires. sqlx's SQLite driver uses the same library in
+/// the `kausal` binary (see ARCHITECTURE.md), and whichever opens a database
+/// first fixes the threading mode for the process: if sqlx went first, a
+/// later SQLite-engine broker would panic. Call this before opening any
+/// SQLite database; it is cheap and idempotent.
+pub async fn prepare_sqlite() {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            if let Err(e) = libsql::Builder::new_local(":memory:").build().await {
+                tracing::warn!(error = %e, "could not initialise libsql");
+            }
+        })
+        .await;
+}
+
 impl EmbeddedBroker {
     /// Starts a broker on `127.0.0.1:port` (0 picks a free port) and waits
     /// until it accepts connections.
     pub async fn start(storage: Storage, port: u16) -> Result<Self> {
+        prepare_sqlite().await;
         let port = if port == 0 { free_port()? } else { port };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let storage_url = storage_url(&storage)?;

@@ -15,10 +15,12 @@ use sqlx::{AnyPool, Executor};
 
 mod lineage;
 mod migrate;
+pub mod order_view;
 pub mod testing;
 
 pub use lineage::{BatchCounts, DeadLetterEntry, LineageEvent, MAX_LINEAGE_DEPTH, Receipt};
 pub use migrate::MIGRATIONS;
+pub use order_view::OrderView;
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../ddl/001-processed-events.sql"),
     ),
     (2, "002-lineage", include_str!("../ddl/002-lineage.sql")),
+    (
+        3,
+        "003-order-views",
+        include_str!("../ddl/003-order-views.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {

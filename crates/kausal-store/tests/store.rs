@@ -52,3 +52,36 @@ async fn a_down_database_is_a_clear_error() {
     let text = err.to_string();
     assert!(text.contains("cannot connect"), "{text}");
 }
+
+#[tokio::test]
+async fn order_views_round_trip_and_upsert_on_every_backend() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        assert_eq!(
+            store.order_view("ord-1").await.expect(db.label),
+            None,
+            "{}",
+            db.label
+        );
+        let mut v = kausal_store::OrderView {
+            order_id: "ord-1".into(),
+            status: "placed".into(),
+            amount: Some(12.5),
+            currency: Some("EUR".into()),
+            updated_at_ms: 1,
+            ..Default::default()
+        };
+        store.save_order_view(&v).await.expect(db.label);
+        v.status = "paid".into();
+        v.payment_id = Some("pay-1".into());
+        v.notified = true;
+        v.updated_at_ms = 2;
+        store.save_order_view(&v).await.expect(db.label);
+        assert_eq!(
+            store.order_view("ord-1").await.expect(db.label),
+            Some(v.clone()),
+            "{}",
+            db.label
+        );
+    }
+}

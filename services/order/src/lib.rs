@@ -14,6 +14,10 @@ use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+pub mod http;
+pub mod view;
+pub mod view_handler;
+
 pub const SERVICE_NAME: &str = "order-service";
 
 /// How the generator behaves.
@@ -68,7 +72,7 @@ impl OrderMetrics {
 /// A plausible random order.
 pub fn random_order(rng: &mut impl Rng, missing_email_rate: f64) -> OrderPlaced {
     let n: u32 = rng.random_range(0..1_000_000);
-    let order_id = format!("ord-{}", uuid_suffix(rng));
+    let order_id = new_order_id(rng);
     let user = rng.random_range(1..5000);
     let cents: u32 = rng.random_range(500..50_000);
     OrderPlaced {
@@ -82,9 +86,10 @@ pub fn random_order(rng: &mut impl Rng, missing_email_rate: f64) -> OrderPlaced 
     }
 }
 
-fn uuid_suffix(rng: &mut impl Rng) -> String {
+/// A fresh order id: `ord-` and 12 hex digits.
+pub fn new_order_id(rng: &mut impl Rng) -> String {
     let v: u64 = rng.random();
-    format!("{:012x}", v & 0xffff_ffff_ffff)
+    format!("ord-{:012x}", v & 0xffff_ffff_ffff)
 }
 
 /// Publishes one order as a root event and waits for the broker.

@@ -1,0 +1,223 @@
+//! The order service's HTTP API against the embedded broker and a real
+//! store: POST continues the caller's trace and correlation, bad input is a
+//! 400, GET returns the read model.
+
+use std::time::{Duration, Instant};
+
+use kausal_contracts::topics;
+use kausal_kafka::{CorrelationPolicy, EventProducer};
+use kausal_order::http::{ApiState, serve};
+use kausal_order::view_handler::{GROUP, INPUT_TOPICS, ViewHandler};
+use kausal_payment::{PaymentHandler, PaymentMetrics};
+use kausal_store::Store;
+use kausal_telemetry::Metrics;
+use rdkafka::message::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{Engine, TestBroker, header};
+use crate::runtime::{ScriptedGateway, fast_retry, start_runtime};
+
+/// A minimal HTTP/1.0 request: (status, headers text, body).
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head.to_lowercase(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model() {
+    let b = TestBroker::start(Engine::Memory).await;
+    let mut all: Vec<(&str, i32)> = INPUT_TOPICS.iter().map(|t| (*t, 3)).collect();
+    all.push(("orders.dlq", 3));
+    all.push(("payments.dlq", 3));
+    b.create_topics(&all).await;
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
+        .await
+        .expect("store");
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    let stop = CancellationToken::new();
+    let (addr, api) = serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        ApiState {
+            producer,
+            store: store.clone(),
+            topic: topics::ORDERS.to_owned(),
+        },
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .expect("api");
+    let metrics = Metrics::new();
+    let payment = start_runtime(
+        &b,
+        "payment-service",
+        "payment-service",
+        &[topics::ORDERS],
+        PaymentHandler::new(
+            ScriptedGateway::default(),
+            PaymentMetrics::register(&metrics),
+        ),
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    let view = start_runtime(
+        &b,
+        "order-service",
+        GROUP,
+        &INPUT_TOPICS,
+        ViewHandler::new(store.clone()),
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body = r#"{"user_id":"u1","amount":19.99,"currency":"EUR","customer_email":"a@example.com","order_id":"ord-http"}"#;
+    let (status, head, resp) = request(
+        addr,
+        "POST",
+        "/orders",
+        &[
+            ("traceparent", traceparent),
+            ("X-Correlation-ID", "checkout-77"),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{resp}");
+    assert!(head.contains("x-correlation-id: checkout-77"), "{head}");
+    let placed: serde_json::Value = serde_json::from_str(&resp).expect("json");
+    assert_eq!(placed["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(placed["correlation_id"], "checkout-77");
+
+    // Without X-Correlation-ID one is generated and returned.
+    let (status, head, resp) = request(
+        addr,
+        "POST",
+        "/orders",
+        &[],
+        r#"{"user_id":"u2","amount":5,"currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{resp}");
+    let generated: serde_json::Value = serde_json::from_str(&resp).expect("json");
+    let generated_id = generated["correlation_id"].as_str().expect("id").to_owned();
+    assert!(
+        head.contains(&format!("x-correlation-id: {generated_id}")),
+        "{head}"
+    );
+
+    // Bad input: a clear 400, never a 500.
+    let bad = [
+        ("{not json", "invalid order JSON"),
+        (
+            r#"{"user_id":"u","amount":-1,"currency":"EUR"}"#,
+            "amount must be a positive number",
+        ),
+        (
+            r#"{"user_id":"u","amount":1,"currency":"euro"}"#,
+            "currency",
+        ),
+        (
+            r#"{"user_id":"u","amount":"ten","currency":"EUR"}"#,
+            "invalid order JSON",
+        ),
+        (
+            r#"{"user_id":"u","amount":1,"currency":"EUR","surprise":true}"#,
+            "unknown field",
+        ),
+        ("", "invalid order JSON"),
+    ];
+    for (body, message) in bad {
+        let (status, _, resp) = request(addr, "POST", "/orders", &[], body).await;
+        assert_eq!(status, 400, "{body}: {resp}");
+        assert!(resp.contains(message), "{body}: {resp}");
+    }
+    let (status, _, resp) = request(
+        addr,
+        "POST",
+        "/orders",
+        &[("X-Correlation-ID", "has space")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+    // A broken traceparent starts a new trace instead of failing.
+    let (status, _, resp) = request(
+        addr,
+        "POST",
+        "/orders",
+        &[("traceparent", "00-broken")],
+        r#"{"user_id":"u3","amount":5,"currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{resp}");
+
+    // The trace flows from the HTTP caller to the payment.
+    let payments = b.read_all(topics::PAYMENTS, 3, Duration::from_secs(30));
+    let paid = payments
+        .iter()
+        .find(|m| m.key() == Some(&b"ord-http"[..]))
+        .expect("ord-http paid");
+    let tp = header(paid, "traceparent").expect("traceparent");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert_eq!(
+        header(paid, "correlation-id").as_deref(),
+        Some("checkout-77")
+    );
+
+    // GET returns the read model once the view has folded the payment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut view_json = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let (status, _, resp) = request(addr, "GET", "/orders/ord-http", &[], "").await;
+        if status == 200 {
+            view_json = serde_json::from_str(&resp).expect("json");
+            if view_json["status"] == "paid" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(view_json["status"], "paid", "{view_json}");
+    assert_eq!(view_json["amount"], 19.99);
+    assert_eq!(view_json["correlation_id"], "checkout-77");
+    let (status, _, resp) = request(addr, "GET", "/orders/ord-unknown", &[], "").await;
+    assert_eq!(status, 404, "{resp}");
+
+    stop.cancel();
+    let _ = api.await;
+    payment.stop().await;
+    view.stop().await;
+}
