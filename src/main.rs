@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod dlq;
 mod scrape;
 mod service;
 mod signals;
@@ -33,6 +34,8 @@ enum Command {
     /// Show what happened to an order, correlation id or event: the causal
     /// chain, who received each event, failures and dead letters.
     Trace(trace::TraceArgs),
+    /// The dead-letter ledger: stats, list, show, replay, discard.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Options every subcommand takes.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Service(args) => service::run(args).await,
             Command::Trace(args) => trace::run(args).await,
+            Command::Dlq(args) => dlq::run(args).await,
         }
     });
     match result {

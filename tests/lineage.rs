@@ -618,3 +618,179 @@ async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopt
     assert_eq!(recorded.causation_id, None);
     assert_eq!(store.chain(&expected).await.expect("chain").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once() {
+    use kausal_lineage::replay::{self, LedgerError};
+    use std::sync::atomic::Ordering;
+    let b = TestBroker::start(Engine::Memory).await;
+    all_topics(&b).await;
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("ledger.db").display()
+    ))
+    .await
+    .expect("store");
+    let script = crate::runtime::Script::default();
+    script.down.store(true, Ordering::SeqCst);
+    let gateway = ScriptedGateway(std::sync::Arc::new(script));
+    let metrics = Metrics::new();
+    let payment = start_runtime(
+        &b,
+        "payment-service",
+        "payment-service",
+        &[topics::ORDERS],
+        PaymentHandler::new(gateway.clone(), PaymentMetrics::register(&metrics)),
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        Some(store.clone()),
+    );
+    let (stop, recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    let placed = kausal_order::place_order(
+        &producer,
+        topics::ORDERS,
+        &order("ord-outage"),
+        Some("checkout-9".parse().expect("id")),
+        None,
+    )
+    .await
+    .expect("order");
+    kausal_order::place_order(
+        &producer,
+        topics::ORDERS,
+        &order("ord-outage-2"),
+        None,
+        None,
+    )
+    .await
+    .expect("order");
+
+    // Both orders fail through the outage and land in the ledger.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pending = |s: Store| async move {
+        s.dead_letters(&kausal_store::DeadLetterFilter {
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+    };
+    while pending(store.clone()).await.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let entries = pending(store.clone()).await;
+    assert_eq!(entries.len(), 2, "both dead letters in the ledger");
+    assert_eq!(
+        gateway.charges("ord-outage"),
+        2,
+        "two attempts during the outage"
+    );
+    let entry = entries
+        .iter()
+        .find(|e| e.correlation_id.as_deref() == Some("checkout-9"))
+        .expect("entry of ord-outage");
+
+    // The fault is fixed; replay exactly the entries matching a filter.
+    gateway.0.down.store(false, Ordering::SeqCst);
+    let matching = store
+        .dead_letters(&kausal_store::DeadLetterFilter {
+            status: Some("pending".into()),
+            correlation_id: Some("checkout-9".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("filter");
+    assert_eq!(
+        matching.len(),
+        1,
+        "the filter touches only the matching entry"
+    );
+    let replayer =
+        EventProducer::new(&b.kafka, "kausal-dlq-replay", Metrics::new()).expect("producer");
+    let replayed = replay::replay(&store, &replayer, &entry.dlq_id, 3, "test")
+        .await
+        .expect("replayed");
+    assert_eq!(replayed.topic, topics::ORDERS);
+    assert_eq!(replayed.replay_count, 1);
+    let paid = b.read_all(topics::PAYMENTS, 1, Duration::from_secs(60));
+    assert_eq!(paid.len(), 1, "processed once after the replay");
+    assert_eq!(
+        crate::harness::header(&paid[0], "correlation-id").as_deref(),
+        Some("checkout-9"),
+        "the correlation id is kept"
+    );
+    assert_eq!(gateway.charges("ord-outage"), 3, "exactly one more charge");
+    assert_eq!(
+        gateway.charges("ord-outage-2"),
+        2,
+        "the other entry was not touched"
+    );
+
+    // The replayed record: same event id, fresh trace linked to the old one.
+    let orders = b.read_all(topics::ORDERS, 3, Duration::from_secs(30));
+    let copy = orders
+        .iter()
+        .find(|m| crate::harness::header(m, "replay-count").is_some())
+        .expect("the replayed record");
+    assert_eq!(
+        crate::harness::header(copy, "event-id"),
+        Some(placed.headers.event_id.to_string())
+    );
+    let old_trace = placed.headers.traceparent.expect("traceparent").to_string();
+    assert_eq!(
+        crate::harness::header(copy, replay::REPLAY_LINK),
+        Some(old_trace.clone())
+    );
+    let new_trace = crate::harness::header(copy, "traceparent").expect("new traceparent");
+    assert_ne!(new_trace[3..35], old_trace[3..35], "a fresh trace id");
+    assert!(
+        crate::harness::headers_of(copy)
+            .iter()
+            .all(|(k, _)| !k.starts_with("dlq-")),
+        "dlq headers are not replayed"
+    );
+
+    // The ledger moved on; a second replay of the same entry is refused.
+    let stored = store
+        .dead_letter(&entry.dlq_id)
+        .await
+        .expect("query")
+        .expect("entry");
+    assert_eq!(stored.status, "replayed");
+    assert_eq!(stored.status_by.as_deref(), Some("test"));
+    assert!(matches!(
+        replay::replay(&store, &replayer, &entry.dlq_id, 3, "test").await,
+        Err(LedgerError::NotPending { .. })
+    ));
+
+    // An event already replayed `cap` times is refused with the reason.
+    let other = entries
+        .iter()
+        .find(|e| e.dlq_id != entry.dlq_id)
+        .expect("other");
+    match replay::replay(&store, &replayer, &other.dlq_id, 0, "test").await {
+        Err(e @ LedgerError::CapReached { .. }) => {
+            assert!(e.to_string().contains("discard"), "{e}")
+        }
+        other => panic!("wanted a cap refusal, got {other:?}"),
+    }
+    replay::discard(&store, &other.dlq_id, "customer cancelled", "test")
+        .await
+        .expect("discard");
+    assert_eq!(
+        store
+            .dead_letter(&other.dlq_id)
+            .await
+            .expect("q")
+            .expect("e")
+            .status_reason
+            .as_deref(),
+        Some("customer cancelled")
+    );
+
+    stop.cancel();
+    recorder.await.expect("recorder");
+    payment.stop().await;
+}

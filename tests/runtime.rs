@@ -20,19 +20,21 @@ use crate::harness::{
 
 /// A gateway whose answers are scripted per order id, recording every call.
 #[derive(Default)]
-struct Script {
+pub(crate) struct Script {
     fail_always: HashSet<String>,
     decline: HashSet<String>,
     /// Time each charge takes.
     delay: Duration,
+    /// While set, every charge fails transiently (a gateway outage).
+    pub(crate) down: std::sync::atomic::AtomicBool,
     calls: Mutex<Vec<(String, Instant)>>,
 }
 
 #[derive(Clone, Default)]
-pub(crate) struct ScriptedGateway(Arc<Script>);
+pub(crate) struct ScriptedGateway(pub(crate) Arc<Script>);
 
 impl ScriptedGateway {
-    fn charges(&self, order: &str) -> usize {
+    pub(crate) fn charges(&self, order: &str) -> usize {
         self.0
             .calls
             .lock()
@@ -69,6 +71,9 @@ impl PaymentGateway for ScriptedGateway {
             .push((order.order_id.clone(), Instant::now()));
         if !self.0.delay.is_zero() {
             tokio::time::sleep(self.0.delay).await;
+        }
+        if self.0.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GatewayError("gateway down".into()));
         }
         if self.0.fail_always.contains(&order.order_id) {
             return Err(GatewayError("gateway unavailable".into()));

@@ -5,6 +5,7 @@
 
 pub mod record;
 pub mod recorder;
+pub mod replay;
 pub mod report;
 
 pub use recorder::{Recorder, RecorderConfig};

@@ -18,7 +18,10 @@ mod migrate;
 pub mod order_view;
 pub mod testing;
 
-pub use lineage::{BatchCounts, DeadLetterEntry, LineageEvent, MAX_LINEAGE_DEPTH, Receipt};
+pub use lineage::{
+    BatchCounts, DeadLetterCount, DeadLetterEntry, DeadLetterFilter, LineageEvent,
+    MAX_LINEAGE_DEPTH, Receipt,
+};
 pub use migrate::MIGRATIONS;
 pub use order_view::OrderView;
 

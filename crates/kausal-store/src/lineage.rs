@@ -453,3 +453,80 @@ fn count(row: &AnyRow, column: &str) -> Result<u64> {
         .into()
     })
 }
+
+/// Filters of `kausal dlq list` and bulk replay; empty means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    pub source_topic: Option<String>,
+    pub error_type: Option<String>,
+    pub status: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Failed at or after, ms since the epoch.
+    pub since_ms: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// One group of `dead_letters` by status, source topic and error type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterCount {
+    pub status: String,
+    pub source_topic: String,
+    pub error_type: String,
+    pub count: i64,
+    pub oldest_failed_at_ms: i64,
+}
+
+impl Store {
+    /// Dead letters matching `filter`, newest first.
+    pub async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetterEntry>> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let rows = sqlx::query(include_str!("../sql/dead_letters_list.sql"))
+            .bind(text(&filter.source_topic))
+            .bind(text(&filter.error_type))
+            .bind(text(&filter.status))
+            .bind(text(&filter.correlation_id))
+            .bind(filter.since_ms.unwrap_or(0))
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(DeadLetterEntry::from_row).collect()
+    }
+
+    /// Counts by status, source topic and error type.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>> {
+        let rows = sqlx::query(include_str!("../sql/dead_letters_counts.sql"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetterCount {
+                    status: r.try_get(0)?,
+                    source_topic: r.try_get(1)?,
+                    error_type: r.try_get(2)?,
+                    count: r.try_get(3)?,
+                    oldest_failed_at_ms: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Failure times at or after `since_ms`.
+    pub async fn dead_letter_failures_since(&self, since_ms: i64) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar(include_str!("../sql/dead_letters_inflow.sql"))
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// How many entries left `pending` at or after `since_ms`.
+    pub async fn dead_letter_outflow_since(&self, since_ms: i64) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar(include_str!("../sql/dead_letters_outflow.sql"))
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
