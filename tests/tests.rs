@@ -6,6 +6,7 @@ mod harness;
 
 mod broker;
 mod http;
+mod interop;
 mod lineage;
 mod process;
 mod runtime;
