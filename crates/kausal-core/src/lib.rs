@@ -10,16 +10,20 @@
 //! - [`failure`]: how a handler failure is classified.
 //! - [`dlq`]: the dead-letter header set (DESIGN §5), written and read back,
 //!   Spring Kafka's `kafka_dlt-*` headers included.
+//! - [`lag`]: consumer lag rules (DESIGN §7): Burrow's partition and group
+//!   statuses over a window of samples, lag in seconds, retention danger.
 
 pub mod dlq;
 pub mod failure;
 pub mod headers;
 pub mod ids;
+pub mod lag;
 pub mod retry;
 pub mod trace;
 
 pub use failure::{ErrorClass, HandlerError};
 pub use headers::{DecodedHeaders, EventHeaders, HeaderIssue, RawHeader};
 pub use ids::{CausationId, CorrelationId, EventId, IdError};
+pub use lag::{GroupStatus, LagRules, LagWindow, OffsetSample, PartitionStatus, WatermarkHistory};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use trace::{SpanId, TraceId, TraceParent, TraceParentError};
