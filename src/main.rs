@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod dlq;
+mod lag;
 mod scrape;
 mod service;
 mod signals;
@@ -36,6 +37,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// The dead-letter ledger: stats, list, show, replay, discard.
     Dlq(dlq::DlqArgs),
+    /// Consumer lag per group and partition: records, seconds, status.
+    Lag(lag::LagArgs),
 }
 
 /// Options every subcommand takes.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             Command::Service(args) => service::run(args).await,
             Command::Trace(args) => trace::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Lag(args) => lag::run(args).await,
         }
     });
     match result {

@@ -61,6 +61,26 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
         sent["offset"].as_i64().expect("o"),
     );
 
+    let dir = crate::harness::scratch_dir();
+    let store = kausal_store::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("interop.db").display()
+    ))
+    .await
+    .expect("store");
+    let recorder = kausal_lineage::Recorder::new(
+        b.kafka.clone(),
+        store.clone(),
+        kausal_lineage::RecorderConfig {
+            group: format!("rec-{}", crate::harness::unique()),
+            ..Default::default()
+        },
+    );
+    let recorder_stop = tokio_util::sync::CancellationToken::new();
+    let recorder_task = {
+        let t = recorder_stop.clone();
+        tokio::spawn(async move { recorder.run(t).await.expect("recorder") })
+    };
     let metrics = Metrics::new();
     let payment = start_runtime(
         &b,
@@ -92,9 +112,26 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
     );
     assert_eq!(
         header(&paid[0], "correlation-id"),
-        Some(expected_id),
+        Some(expected_id.clone()),
         "adopted correlation id"
     );
+
+    // The recorder names the Python event the same way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut recorded = None;
+    while recorded.is_none() && std::time::Instant::now() < deadline {
+        recorded = store.event(&expected_id).await.expect("query");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    recorder_stop.cancel();
+    recorder_task.await.expect("recorder");
+    let recorded =
+        recorded.expect("the plain confluent-kafka event is recorded under its deterministic id");
+    assert_eq!(
+        recorded.correlation_id, expected_id,
+        "with its adopted correlation id"
+    );
+    assert_eq!(recorded.trace_id.as_deref(), Some(trace));
 
     // (b) a Python consumer reads the Rust event and continues its trace.
     let line = python(&["consume", &b.kafka.bootstrap_servers, topics::PAYMENTS, "1"]);

@@ -7,6 +7,7 @@ mod harness;
 mod broker;
 mod http;
 mod interop;
+mod lag;
 mod lineage;
 mod process;
 mod runtime;

@@ -530,3 +530,15 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// (consumer group, topic) pairs seen in receipts.
+    pub async fn receipt_groups(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(include_str!("../sql/receipt_groups.sql"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}
