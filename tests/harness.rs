@@ -237,3 +237,28 @@ pub fn group_consumer(b: &TestBroker, group: &str) -> BaseConsumer {
         .create()
         .expect("consumer")
 }
+
+/// Runs the lineage recorder in its own group until the token is cancelled.
+pub fn spawn_recorder(
+    b: &TestBroker,
+    store: &kausal_store::Store,
+    group: &str,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<kausal_lineage::recorder::RecorderSummary>,
+) {
+    let recorder = kausal_lineage::Recorder::new(
+        b.kafka.clone(),
+        store.clone(),
+        kausal_lineage::RecorderConfig {
+            group: group.to_owned(),
+            ..kausal_lineage::RecorderConfig::default()
+        },
+    );
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    (
+        token,
+        tokio::spawn(async move { recorder.run(t).await.expect("recorder") }),
+    )
+}

@@ -68,19 +68,8 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
     ))
     .await
     .expect("store");
-    let recorder = kausal_lineage::Recorder::new(
-        b.kafka.clone(),
-        store.clone(),
-        kausal_lineage::RecorderConfig {
-            group: format!("rec-{}", crate::harness::unique()),
-            ..Default::default()
-        },
-    );
-    let recorder_stop = tokio_util::sync::CancellationToken::new();
-    let recorder_task = {
-        let t = recorder_stop.clone();
-        tokio::spawn(async move { recorder.run(t).await.expect("recorder") })
-    };
+    let (recorder_stop, recorder_task) =
+        crate::harness::spawn_recorder(&b, &store, &format!("rec-{}", crate::harness::unique()));
     let metrics = Metrics::new();
     let payment = start_runtime(
         &b,

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 use kausal_contracts::{OrderPlaced, topics};
 use kausal_kafka::receipt::RECEIPTS_TOPIC;
 use kausal_kafka::{CorrelationPolicy, EventProducer};
-use kausal_lineage::{Recorder, RecorderConfig};
 use kausal_payment::{PaymentHandler, PaymentMetrics};
 use kausal_store::Store;
 use kausal_telemetry::Metrics;
-use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Engine, TestBroker, unique};
+use crate::harness::{Engine, TestBroker, spawn_recorder, unique};
 use crate::runtime::{ScriptedGateway, fast_retry, order, start_runtime};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kausal");
@@ -104,19 +102,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
             Some(store.clone()),
         ),
     ];
-    let recorder_stop = CancellationToken::new();
-    let recorder = {
-        let r = Recorder::new(
-            b.kafka.clone(),
-            store.clone(),
-            RecorderConfig {
-                group: format!("rec-{}", unique()),
-                ..RecorderConfig::default()
-            },
-        );
-        let token = recorder_stop.clone();
-        tokio::spawn(async move { r.run(token).await.expect("recorder") })
-    };
+    let (recorder_stop, recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
 
     let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
     let no_email = OrderPlaced {
@@ -302,30 +288,6 @@ async fn publish_orders(b: &TestBroker, prefix: &str, n: usize) {
         .await
         .expect("order");
     }
-}
-
-fn spawn_recorder(
-    b: &TestBroker,
-    store: &Store,
-    group: &str,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<kausal_lineage::recorder::RecorderSummary>,
-) {
-    let r = Recorder::new(
-        b.kafka.clone(),
-        store.clone(),
-        RecorderConfig {
-            group: group.to_owned(),
-            ..RecorderConfig::default()
-        },
-    );
-    let token = CancellationToken::new();
-    let t = token.clone();
-    (
-        token,
-        tokio::spawn(async move { r.run(t).await.expect("recorder") }),
-    )
 }
 
 async fn wait_for_events(store: &Store, n: u64, timeout: Duration) -> u64 {

@@ -118,10 +118,15 @@ impl IncomingEvent {
         event_type: &str,
         version: u32,
     ) -> EventHeaders {
+        child_of(&self.child_template(source_service), event_type, version)
+    }
+
+    /// What every child of this event shares (all but id, type, version).
+    fn child_template(&self, source_service: &str) -> EventHeaders {
         EventHeaders {
-            event_id: ids::new_event_id(),
-            event_type: Some(event_type.to_owned()),
-            event_version: Some(version),
+            event_id: self.headers.event_id,
+            event_type: None,
+            event_version: None,
             correlation_id: self.headers.correlation_id.clone(),
             causation_id: Some(self.headers.event_id),
             source_service: Some(source_service.to_owned()),
@@ -199,16 +204,25 @@ impl OutgoingEvent {
 /// broker acknowledged them: a failed attempt emits nothing.
 #[derive(Debug)]
 pub struct Emitter {
-    service: String,
-    parent: IncomingEvent,
+    /// Headers shared by every event emitted for this record.
+    template: EventHeaders,
     pending: Vec<OutgoingEvent>,
+}
+
+/// A child event's headers from its template: a fresh id, type and version.
+fn child_of(template: &EventHeaders, event_type: &str, version: u32) -> EventHeaders {
+    EventHeaders {
+        event_id: ids::new_event_id(),
+        event_type: Some(event_type.to_owned()),
+        event_version: Some(version),
+        ..template.clone()
+    }
 }
 
 impl Emitter {
     pub(crate) fn new(service: &str, parent: &IncomingEvent) -> Self {
         Self {
-            service: service.to_owned(),
-            parent: parent.clone(),
+            template: parent.child_template(service),
             pending: Vec::new(),
         }
     }
@@ -232,9 +246,7 @@ impl Emitter {
             topic: topic.to_owned(),
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: bytes,
-            headers: self
-                .parent
-                .child_headers(&self.service, event_type, version),
+            headers: child_of(&self.template, event_type, version),
             extra_headers: Vec::new(),
         });
         Ok(())

@@ -6,7 +6,7 @@
 //! duplicate rows.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kausal_kafka::KafkaConfig;
 use kausal_store::{DeadLetterEntry, LineageEvent, Receipt, Store};
@@ -190,19 +190,20 @@ impl Recorder {
             }
         }
         let mut delay = Duration::from_millis(200);
-        let started = Instant::now();
+        let mut failed = false;
         loop {
             match self.store.record_batch(&events, &receipts, &dead).await {
                 Ok(counts) => {
                     summary.new_events += counts.events;
                     summary.new_receipts += counts.receipts;
                     summary.new_dead_letters += counts.dead_letters;
-                    if summary.store_failures > 0 && started.elapsed() > Duration::from_millis(1) {
+                    if failed {
                         tracing::info!("database reachable again; recording resumed");
                     }
                     return true;
                 }
                 Err(e) => {
+                    failed = true;
                     summary.store_failures += 1;
                     tracing::error!(error = %e, retryInMs = delay.as_millis() as u64, rows = batch.len(), "cannot write lineage rows; holding the batch and not committing");
                     tokio::select! {

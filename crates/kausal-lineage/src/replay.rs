@@ -9,9 +9,9 @@
 //! not looped.
 
 use base64::Engine;
+use kausal_core::TraceParent;
 use kausal_core::dlq::DeadLetterOrigin;
 use kausal_core::headers::{self, RawHeader};
-use kausal_core::{SpanId, TraceId, TraceParent};
 use kausal_kafka::EventProducer;
 use kausal_store::{DeadLetterEntry, Store};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -89,11 +89,20 @@ fn stored_headers(entry: &DeadLetterEntry) -> Result<StoredHeaders, LedgerError>
         .collect()
 }
 
-fn is_dead_letter_header(name: &str) -> bool {
+/// Headers a replay does not copy: the dead-letter ones (Kausal's and
+/// Spring's) and those the replay sets anew.
+fn replaced_on_replay(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with("dlq-")
         || lower.starts_with("kafka_dlt-")
-        || lower == crate::replay::REPLAYED_FROM
+        || [
+            REPLAYED_FROM,
+            REPLAY_LINK,
+            headers::REPLAY_COUNT,
+            headers::TRACEPARENT,
+            headers::TRACESTATE,
+        ]
+        .contains(&lower.as_str())
 }
 
 /// The entry, if it exists and is still pending.
@@ -152,16 +161,15 @@ pub async fn replay(
         .find(|h| h.name.eq_ignore_ascii_case(headers::TRACEPARENT))
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    let trace = TraceParent::new(new_trace_id(), new_span_id(), true);
+    let trace = TraceParent::new(
+        kausal_kafka::ids::new_trace_id(),
+        kausal_kafka::ids::new_span_id(),
+        true,
+    );
 
     let mut out = OwnedHeaders::new_with_capacity(original.len() + 4);
     for (name, value) in &original {
-        let skip = is_dead_letter_header(name)
-            || name.eq_ignore_ascii_case(headers::REPLAY_COUNT)
-            || name.eq_ignore_ascii_case(headers::TRACEPARENT)
-            || name.eq_ignore_ascii_case(headers::TRACESTATE)
-            || name.eq_ignore_ascii_case(REPLAY_LINK);
-        if !skip {
+        if !replaced_on_replay(name) {
             out = out.insert(Header {
                 key: name,
                 value: value.as_deref(),
@@ -229,12 +237,4 @@ pub async fn discard(
         .set_dead_letter_status(dlq_id, "discarded", now, Some(by), Some(reason))
         .await?;
     Ok(())
-}
-
-fn new_trace_id() -> TraceId {
-    kausal_kafka::ids::new_trace_id()
-}
-
-fn new_span_id() -> SpanId {
-    kausal_kafka::ids::new_span_id()
 }

@@ -24,13 +24,7 @@ tansu_schema=warn,libsql=warn,sqlx=warn,rdkafka=warn,h2=warn,hyper=warn";
 /// Installs the JSON log layer for `service` as the global subscriber, with
 /// the level from `RUST_LOG`. Safe to call twice (the second call is a no-op).
 pub fn init_logging(service: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let layer = JsonLayer::new(service, Box::new(std::io::stdout()));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .try_init();
+    install(service, Box::new(std::io::stdout()));
 }
 
 /// Like [`init_logging`], appending the lines to `path` instead of stdout.
@@ -39,14 +33,17 @@ pub fn init_logging_to_file(service: &str, path: &std::path::Path) -> std::io::R
         .create(true)
         .append(true)
         .open(path)?;
+    install(service, Box::new(file));
+    Ok(())
+}
+
+fn install(service: &str, out: Box<dyn Write + Send>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let layer = JsonLayer::new(service, Box::new(file));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(layer)
+        .with(JsonLayer::new(service, out))
         .try_init();
-    Ok(())
 }
 
 /// The JSON line layer. Public so that tests can write into a buffer.
