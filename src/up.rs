@@ -161,13 +161,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Fulfillment,
         ServiceName::Order,
     ];
-    let api_addr = metrics_addr(args.http_port)?;
+    let api_addr = port_near(args.http_port)?;
     let mut services = Vec::new();
     for name in order {
         let port = args
             .metrics_port_base
             .saturating_add(service_port_offset(name));
-        let metrics = metrics_addr(port)?;
+        let metrics = port_near(port)?;
         let extra: Vec<String> = match name {
             ServiceName::Order => vec![
                 "--http-port".into(),
@@ -307,10 +307,10 @@ fn ensure_port_free(port: u16, flag: &str) -> anyhow::Result<()> {
 }
 
 /// `127.0.0.1:preferred` if free, otherwise any free port.
-fn metrics_addr(preferred: u16) -> anyhow::Result<SocketAddr> {
+fn port_near(preferred: u16) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred))
         .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .context("no free port for /metrics")?;
+        .context("no free local port")?;
     Ok(listener.local_addr()?)
 }
 
