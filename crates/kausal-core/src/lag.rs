@@ -252,6 +252,25 @@ impl LagWindow {
     /// A single sample behind is therefore STALL at once; callers wanting a
     /// warm-up should wait until [`len`](Self::len) reaches the capacity.
     pub fn evaluate(&self, now_ms: i64, rules: LagRules) -> Option<PartitionStatus> {
+        self.evaluate_with_commit(now_ms, None, rules)
+    }
+
+    /// [`evaluate`](Self::evaluate) with the time of the group's last commit
+    /// known from outside the window.
+    ///
+    /// Snapshots cannot see a commit of an unchanged offset, so on their own
+    /// they cannot tell a stopped consumer (STOP) from a live one stuck on a
+    /// record (STALL). A caller that knows more passes it here: the sample
+    /// time while the group has live members (they commit, if only the same
+    /// offset), the time the offset last changed otherwise, and
+    /// `Some(i64::MIN)` for a group with no members whose offset did not
+    /// move since sampling began. `None` falls back to the window alone.
+    pub fn evaluate_with_commit(
+        &self,
+        now_ms: i64,
+        last_commit_ms: Option<i64>,
+        rules: LagRules,
+    ) -> Option<PartitionStatus> {
         let (first, last) = (self.samples.front()?, self.samples.back()?);
 
         // 1. Keeping up: nothing else matters, not even a stopped consumer
@@ -261,12 +280,13 @@ impl LagWindow {
         }
 
         // 2. STOP.
-        let last_commit_ms = self
-            .pairs()
-            .filter(|(before, after)| after.committed_offset != before.committed_offset)
-            .map(|(_, after)| after.timestamp_ms)
-            .last()
-            .unwrap_or(first.timestamp_ms);
+        let last_commit_ms = last_commit_ms.unwrap_or_else(|| {
+            self.pairs()
+                .filter(|(before, after)| after.committed_offset != before.committed_offset)
+                .map(|(_, after)| after.timestamp_ms)
+                .last()
+                .unwrap_or(first.timestamp_ms)
+        });
         let since_commit_ms = now_ms.saturating_sub(last_commit_ms);
         let span_ms = last.timestamp_ms.saturating_sub(first.timestamp_ms).max(0);
         if since_commit_ms > span_ms {
@@ -634,6 +654,43 @@ mod tests {
             let got = window(samples).evaluate(*now_ms, rules);
             assert_eq!(got, Some(*expected), "{name}");
         }
+    }
+
+    #[test]
+    fn known_commit_time_separates_stop_from_stall() {
+        use PartitionStatus::*;
+        let rules = LagRules::default();
+        // Offset 100 never moves while records pile up behind it.
+        let stuck = window(&[(100, 150, 0), (100, 160, 1000), (100, 170, 2000)]);
+        // Evaluated at its last sample, the window alone says STALL.
+        assert_eq!(stuck.evaluate_with_commit(2000, None, rules), Some(Stall));
+        // Live members committing (commit time = sample time): STALL, also later.
+        assert_eq!(
+            stuck.evaluate_with_commit(2000, Some(2000), rules),
+            Some(Stall)
+        );
+        // No members, no change seen since sampling began: STOP at once.
+        assert_eq!(
+            stuck.evaluate_with_commit(2000, Some(i64::MIN), rules),
+            Some(Stop)
+        );
+        // No members, last change inside the window: not yet STOP.
+        let moving = window(&[(90, 150, 0), (100, 160, 1000), (100, 170, 2000)]);
+        assert_eq!(
+            moving.evaluate_with_commit(2000, Some(1000), rules),
+            Some(Warn)
+        );
+        // ... and STOP once that change is older than the window's span.
+        assert_eq!(
+            moving.evaluate_with_commit(3500, Some(1000), rules),
+            Some(Stop)
+        );
+        // Caught up: OK whatever the commit time.
+        let idle = window(&[(170, 170, 0), (170, 170, 1000)]);
+        assert_eq!(
+            idle.evaluate_with_commit(9000, Some(i64::MIN), rules),
+            Some(Ok)
+        );
     }
 
     #[test]
