@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::group::GroupError;
+use crate::wire::GroupDescription;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,6 +26,8 @@ pub enum AdminError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
 }
@@ -86,6 +90,7 @@ impl Admin {
             .client_config()
             .set("group.id", "kausal-admin-reader")
             .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "20")
             .set("enable.partition.eof", "false")
             .create()?;
         Ok(Self {
@@ -183,20 +188,69 @@ impl Admin {
             .collect()
     }
 
-    /// Committed offsets of `group` on `topic` (OffsetFetch), `None` where the
-    /// group has committed nothing.
-    pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, Option<i64>)>> {
-        let consumer: BaseConsumer = self
+    /// A consumer speaking for `group` that never joins it (OffsetFetch and
+    /// OffsetCommit only).
+    fn group_client(&self, group: &str) -> Result<BaseConsumer> {
+        Ok(self
             .config
             .client_config()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .create()?;
+            .create()?)
+    }
+
+    /// Committed offsets of `group` on `topic` (OffsetFetch), `None` where the
+    /// group has committed nothing.
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, Option<i64>)>> {
+        let consumer = self.group_client(group)?;
         let mut tpl = TopicPartitionList::new();
         for p in self.partitions(topic)? {
             tpl.add_partition(topic, p);
         }
         Ok(offsets_of(&consumer.committed_offsets(tpl, TIMEOUT)?))
+    }
+
+    /// Sets `group`'s committed offsets on `topic` (OffsetCommit outside
+    /// the group protocol, as `kafka-consumer-groups.sh --reset-offsets`
+    /// does). Callers check first that the group has no live members: a live
+    /// member would overwrite the reset with its next commit.
+    pub fn commit_offsets(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
+        let consumer = self.group_client(group)?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        }
+        consumer.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    }
+
+    /// Members and state of `group`, asked of its coordinator (see
+    /// [`crate::group`] for why not through librdkafka).
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        Ok(crate::group::describe_group(
+            &self.config.bootstrap_servers,
+            group,
+            TIMEOUT,
+        )?)
+    }
+
+    /// The topic's `retention.ms`, `None` when unlimited (-1) or not reported.
+    pub async fn retention_ms(&self, topic: &str) -> Result<Option<i64>> {
+        let resource = ResourceSpecifier::Topic(topic);
+        let results = self
+            .admin
+            .describe_configs(
+                [&resource],
+                &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+            )
+            .await?;
+        for result in results {
+            let Ok(config) = result else { continue };
+            if let Some(value) = config.get("retention.ms").and_then(|e| e.value.as_deref()) {
+                return Ok(value.trim().parse::<i64>().ok().filter(|ms| *ms > 0));
+            }
+        }
+        Ok(None)
     }
 
     /// Groups known to the broker (ListGroups + DescribeGroups).
@@ -305,6 +359,53 @@ impl Admin {
             }
         }
         Ok(lo)
+    }
+
+    /// Reads `[from, to)` of each `(partition, from, to)` of `topic` with a
+    /// group-less assignment: no group join, no commits, nothing produced.
+    /// Calls `visit` for every record, in offset order per partition. Gives
+    /// up on a partition that yields nothing for `idle` (records deleted by
+    /// retention meanwhile). Returns the records read.
+    ///
+    /// One partition at a time: with several assigned at once the embedded
+    /// broker starved some of them until the idle timeout.
+    pub fn read_range(
+        &self,
+        topic: &str,
+        ranges: &[(i32, i64, i64)],
+        idle: Duration,
+        mut visit: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    ) -> Result<u64> {
+        let mut read = 0;
+        for &(partition, from, to) in ranges {
+            if from >= to {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+            self.reader.assign(&tpl)?;
+            let mut last_progress = std::time::Instant::now();
+            let mut next = from;
+            while next < to && last_progress.elapsed() < idle {
+                match self.reader.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                        if m.offset() >= to {
+                            break;
+                        }
+                        if m.offset() >= next {
+                            next = m.offset() + 1;
+                            read += 1;
+                            last_progress = std::time::Instant::now();
+                            visit(&m);
+                        }
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+        }
+        self.reader.unassign()?;
+        Ok(read)
     }
 
     /// The timestamp of the record at `offset`, if it can be read.

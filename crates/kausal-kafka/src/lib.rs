@@ -15,10 +15,13 @@
 pub mod admin;
 pub mod config;
 pub mod event;
+pub mod group;
+pub mod heartbeat;
 pub mod ids;
 pub mod producer;
 pub mod receipt;
 pub mod runtime;
+pub mod wire;
 
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};

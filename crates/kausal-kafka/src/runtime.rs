@@ -27,6 +27,10 @@ use tracing::Instrument;
 
 use crate::config::KafkaConfig;
 use crate::event::{Emitter, IncomingEvent};
+use crate::heartbeat::{
+    CommittedOffset, DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_EVENT_TYPE, HEARTBEATS_TOPIC, Heartbeat,
+    InFlight, MemberState, PartitionRef,
+};
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
 use crate::receipt::ReceiptRecord;
@@ -129,11 +133,65 @@ impl Pending {
     }
 }
 
+/// What this member reports in its heartbeats.
+#[derive(Debug, Default)]
+struct MemberStatus {
+    assigned: std::collections::BTreeSet<PartitionRef>,
+    committed: HashMap<(String, i32), (i64, i64)>,
+    in_flight: Option<InFlight>,
+}
+
+impl MemberStatus {
+    fn beat(&self, runtime: &MemberIdentity, state: MemberState) -> Heartbeat {
+        let mut committed: Vec<CommittedOffset> = self
+            .committed
+            .iter()
+            .map(|((topic, partition), (offset, at_ms))| CommittedOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                at_ms: *at_ms,
+            })
+            .collect();
+        committed.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Heartbeat {
+            consumer_group: runtime.group.clone(),
+            member: runtime.member.clone(),
+            service: runtime.service.clone(),
+            state,
+            at_ms: now_ms(),
+            interval_ms: runtime.interval.as_millis() as i64,
+            assigned: self.assigned.iter().cloned().collect(),
+            committed,
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MemberIdentity {
+    group: String,
+    member: String,
+    service: String,
+    interval: Duration,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Commits finished work for partitions that are being taken away, before
 /// another member can start on them.
 struct RuntimeContext {
     pending: Arc<Mutex<Pending>>,
+    status: Arc<Mutex<MemberStatus>>,
     group: String,
+}
+
+impl RuntimeContext {
+    fn status(&self) -> std::sync::MutexGuard<'_, MemberStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientContext for RuntimeContext {}
@@ -154,14 +212,26 @@ impl ConsumerContext for RuntimeContext {
                         }
                     }
                 }
+                let mut status = self.status();
                 for elem in revoked.elements() {
                     pending
                         .offsets
                         .remove(&(elem.topic().to_owned(), elem.partition()));
+                    status.assigned.remove(&PartitionRef {
+                        topic: elem.topic().to_owned(),
+                        partition: elem.partition(),
+                    });
                 }
             }
             Rebalance::Assign(assigned) => {
                 tracing::info!(group = %self.group, partitions = assigned.count(), "partitions assigned");
+                let mut status = self.status();
+                for elem in assigned.elements() {
+                    status.assigned.insert(PartitionRef {
+                        topic: elem.topic().to_owned(),
+                        partition: elem.partition(),
+                    });
+                }
             }
             Rebalance::Error(e) => {
                 tracing::warn!(group = %self.group, error = %e, "rebalance error")
@@ -169,10 +239,23 @@ impl ConsumerContext for RuntimeContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry with the next commit");
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                let at = now_ms();
+                let mut status = self.status();
+                for elem in offsets.elements() {
+                    if let Offset::Offset(o) = elem.offset() {
+                        status
+                            .committed
+                            .insert((elem.topic().to_owned(), elem.partition()), (o, at));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry with the next commit");
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+            }
         }
     }
 }
@@ -194,6 +277,7 @@ pub struct ConsumerRuntime<H> {
     observer: Option<OutcomeObserver>,
     dlq_overrides: HashMap<String, String>,
     receipts: bool,
+    heartbeat: Option<Duration>,
 }
 
 impl<H> std::fmt::Debug for ConsumerRuntime<H> {
@@ -231,7 +315,15 @@ impl<H: Handler> ConsumerRuntime<H> {
             observer: None,
             dlq_overrides: HashMap::new(),
             receipts: true,
+            heartbeat: Some(DEFAULT_HEARTBEAT_INTERVAL),
         }
+    }
+
+    /// Beat on `kausal.consumers` every `interval` (default 3 s), or never
+    /// (`None`). See [`crate::heartbeat`].
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
     }
 
     /// Publish a receipt per handled record on `kausal.receipts` (default on).
@@ -284,25 +376,34 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Consumes until `shutdown` is cancelled, then finishes the record in
     /// hand, commits, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        let mut own_topics = Vec::new();
         if self.receipts {
             // Receipts are awaited before a commit, so their topic must exist.
+            own_topics.push(crate::admin::TopicSpec::new(
+                crate::receipt::RECEIPTS_TOPIC,
+                3,
+            ));
+        }
+        if self.heartbeat.is_some() {
+            own_topics.push(crate::admin::TopicSpec::new(HEARTBEATS_TOPIC, 1));
+        }
+        if !own_topics.is_empty() {
             let ensured = match crate::admin::Admin::new(&self.config) {
                 Ok(admin) => admin
-                    .ensure_topics(&[crate::admin::TopicSpec::new(
-                        crate::receipt::RECEIPTS_TOPIC,
-                        3,
-                    )])
+                    .ensure_topics(&own_topics)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = ensured {
-                tracing::error!(error = %e, topic = crate::receipt::RECEIPTS_TOPIC, "cannot create the receipts topic; records wait until it exists (create it, or disable receipts)");
+                tracing::error!(error = %e, topics = ?own_topics.iter().map(|t| &t.name).collect::<Vec<_>>(), "cannot create the runtime's topics; records wait until the receipts topic exists (create it, or disable receipts)");
             }
         }
         let pending = Arc::new(Mutex::new(Pending::default()));
+        let status = Arc::new(Mutex::new(MemberStatus::default()));
         let context = RuntimeContext {
             pending: pending.clone(),
+            status: status.clone(),
             group: self.group.clone(),
         };
         let client_id = format!("{}-{}", self.service, std::process::id());
@@ -319,6 +420,21 @@ impl<H: Handler> ConsumerRuntime<H> {
                 source,
             })?;
         tracing::info!(service = %self.service, group = %self.group, topics = ?self.topics, "consumer started");
+        let identity = MemberIdentity {
+            group: self.group.clone(),
+            member: format!("{client_id}-{}", crate::ids::new_span_id()),
+            service: self.service.clone(),
+            interval: self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
+        };
+        let beats = CancellationToken::new();
+        let beating = self.heartbeat.map(|_| {
+            tokio::spawn(beat_until(
+                self.producer.clone(),
+                identity.clone(),
+                status.clone(),
+                beats.clone(),
+            ))
+        });
 
         let mut summary = RunSummary::default();
         let mut last_commit = Instant::now();
@@ -342,7 +458,14 @@ impl<H: Handler> ConsumerRuntime<H> {
                 Ok(Ok(message)) => {
                     let event = IncomingEvent::from_message(&message);
                     drop(message);
+                    status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = Some(InFlight {
+                        topic: event.topic.clone(),
+                        partition: event.partition,
+                        offset: event.offset,
+                        since_ms: now_ms(),
+                    });
                     let (outcome, duration_ms) = self.finish(&event, &shutdown, &mut summary).await;
+                    status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
                     let Some(outcome) = outcome else {
                         // Shut down while waiting on infrastructure: the
                         // record is not finished, so it is not committed.
@@ -397,6 +520,15 @@ impl<H: Handler> ConsumerRuntime<H> {
                     tracing::error!(group = %self.group, error = %e, "final commit failed; finished records will be redelivered")
                 }
             }
+        }
+        beats.cancel();
+        if let Some(task) = beating {
+            let _ = task.await;
+            let last = status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .beat(&identity, MemberState::Stopped);
+            publish_beat(&self.producer, &last).await;
         }
         self.producer.flush(Duration::from_secs(10));
         consumer.unsubscribe();
@@ -783,5 +915,49 @@ impl<H: Handler> ConsumerRuntime<H> {
                 }
             }
         }
+    }
+}
+
+/// Publishes a heartbeat every interval until `stop`.
+async fn beat_until(
+    producer: EventProducer,
+    identity: MemberIdentity,
+    status: Arc<Mutex<MemberStatus>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let beat = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .beat(&identity, MemberState::Running);
+        publish_beat(&producer, &beat).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(identity.interval) => {}
+        }
+    }
+}
+
+/// One heartbeat; a failure is logged at debug level only: a missed beat is
+/// what the monitor reads as "not live", which is then true enough.
+async fn publish_beat(producer: &EventProducer, beat: &Heartbeat) {
+    let Ok(value) = serde_json::to_vec(beat) else {
+        return;
+    };
+    let headers = OwnedHeaders::new().insert(Header {
+        key: kausal_core::headers::EVENT_TYPE,
+        value: Some(HEARTBEAT_EVENT_TYPE),
+    });
+    if let Err(e) = producer
+        .publish_raw(
+            HEARTBEATS_TOPIC,
+            Some(beat.consumer_group.as_bytes()),
+            Some(&value),
+            headers,
+            HEARTBEAT_EVENT_TYPE,
+        )
+        .await
+    {
+        tracing::debug!(error = %e, "heartbeat not published");
     }
 }

@@ -4,6 +4,7 @@ use base64::Engine;
 use kausal_core::EventId;
 use kausal_core::dlq::{self, DeadLetterOrigin};
 use kausal_core::headers::{self, RawHeader, RecordPosition};
+use kausal_kafka::heartbeat::HEARTBEATS_TOPIC;
 use kausal_kafka::receipt::{RECEIPTS_TOPIC, ReceiptRecord};
 use kausal_store::{DeadLetterEntry, LineageEvent, Receipt};
 
@@ -30,6 +31,8 @@ pub enum Row {
     Skipped {
         reason: String,
     },
+    /// Not lineage at all (consumer heartbeats): read and passed over.
+    Ignored,
 }
 
 impl Record {
@@ -54,6 +57,9 @@ impl Record {
 
 /// Maps a record to its row. `now_ms` is the recording time.
 pub fn classify(record: &Record, now_ms: i64) -> Row {
+    if record.topic == HEARTBEATS_TOPIC {
+        return Row::Ignored;
+    }
     if record.topic == RECEIPTS_TOPIC {
         return receipt_row(record);
     }

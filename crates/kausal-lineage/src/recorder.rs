@@ -183,6 +183,7 @@ impl Recorder {
                 Row::Event(e) => events.push(e),
                 Row::Receipt(r) => receipts.push(r),
                 Row::DeadLetter(d) => dead.push(d),
+                Row::Ignored => {}
                 Row::Skipped { reason } => {
                     summary.skipped += 1;
                     tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason = %reason, "record not recorded");
