@@ -27,9 +27,22 @@ pub async fn fetch(addr: SocketAddr) -> Option<String> {
 /// Sum of every sample of `name` whose labels contain all of `labels`
 /// (`key="value"` pairs).
 pub fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    samples(text, name, labels).sum()
+}
+
+/// The largest sample of `name` with `labels`, `None` if there is none.
+pub fn max(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    samples(text, name, labels).reduce(f64::max)
+}
+
+fn samples<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [&'a str],
+) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
+        .filter_map(move |l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (metric, label_part) = match series.split_once('{') {
                 Some((m, rest)) => (m, rest),
@@ -39,7 +52,6 @@ pub fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
-        .sum()
 }
 
 #[cfg(test)]
@@ -54,5 +66,7 @@ mod tests {
         assert_eq!(sum(text, "x_total", &["b=\"3\""]), 4.0);
         assert_eq!(sum(text, "y_total", &[]), 9.0);
         assert_eq!(sum(text, "z_total", &[]), 0.0);
+        assert_eq!(max(text, "x_total", &[]), Some(4.0));
+        assert_eq!(max(text, "z_total", &[]), None);
     }
 }

@@ -31,6 +31,8 @@ pub enum ServiceName {
     Fulfillment,
     /// Records every event, dead letter and receipt into the lineage store.
     Recorder,
+    /// Watches consumer lag and the dead-letter backlog; exports the gauges.
+    Monitor,
 }
 
 impl ServiceName {
@@ -42,6 +44,7 @@ impl ServiceName {
             Self::Notification => kausal_notification::SERVICE_NAME,
             Self::Fulfillment => kausal_fulfillment::SERVICE_NAME,
             Self::Recorder => "lineage-recorder",
+            Self::Monitor => "lag-monitor",
         }
     }
 
@@ -54,13 +57,14 @@ impl ServiceName {
             Self::Notification => "notification",
             Self::Fulfillment => "fulfillment",
             Self::Recorder => "recorder",
+            Self::Monitor => "monitor",
         }
     }
 
     /// (default group, input topics, output topics) of a consuming service.
     fn consumes(self) -> Option<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
         match self {
-            Self::Order | Self::Recorder => None,
+            Self::Order | Self::Recorder | Self::Monitor => None,
             Self::Payment => Some((
                 kausal_payment::GROUP,
                 vec![topics::ORDERS],
@@ -142,6 +146,9 @@ pub struct ServiceArgs {
     /// What to do with events that carry no correlation id.
     #[arg(long, value_enum, default_value_t = CorrelationArg::Adopt)]
     pub missing_correlation: CorrelationArg,
+    /// monitor: time between lag samples, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub monitor_interval_ms: u64,
     /// Do not create missing topics.
     #[arg(long)]
     pub no_create_topics: bool,
@@ -330,6 +337,41 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             );
             let summary = recorder.run(shutdown.clone()).await?;
             tracing::info!(?summary, "recorder stopped");
+            store.close().await;
+        }
+        ServiceName::Monitor => {
+            let store = kausal_store::Store::connect(&args.common.database_url())
+                .await
+                .context("the lag monitor reads groups and dead letters from the lineage store")?;
+            // The recorder keeps no receipts of its own: watch it explicitly
+            // over the topics it must keep up with.
+            let targets = topics::ALL
+                .iter()
+                .map(|t| (*t).to_owned())
+                .chain([RECEIPTS_TOPIC.to_owned()])
+                .map(|t| (kausal_lineage::recorder::GROUP.to_owned(), t))
+                .collect();
+            let monitor = kausal_monitor::LagMonitor::new(
+                Admin::new(&kafka)?,
+                kausal_monitor::MonitorConfig {
+                    targets,
+                    ..Default::default()
+                },
+            )
+            .with_store(store.clone())
+            .with_metrics(kausal_telemetry::monitor::MonitorMetrics::register(
+                &metrics,
+            ));
+            tracing::info!(
+                interval_ms = args.monitor_interval_ms,
+                "lag monitor started"
+            );
+            monitor
+                .run(
+                    Duration::from_millis(args.monitor_interval_ms),
+                    shutdown.clone(),
+                )
+                .await;
             store.close().await;
         }
         ServiceName::Fulfillment => {

@@ -160,6 +160,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Notification,
         ServiceName::Fulfillment,
         ServiceName::Order,
+        ServiceName::Monitor,
     ];
     let api_addr = port_near(args.http_port)?;
     let mut services = Vec::new();
@@ -297,6 +298,7 @@ fn service_port_offset(name: ServiceName) -> u16 {
         ServiceName::Notification => 3,
         ServiceName::Fulfillment => 4,
         ServiceName::Recorder => 5,
+        ServiceName::Monitor => 6,
     }
 }
 
@@ -343,6 +345,7 @@ fn print_banner(
 async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
     let mut orders = 0.0;
     let (mut approved, mut declined, mut retries, mut dlq, mut shipped) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut lag, mut worst) = (0.0, None);
     for s in services {
         let Some(text) = scrape::fetch(s.metrics).await else {
             continue;
@@ -357,9 +360,19 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
             "events_published_total",
             &["event_type=\"ShipmentCreated\""],
         );
+        lag += scrape::sum(&text, "consumer_lag", &[]);
+        if let Some(s) = scrape::max(&text, "consumer_group_status", &[]) {
+            worst = Some(worst.map_or(s, |w: f64| w.max(s)));
+        }
     }
+    let status = match worst {
+        None => "…",
+        Some(s) if s >= 2.0 => "ERR",
+        Some(s) if s >= 1.0 => "WARN",
+        Some(_) => "OK",
+    };
     format!(
-        "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | shipped {shipped} | retries {retries} | dead-lettered {dlq}",
+        "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | shipped {shipped} | retries {retries} | dead-lettered {dlq} | lag {lag} {status}",
         elapsed.as_secs()
     )
 }

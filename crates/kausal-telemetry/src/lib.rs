@@ -8,6 +8,7 @@
 pub mod fields;
 pub mod logs;
 pub mod metrics;
+pub mod monitor;
 
 pub use logs::init_logging;
 pub use metrics::{Metrics, serve_metrics};
