@@ -11,11 +11,14 @@ use clap::{Args, Parser, Subcommand};
 
 mod dlq;
 mod lag;
+mod reset;
 mod scrape;
 mod service;
 mod signals;
+mod state;
 mod trace;
 mod up;
+mod when;
 
 /// Event-driven services on Kafka with observability built in.
 #[derive(Debug, Parser)]
@@ -39,6 +42,10 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// Consumer lag per group and partition: records, seconds, status.
     Lag(lag::LagArgs),
+    /// Re-read history: reset a stopped group's offsets (dry run first).
+    Replay(reset::ReplayArgs),
+    /// An entity's state as of a point in time, rebuilt from Kafka.
+    State(state::StateArgs),
 }
 
 /// Options every subcommand takes.
@@ -107,6 +114,8 @@ fn main() -> ExitCode {
             Command::Trace(args) => trace::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
             Command::Lag(args) => lag::run(args).await,
+            Command::Replay(args) => reset::run(args).await,
+            Command::State(args) => state::run(args).await,
         }
     });
     match result {

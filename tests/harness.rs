@@ -262,3 +262,51 @@ pub fn spawn_recorder(
         tokio::spawn(async move { recorder.run(t).await.expect("recorder") }),
     )
 }
+
+/// A consumer runtime member running `handler` in its own task; `handled`
+/// is whatever counter the handler bumps.
+pub struct Member {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub handled: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Starts a runtime for `group` on `topic`: retries practically forever
+/// (stuck handlers stay stuck), heartbeats every 500 ms, commits every 50 ms.
+pub fn spawn_member<H: kausal_kafka::Handler>(
+    b: &TestBroker,
+    group: &str,
+    topic: &str,
+    handler: H,
+    handled: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Member {
+    let producer =
+        kausal_kafka::EventProducer::new(&b.kafka, group, kausal_telemetry::Metrics::new())
+            .expect("producer");
+    let runtime = kausal_kafka::ConsumerRuntime::new(
+        b.kafka.clone(),
+        group,
+        group,
+        &[topic],
+        handler,
+        producer,
+    )
+    .retry_policy(kausal_kafka::RetryPolicy {
+        max_attempts: 100_000,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        ..kausal_kafka::RetryPolicy::default()
+    })
+    .heartbeat(Some(Duration::from_millis(500)))
+    .commit_interval(Duration::from_millis(50));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        runtime.run(token).await.expect("runtime runs");
+    });
+    Member {
+        stop,
+        task,
+        handled,
+    }
+}
