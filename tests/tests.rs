@@ -4,7 +4,9 @@
 
 mod harness;
 
+mod alerts;
 mod broker;
+mod history;
 mod http;
 mod interop;
 mod lag;
