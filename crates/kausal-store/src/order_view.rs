@@ -56,7 +56,7 @@ impl Store {
             .bind(&v.status)
             .bind(&v.correlation_id)
             .bind(&v.user_id)
-            .bind(v.amount)
+            .bind(v.amount.unwrap_or_default())
             .bind(&v.currency)
             .bind(&v.customer_email)
             .bind(&v.payment_id)
@@ -65,6 +65,7 @@ impl Store {
             .bind(&v.shipment_id)
             .bind(i64::from(v.notified))
             .bind(v.updated_at_ms)
+            .bind(i64::from(v.amount.is_some()))
             .execute(self.pool())
             .await?;
         Ok(())

@@ -85,3 +85,27 @@ async fn order_views_round_trip_and_upsert_on_every_backend() {
         );
     }
 }
+
+/// A view first saved without an amount (a later event folded before the
+/// order's OrderPlaced) and then with one: found by the lag monitor, which
+/// showed the order view stuck on PostgreSQL behind a binding error.
+#[tokio::test]
+async fn order_views_with_and_without_an_amount_on_every_backend() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let mut view = kausal_store::OrderView {
+            order_id: "ord-1".into(),
+            status: "reserved".into(),
+            updated_at_ms: 1,
+            ..Default::default()
+        };
+        store.save_order_view(&view).await.expect(db.label);
+        let got = store.order_view("ord-1").await.expect(db.label);
+        assert_eq!(got.as_ref().and_then(|v| v.amount), None, "{}", db.label);
+        view.amount = Some(12.5);
+        view.status = "shipped".into();
+        store.save_order_view(&view).await.expect(db.label);
+        let got = store.order_view("ord-1").await.expect(db.label);
+        assert_eq!(got, Some(view.clone()), "{}", db.label);
+    }
+}
