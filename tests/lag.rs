@@ -402,3 +402,88 @@ async fn describe_groups_fails_on_sqlite() {
         "tansu answered DescribeGroups on SQLite: {existing:?}"
     );
 }
+
+/// Retention danger: a group whose oldest unread record is older than 80 %
+/// of the topic's `retention.ms` is flagged and exported; a topic without a
+/// retention setting gives no ratio at all (unknown is not "safe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_danger_when_time_lag_nears_retention() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::FutureRecord;
+
+    let b = TestBroker::start(Engine::Sqlite).await;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b.kafka.bootstrap_servers)
+        .create()
+        .expect("admin");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("retained", 1, TopicReplication::Fixed(1))
+                .set("retention.ms", "60000")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    b.create_topics(&[("unlimited", 1)]).await;
+    let producer = b.plain_producer();
+    let old = chrono::Utc::now().timestamp_millis() - 55_000;
+    for topic in ["retained", "unlimited"] {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .payload(b"{}")
+                    .timestamp(old),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("sent");
+    }
+    let group = format!("late-{}", unique());
+    commit(&b, &group, "retained", 0);
+    commit(&b, &group, "unlimited", 0);
+
+    let metrics = kausal_telemetry::Metrics::new();
+    let mut monitor = LagMonitor::new(
+        b.admin(),
+        MonitorConfig {
+            targets: vec![
+                (group.clone(), "retained".into()),
+                (group.clone(), "unlimited".into()),
+            ],
+            ..MonitorConfig::default()
+        },
+    )
+    .with_metrics(kausal_telemetry::monitor::MonitorMetrics::register(
+        &metrics,
+    ));
+    let report = monitor.tick().await.expect("tick");
+    let (_, parts) = status_of(&report, &group);
+    let retained = parts
+        .iter()
+        .find(|p| p.key.topic == "retained")
+        .expect("retained");
+    assert_eq!(retained.retention_ms, Some(60_000));
+    let ratio = retained.retention_ratio.expect("ratio");
+    assert!(
+        (0.9..1.0).contains(&ratio),
+        "ratio {ratio}, lag {} s",
+        retained.lag_seconds
+    );
+    assert!(retained.retention_danger);
+    let unlimited = parts
+        .iter()
+        .find(|p| p.key.topic == "unlimited")
+        .expect("unlimited");
+    assert_eq!(unlimited.retention_ratio, None);
+    assert!(!unlimited.retention_danger);
+    assert!(unlimited.lag_seconds >= 55.0, "{}", unlimited.lag_seconds);
+
+    let text = metrics.encode();
+    let needle = format!(
+        "consumer_lag_retention_ratio{{topic=\"retained\",partition=\"0\",consumer_group=\"{group}\"}} 0.9"
+    );
+    assert!(text.contains(&needle), "{needle} missing in\n{text}");
+}
