@@ -96,12 +96,21 @@ pub async fn run(args: StateArgs) -> anyhow::Result<()> {
         })?;
         let events = store.events_by_key(&args.id).await?;
         store.close().await;
-        Some(
-            events
-                .into_iter()
-                .map(|e| (e.topic, e.partition, e.offset))
-                .collect::<Vec<_>>(),
-        )
+        if events.is_empty() {
+            eprintln!(
+                "note: the lineage store has no events keyed {} (unknown order, or the recorder is behind: kausal lag --group {}); scanning Kafka instead",
+                args.id,
+                kausal_lineage::recorder::GROUP
+            );
+            None
+        } else {
+            Some(
+                events
+                    .into_iter()
+                    .map(|e| (e.topic, e.partition, e.offset))
+                    .collect::<Vec<_>>(),
+            )
+        }
     };
     let id = args.id.clone();
     let result = tokio::task::spawn_blocking(move || {

@@ -200,19 +200,9 @@ fn sample(
         .into_iter()
         .map(|g| (g, heartbeats.membership(admin, g, started).alive))
         .collect();
-    let mut marks = BTreeMap::new();
     for (group, topic) in targets {
-        if !marks.contains_key(topic) {
-            match admin.watermarks(topic) {
-                Ok(w) => {
-                    marks.insert(topic.clone(), w);
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %topic, error = %e, "cannot read watermarks");
-                    continue;
-                }
-            }
-        }
+        // Committed offsets first, watermarks second: the high watermark
+        // then never trails the commit it is compared with.
         let committed = match admin.committed_offsets(group, topic) {
             Ok(c) => c,
             Err(e) => {
@@ -220,8 +210,15 @@ fn sample(
                 continue;
             }
         };
+        let marks = match admin.watermarks(topic) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "cannot read watermarks");
+                continue;
+            }
+        };
         let now = chrono::Utc::now().timestamp_millis();
-        for w in marks.get(topic).into_iter().flatten() {
+        for w in &marks {
             let committed = committed
                 .iter()
                 .find(|(p, _)| *p == w.partition)

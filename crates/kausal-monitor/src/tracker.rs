@@ -253,6 +253,17 @@ impl LagTracker {
             .collect()
     }
 
+    /// Burrow's rules need a history: with one sample only "keeping up"
+    /// can be said; anything else is unknown until the second sample.
+    fn status(&self, state: &PartitionState, lag: i64, now_ms: i64) -> Option<PartitionStatus> {
+        if state.window.len() < 2 {
+            return (lag <= self.rules.allowed_lag.max(0)).then_some(PartitionStatus::Ok);
+        }
+        state
+            .window
+            .evaluate_with_commit(now_ms, state.last_commit_ms, self.rules)
+    }
+
     fn partition_lag(
         &self,
         key: &PartitionKey,
@@ -283,9 +294,7 @@ impl LagTracker {
             high_watermark: r.high_watermark,
             lag,
             lag_seconds,
-            status: state
-                .window
-                .evaluate_with_commit(now_ms, state.last_commit_ms, self.rules),
+            status: self.status(state, lag, now_ms),
             retention_ms,
             retention_ratio,
             retention_danger: kausal_core::lag::retention_danger(lag_seconds, retention_ms),
@@ -405,6 +414,19 @@ mod tests {
         let p = &t.report(100_000)[0].partitions[0];
         assert_eq!(p.retention_ratio, None);
         assert!(!p.retention_danger);
+    }
+
+    #[test]
+    fn one_sample_says_ok_or_nothing() {
+        let mut t = LagTracker::default();
+        t.observe(reading(100, 150, 0, Some(true)));
+        assert_eq!(t.report(0)[0].partitions[0].status, None);
+        let mut t = LagTracker::default();
+        t.observe(reading(150, 150, 0, Some(true)));
+        assert_eq!(
+            t.report(0)[0].partitions[0].status,
+            Some(PartitionStatus::Ok)
+        );
     }
 
     #[test]
