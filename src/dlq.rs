@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kausal_kafka::{EventProducer, KafkaConfig};
@@ -237,26 +239,42 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let kafka = KafkaConfig::new(args.common.kafka_or_default());
             let producer = EventProducer::new(&kafka, "kausal-dlq-replay", Metrics::new())?;
             let total = targets.len();
+            // On a terminal a bulk replay shows one bar updated in place;
+            // otherwise (and for single entries) one line per entry.
+            let bar = total > 1 && std::io::stdout().is_terminal();
             let (mut ok, mut refused) = (0usize, 0usize);
             for (i, id) in targets.iter().enumerate() {
                 match replay::replay(&store, &producer, id, max_replays, &by).await {
                     Ok(r) => {
                         ok += 1;
-                        println!(
-                            "[{}/{total}] replayed {id} → {}/{}@{} (replay {} , trace {})",
-                            i + 1,
-                            r.topic,
-                            r.partition,
-                            r.offset,
-                            r.replay_count,
-                            r.trace_id
-                        );
+                        if !bar {
+                            println!(
+                                "[{}/{total}] replayed {id} → {}/{}@{} (replay {}, trace {})",
+                                i + 1,
+                                r.topic,
+                                r.partition,
+                                r.offset,
+                                r.replay_count,
+                                r.trace_id
+                            );
+                        }
                     }
                     Err(e) => {
                         refused += 1;
-                        eprintln!("[{}/{total}] {e}", i + 1);
+                        if bar {
+                            eprintln!("\r\x1b[2K{id}: {e}");
+                        } else {
+                            eprintln!("[{}/{total}] {e}", i + 1);
+                        }
                     }
                 }
+                if bar {
+                    print!("\r\x1b[2K{}", progress_bar(i + 1, total, ok, refused));
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            if bar {
+                println!();
             }
             producer.flush(std::time::Duration::from_secs(10));
             println!("{ok} replayed, {refused} refused");
@@ -436,4 +454,42 @@ async fn stats(store: &Store, json: bool) -> anyhow::Result<()> {
         .collect();
     println!("\ninflow, last 24 h (hourly, oldest left): |{line}|");
     Ok(())
+}
+
+/// `[██████░░░░░░]  35/70  replayed 33, refused 2`.
+fn progress_bar(done: usize, total: usize, ok: usize, refused: usize) -> String {
+    const WIDTH: usize = 30;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    format!(
+        "[{}{}] {done:>w$}/{total}  replayed {ok}, refused {refused}",
+        "█".repeat(filled),
+        "░".repeat(WIDTH - filled),
+        w = total.to_string().len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_bar;
+
+    #[test]
+    fn progress_bar_fills_in_proportion() {
+        assert_eq!(
+            progress_bar(0, 4, 0, 0),
+            format!("[{}] 0/4  replayed 0, refused 0", "░".repeat(30))
+        );
+        assert_eq!(
+            progress_bar(2, 4, 1, 1),
+            format!(
+                "[{}{}] 2/4  replayed 1, refused 1",
+                "█".repeat(15),
+                "░".repeat(15)
+            )
+        );
+        assert!(progress_bar(70, 70, 70, 0).starts_with(&format!("[{}]", "█".repeat(30))));
+        assert!(progress_bar(0, 0, 0, 0).contains("0/0"));
+    }
 }
