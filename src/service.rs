@@ -157,6 +157,10 @@ pub struct ServiceArgs {
 pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     let name = args.name.service_name();
     init_logging(name);
+    let mut otel = kausal_telemetry::otel::init_tracing(name).map_err(anyhow::Error::msg)?;
+    if otel.exporting() {
+        tracing::info!("exporting spans over OTLP (OTEL_* environment)");
+    }
     let shutdown = shutdown_on_signals()?;
     let kafka = KafkaConfig::new(args.common.kafka_or_default());
     let metrics = Metrics::new();
@@ -390,6 +394,8 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(10));
     shutdown.cancel();
     let _ = metrics_task.await;
+    // Every span still buffered goes out before the process exits.
+    otel.shutdown();
     Ok(())
 }
 

@@ -123,15 +123,25 @@ impl Admin {
                 )
             })
             .collect();
-        let results = self
+        let created = self
             .admin
             .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
-            .await?;
-        for result in results {
-            match result {
-                Ok(_) => {}
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(AdminError::CreateTopic { topic, code }),
+            .await;
+        let failure = match created {
+            Ok(results) => results.into_iter().find_map(|r| match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                Err((topic, code)) => Some(AdminError::CreateTopic { topic, code }),
+            }),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(error) = failure {
+            // Another process may have created the same topics at the same
+            // moment (services starting together): the embedded broker then
+            // fails the request. Only topics still missing are an error.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.topics().unwrap_or_default();
+            if missing.iter().any(|t| !now.contains(&t.name)) {
+                return Err(error);
             }
         }
         // Metadata propagates asynchronously; wait until every topic is seen.

@@ -162,6 +162,9 @@ pub struct OutgoingEvent {
     pub headers: EventHeaders,
     /// Headers beyond the Kausal set, appended as they are.
     pub extra_headers: Vec<(String, Vec<u8>)>,
+    /// The span this event's `send` span is a child of (the handler's
+    /// `process` span, an HTTP server span); `None` for a root.
+    pub parent_span: Option<SpanId>,
 }
 
 impl OutgoingEvent {
@@ -195,6 +198,7 @@ impl OutgoingEvent {
                 baggage: None,
             },
             extra_headers: Vec::new(),
+            parent_span: parent.map(|p| p.parent_id),
         })
     }
 }
@@ -242,12 +246,18 @@ impl Emitter {
                 format!("cannot encode {event_type}: {e}"),
             )
         })?;
+        let mut headers = child_of(&self.template, event_type, version);
+        // Each emitted event gets its own `send` span under the handler's
+        // `process` span; its traceparent names that send span.
+        let process_span = headers.traceparent.map(|t| t.parent_id);
+        headers.traceparent = headers.traceparent.map(|t| t.child(ids::new_span_id()));
         self.pending.push(OutgoingEvent {
             topic: topic.to_owned(),
             key: key.map(|k| k.as_bytes().to_vec()),
             payload: bytes,
-            headers: child_of(&self.template, event_type, version),
+            headers,
             extra_headers: Vec::new(),
+            parent_span: process_span,
         });
         Ok(())
     }

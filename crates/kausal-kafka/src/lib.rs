@@ -23,6 +23,10 @@ pub mod receipt;
 pub mod runtime;
 pub mod wire;
 
+/// Topics whose names start with this are Kausal's own bookkeeping
+/// (`kausal.receipts`, `kausal.consumers`): not traced.
+pub const INTERNAL_TOPIC_PREFIX: &str = "kausal.";
+
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
 pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};

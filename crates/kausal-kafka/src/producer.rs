@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kausal_telemetry::metrics::{Metrics, TopicErrorType, TopicEventType, TopicLabel};
+use kausal_telemetry::spans::{KausalSpan, Kind, SpanStart, attr};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -92,8 +93,21 @@ impl EventProducer {
 
     /// Publishes an event with its Kausal headers and waits for `acks=all`.
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<Delivery, PublishError> {
+        // Kausal's bookkeeping topics (receipts, heartbeats) are not traced.
+        let mut span = event
+            .headers
+            .traceparent
+            .filter(|_| !event.topic.starts_with(crate::INTERNAL_TOPIC_PREFIX))
+            .map(|own| send_span(event, own));
+        let mut encoded = event.headers.clone();
+        if let (Some(span), Some(tp)) = (&span, encoded.traceparent.as_mut())
+            && kausal_telemetry::otel::exporting()
+        {
+            // Downstream parent-based samplers follow this span's decision.
+            tp.flags = u8::from(span.sampled());
+        }
         let mut headers = OwnedHeaders::new_with_capacity(12);
-        for (name, value) in event.headers.encode() {
+        for (name, value) in encoded.encode() {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(value.as_bytes()),
@@ -106,14 +120,28 @@ impl EventProducer {
             });
         }
         let event_type = event.headers.event_type.as_deref().unwrap_or("unknown");
-        self.send(
-            &event.topic,
-            event.key.as_deref(),
-            Some(&event.payload),
-            headers,
-            event_type,
-        )
-        .await
+        let result = self
+            .send(
+                &event.topic,
+                event.key.as_deref(),
+                Some(&event.payload),
+                headers,
+                event_type,
+            )
+            .await;
+        if let Some(span) = span.as_mut() {
+            match &result {
+                Ok(d) => {
+                    span.set_attribute(attr::PARTITION, d.partition.to_string());
+                    span.set_attribute(attr::OFFSET, d.offset);
+                }
+                Err(e) => span.fail(&e.error_type(), &e.to_string()),
+            }
+        }
+        if let Some(span) = span {
+            span.end();
+        }
+        result
     }
 
     /// Publishes raw bytes and headers (dead-lettering, replay).
@@ -194,4 +222,32 @@ impl EventProducer {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+}
+
+/// The `send <topic>` span of an event (DESIGN §6).
+fn send_span(event: &OutgoingEvent, own: kausal_core::TraceParent) -> KausalSpan {
+    // Same trace, the parent's span id.
+    let parent = event.parent_span.map(|id| own.child(id));
+    let mut start = SpanStart::new(format!("send {}", event.topic), Kind::Producer, own)
+        .parent(parent)
+        .attr(attr::MESSAGING_SYSTEM, "kafka")
+        .attr(attr::OPERATION_NAME, "send")
+        .attr(attr::OPERATION_TYPE, "send")
+        .attr(attr::DESTINATION, event.topic.clone())
+        .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
+        .attr(
+            attr::CONVERSATION_ID,
+            event.headers.correlation_id.to_string(),
+        );
+    if let Some(key) = event
+        .key
+        .as_deref()
+        .and_then(|k| std::str::from_utf8(k).ok())
+    {
+        start = start.attr(attr::KEY, key.to_owned());
+    }
+    if let Some(t) = &event.headers.event_type {
+        start = start.attr(attr::EVENT_TYPE, t.clone());
+    }
+    start.start()
 }

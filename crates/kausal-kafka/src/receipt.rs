@@ -108,6 +108,7 @@ impl ReceiptRecord {
                 baggage: None,
             },
             extra_headers: Vec::new(),
+            parent_span: None,
         })
     }
 

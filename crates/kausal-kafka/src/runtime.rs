@@ -15,6 +15,8 @@ use kausal_store::Store;
 use kausal_telemetry::metrics::{
     Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind,
 };
+use kausal_telemetry::spans::{KausalSpan, Kind, SpanStart, attr};
+use opentelemetry::KeyValue;
 use rand::Rng;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -528,7 +530,11 @@ impl<H: Handler> ConsumerRuntime<H> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .beat(&identity, MemberState::Stopped);
-            publish_beat(&self.producer, &last).await;
+            // Bounded: with the broker gone, a stop must not wait for the
+            // producer's delivery timeout.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), publish_beat(&self.producer, &last))
+                    .await;
         }
         self.producer.flush(Duration::from_secs(10));
         consumer.unsubscribe();
@@ -557,10 +563,11 @@ impl<H: Handler> ConsumerRuntime<H> {
             offset = event.offset,
             consumerGroup = %self.group,
         );
+        let mut otel = self.process_span(event);
         async {
             let started = Instant::now();
             self.metrics.handlers_in_flight.inc();
-            let outcome = self.finish_inner(event, shutdown, summary).await;
+            let outcome = self.finish_inner(event, shutdown, summary, &mut otel).await;
             self.metrics.handlers_in_flight.dec();
             let duration = started.elapsed();
             self.metrics
@@ -606,10 +613,55 @@ impl<H: Handler> ConsumerRuntime<H> {
                     tracing::warn!("shutdown before the event was finished; it will be redelivered")
                 }
             }
+            match &outcome {
+                Some(Outcome::DeadLettered {
+                    error_type,
+                    error_message,
+                    ..
+                }) => otel.set_error(error_type, error_message),
+                Some(Outcome::DuplicateSkipped) => {
+                    otel.set_attribute("messaging.kausal.duplicate", true)
+                }
+                _ => {}
+            }
+            otel.end();
             (outcome, duration_ms)
         }
         .instrument(span)
         .await
+    }
+
+    /// The `process <topic>` span (DESIGN §6): child of the producer's
+    /// context when the headers carry one, linked to it as well; a new root
+    /// otherwise. Its ids are the ones the logs carry.
+    fn process_span(&self, event: &IncomingEvent) -> KausalSpan {
+        let producer = event.headers.traceparent;
+        let mut start = SpanStart::new(
+            format!("process {}", event.topic),
+            Kind::Consumer,
+            event.trace,
+        )
+        .parent(producer)
+        .link(producer)
+        .attr(attr::MESSAGING_SYSTEM, "kafka")
+        .attr(attr::OPERATION_NAME, "process")
+        .attr(attr::OPERATION_TYPE, "process")
+        .attr(attr::DESTINATION, event.topic.clone())
+        .attr(attr::PARTITION, event.partition.to_string())
+        .attr(attr::OFFSET, event.offset)
+        .attr(attr::CONSUMER_GROUP, self.group.clone())
+        .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
+        .attr(
+            attr::CONVERSATION_ID,
+            event.headers.correlation_id.to_string(),
+        );
+        if let Some(key) = event.key_str() {
+            start = start.attr(attr::KEY, key.to_owned());
+        }
+        if let Some(t) = event.event_type() {
+            start = start.attr(attr::EVENT_TYPE, t.to_owned());
+        }
+        start.start()
     }
 
     async fn finish_inner(
@@ -617,6 +669,7 @@ impl<H: Handler> ConsumerRuntime<H> {
         event: &IncomingEvent,
         shutdown: &CancellationToken,
         summary: &mut RunSummary,
+        otel: &mut KausalSpan,
     ) -> Option<Outcome> {
         let topic_group = TopicGroup {
             topic: event.topic.clone(),
@@ -706,10 +759,26 @@ impl<H: Handler> ConsumerRuntime<H> {
                     error_type: error.error_type.clone(),
                 })
                 .inc();
+            otel.event(
+                "exception",
+                vec![
+                    KeyValue::new("exception.type", error.error_type.clone()),
+                    KeyValue::new("exception.message", error.message.clone()),
+                    KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
+                ],
+            );
             let sample: f64 = rand::rng().random();
             match self.retry.decide(attempt, error.class, sample) {
                 RetryDecision::RetryAfter(delay) => {
                     summary.retries += 1;
+                    otel.event(
+                        "retry",
+                        vec![
+                            KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
+                            KeyValue::new("messaging.kausal.retry_in_ms", delay.as_millis() as i64),
+                            KeyValue::new(attr::ERROR_TYPE, error.error_type.clone()),
+                        ],
+                    );
                     self.metrics.event_retries.get_or_create(&topic_group).inc();
                     tracing::warn!(
                         attempt,
@@ -827,6 +896,23 @@ impl<H: Handler> ConsumerRuntime<H> {
         let dlq_topic = self.dlq_topic_for(&event.topic);
         let event_type = event.event_type().unwrap_or("unknown");
         let mut omit_value: Option<String> = None;
+        let mut dlq_span = SpanStart::new(
+            format!("send {dlq_topic}"),
+            Kind::Producer,
+            event.trace.child(ids::new_span_id()),
+        )
+        .parent(Some(event.trace))
+        .attr(attr::MESSAGING_SYSTEM, "kafka")
+        .attr(attr::OPERATION_NAME, "send")
+        .attr(attr::OPERATION_TYPE, "send")
+        .attr(attr::DESTINATION, dlq_topic.clone())
+        .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
+        .attr(
+            attr::CONVERSATION_ID,
+            event.headers.correlation_id.to_string(),
+        )
+        .attr(attr::ERROR_TYPE, error.error_type.clone())
+        .start();
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(event.raw_headers.len() + 11);
             for (name, value) in &event.raw_headers {
@@ -857,7 +943,11 @@ impl<H: Handler> ConsumerRuntime<H> {
                 .publish_raw(&dlq_topic, event.key.as_deref(), value, headers, event_type)
                 .await
             {
-                Ok(_) => break,
+                Ok(d) => {
+                    dlq_span.set_attribute(attr::PARTITION, d.partition.to_string());
+                    dlq_span.set_attribute(attr::OFFSET, d.offset);
+                    break;
+                }
                 Err(e) if e.is_permanent() && omit_value.is_none() => {
                     // Keep the failure visible in the ledger; the original
                     // bytes remain at their offset in the source topic.
@@ -867,12 +957,17 @@ impl<H: Handler> ConsumerRuntime<H> {
                 Err(e) => {
                     tracing::error!(error = %e, dlqTopic = %dlq_topic, "cannot dead-letter; retrying (the record stays uncommitted)");
                     tokio::select! {
-                        () = shutdown.cancelled() => return None,
+                        () = shutdown.cancelled() => {
+                            dlq_span.fail("DeadLetterNotPublished", &e.to_string());
+                            dlq_span.end();
+                            return None;
+                        }
                         () = tokio::time::sleep(self.infra_backoff) => {}
                     }
                 }
             }
         }
+        dlq_span.end();
         self.metrics
             .dlq_events
             .get_or_create(&SourceTopicErrorType {
@@ -930,7 +1025,10 @@ async fn beat_until(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .beat(&identity, MemberState::Running);
-        publish_beat(&producer, &beat).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = publish_beat(&producer, &beat) => {}
+        }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(identity.interval) => {}

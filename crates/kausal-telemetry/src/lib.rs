@@ -9,6 +9,8 @@ pub mod fields;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;
+pub mod otel;
+pub mod spans;
 
 pub use logs::init_logging;
 pub use metrics::{Metrics, serve_metrics};

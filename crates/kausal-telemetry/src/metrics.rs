@@ -211,6 +211,37 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition: counter
+/// families are named with their `_total` suffix (OpenMetrics names the
+/// family without it), and `# UNIT` and `# EOF` lines, which 0.0.4 does not
+/// know, are dropped.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Serves `GET /metrics` on `addr` until `shutdown` completes. Returns the
 /// bound address (port 0 picks one).
 pub async fn serve_metrics(
@@ -223,16 +254,32 @@ pub async fn serve_metrics(
     let bound = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let metrics = metrics.clone();
             async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
+                // OpenMetrics for scrapers that ask for it (Prometheus does);
+                // the classic text format otherwise (curl, promtool).
+                let openmetrics = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
+                if openmetrics {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                } else {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        to_classic_text(&metrics.encode()),
+                    )
+                }
             }
         }),
     );
@@ -250,6 +297,15 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classic_text_names_counter_families_with_total() {
+        let om = "# HELP x_seconds A.\n# TYPE x_seconds histogram\n# UNIT x_seconds seconds\nx_seconds_sum 1\n# HELP c Things.\n# TYPE c counter\nc_total{a=\"1\"} 2\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP x_seconds A.\n# TYPE x_seconds histogram\nx_seconds_sum 1\n# HELP c_total Things.\n# TYPE c_total counter\nc_total{a=\"1\"} 2\n"
+        );
+    }
 
     #[test]
     fn exposes_the_design_names() {

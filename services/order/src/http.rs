@@ -14,6 +14,7 @@ use kausal_contracts::OrderPlaced;
 use kausal_core::{CorrelationId, TraceParent};
 use kausal_kafka::EventProducer;
 use kausal_store::Store;
+use kausal_telemetry::spans::{Kind, SpanStart};
 use serde::{Deserialize, Serialize};
 
 use crate::place_order;
@@ -136,21 +137,54 @@ async fn create_order(
     order
         .validate()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let event = place_order(
+    // The server span: child of the caller's context, parent of the
+    // OrderPlaced `send` span, so one trace runs from the HTTP request to the
+    // last consumer.
+    let server = match parent {
+        Some(p) => p.child(kausal_kafka::ids::new_span_id()),
+        None => TraceParent::new(
+            kausal_kafka::ids::new_trace_id(),
+            kausal_kafka::ids::new_span_id(),
+            true,
+        ),
+    };
+    let mut span = SpanStart::new("POST /orders", Kind::Server, server)
+        .parent(parent)
+        .attr("http.request.method", "POST")
+        .attr("http.route", "/orders")
+        .attr(
+            "messaging.message.conversation_id",
+            correlation_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        )
+        .start();
+    let published = place_order(
         &state.producer,
         &state.topic,
         &order,
         correlation_id,
-        parent,
+        Some(server),
     )
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "order not published");
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the order could not be published; retry later".into(),
-        )
-    })?;
+    .await;
+    let event = match published {
+        Ok(event) => {
+            span.set_attribute("http.response.status_code", 201_i64);
+            span.end();
+            event
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "order not published");
+            span.set_attribute("http.response.status_code", 503_i64);
+            span.fail(&e.error_type(), &e.to_string());
+            span.end();
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the order could not be published; retry later".into(),
+            ));
+        }
+    };
     let correlation = event.headers.correlation_id.to_string();
     let body = PlacedResponse {
         order_id: order.order_id.clone(),

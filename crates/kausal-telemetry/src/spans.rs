@@ -1,0 +1,182 @@
+//! Spans of the telemetry contract (DESIGN §6), built with the ids Kausal
+//! already made so that logs, Kafka headers and exported spans agree.
+//!
+//! Without an installed provider ([`crate::otel::init_tracing`]) these are
+//! no-ops costing one allocation. Attribute names live here, once.
+
+use kausal_core::trace::TraceParent;
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue, global};
+
+/// Semantic-convention attribute names used by Kausal.
+pub mod attr {
+    pub const MESSAGING_SYSTEM: &str = "messaging.system";
+    pub const OPERATION_NAME: &str = "messaging.operation.name";
+    pub const OPERATION_TYPE: &str = "messaging.operation.type";
+    pub const DESTINATION: &str = "messaging.destination.name";
+    pub const PARTITION: &str = "messaging.destination.partition.id";
+    pub const KEY: &str = "messaging.kafka.message.key";
+    pub const OFFSET: &str = "messaging.kafka.offset";
+    pub const CONSUMER_GROUP: &str = "messaging.consumer.group.name";
+    pub const MESSAGE_ID: &str = "messaging.message.id";
+    pub const CONVERSATION_ID: &str = "messaging.message.conversation_id";
+    pub const ERROR_TYPE: &str = "error.type";
+    pub const RETRY_ATTEMPT: &str = "messaging.kausal.attempt";
+    pub const EVENT_TYPE: &str = "messaging.kausal.event_type";
+}
+
+const TRACER: &str = "kausal";
+
+/// What a span is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Producer,
+    Consumer,
+    Server,
+    Internal,
+}
+
+impl Kind {
+    fn otel(self) -> SpanKind {
+        match self {
+            Self::Producer => SpanKind::Producer,
+            Self::Consumer => SpanKind::Consumer,
+            Self::Server => SpanKind::Server,
+            Self::Internal => SpanKind::Internal,
+        }
+    }
+}
+
+fn trace_id(tp: &TraceParent) -> TraceId {
+    TraceId::from_bytes(tp.trace_id.to_bytes())
+}
+
+fn span_id(id: kausal_core::trace::SpanId) -> SpanId {
+    SpanId::from_bytes(id.to_bytes())
+}
+
+fn remote(tp: &TraceParent) -> SpanContext {
+    SpanContext::new(
+        trace_id(tp),
+        span_id(tp.parent_id),
+        TraceFlags::new(tp.flags),
+        true,
+        TraceState::default(),
+    )
+}
+
+/// A span being recorded. End it with [`end`](Self::end) (dropping it
+/// ends it too).
+#[derive(Debug)]
+pub struct KausalSpan {
+    span: global::BoxedSpan,
+}
+
+/// How to build one span.
+#[derive(Debug)]
+pub struct SpanStart {
+    pub name: String,
+    pub kind: Kind,
+    /// The span's own context: its trace id and span id.
+    pub own: TraceParent,
+    /// Its parent, if any (same trace).
+    pub parent: Option<TraceParent>,
+    /// A context to link to (a consumer's producer, a replay's original).
+    pub link: Option<TraceParent>,
+    pub attributes: Vec<KeyValue>,
+}
+
+impl SpanStart {
+    pub fn new(name: impl Into<String>, kind: Kind, own: TraceParent) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            own,
+            parent: None,
+            link: None,
+            attributes: Vec::new(),
+        }
+    }
+
+    pub fn parent(mut self, parent: Option<TraceParent>) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    pub fn link(mut self, link: Option<TraceParent>) -> Self {
+        self.link = link;
+        self
+    }
+
+    pub fn attr(mut self, key: &'static str, value: impl Into<opentelemetry::Value>) -> Self {
+        self.attributes.push(KeyValue::new(key, value));
+        self
+    }
+
+    /// Starts the span now.
+    pub fn start(self) -> KausalSpan {
+        let tracer = global::tracer(TRACER);
+        let mut builder = tracer
+            .span_builder(self.name)
+            .with_kind(self.kind.otel())
+            .with_trace_id(trace_id(&self.own))
+            .with_span_id(span_id(self.own.parent_id))
+            .with_attributes(self.attributes);
+        if let Some(link) = &self.link {
+            builder = builder.with_links(vec![Link::with_context(remote(link))]);
+        }
+        let parent = match &self.parent {
+            Some(p) => Context::new().with_remote_span_context(remote(p)),
+            None => Context::new(),
+        };
+        KausalSpan {
+            span: builder.start_with_context(&tracer, &parent),
+        }
+    }
+}
+
+impl KausalSpan {
+    /// Adds an event (a retry, a dead-lettering) with attributes.
+    pub fn event(&mut self, name: &'static str, attributes: Vec<KeyValue>) {
+        self.span.add_event(name, attributes);
+    }
+
+    pub fn set_attribute(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
+        self.span.set_attribute(KeyValue::new(key, value));
+    }
+
+    /// Marks the span failed: status ERROR, `error.type`, and the exception
+    /// recorded as the semantic conventions describe it.
+    pub fn fail(&mut self, error_type: &str, message: &str) {
+        self.span
+            .set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
+        self.span.add_event(
+            "exception",
+            vec![
+                KeyValue::new("exception.type", error_type.to_owned()),
+                KeyValue::new("exception.message", message.to_owned()),
+            ],
+        );
+        self.span.set_status(Status::error(message.to_owned()));
+    }
+
+    /// Marks the span failed (status ERROR, `error.type`) when the
+    /// exceptions were already recorded as events.
+    pub fn set_error(&mut self, error_type: &str, message: &str) {
+        self.span
+            .set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
+        self.span.set_status(Status::error(message.to_owned()));
+    }
+
+    /// Whether the sampler chose to export this span's trace.
+    pub fn sampled(&self) -> bool {
+        self.span.span_context().is_sampled()
+    }
+
+    pub fn end(mut self) {
+        self.span.end();
+    }
+}
