@@ -48,3 +48,38 @@ fn alert_rules_pass_their_unit_tests() {
 fn scrape_config_is_valid_and_loads_the_rules() {
     promtool(&["check", "config"], "prometheus.yml");
 }
+
+/// Runs `promtool <args>` with `input` on stdin and fails the test with its
+/// output unless it succeeds (`promtool check metrics` reads stdin).
+pub(crate) fn promtool_stdin(args: &[&str], input: &str) {
+    use std::io::Write;
+    let mut child = match Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not on PATH: install Debian's prometheus package \
+             (bash .ci/run does)"
+        ),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool {} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- input\n{input}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}

@@ -19,7 +19,7 @@ use crate::harness::{Engine, TestBroker, header};
 use crate::runtime::{ScriptedGateway, fast_retry, start_runtime};
 
 /// A minimal HTTP/1.0 request: (status, headers text, body).
-async fn request(
+pub(crate) async fn request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,

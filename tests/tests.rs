@@ -11,5 +11,6 @@ mod http;
 mod interop;
 mod lag;
 mod lineage;
+mod otel;
 mod process;
 mod runtime;
