@@ -148,7 +148,9 @@ impl TraceParent {
 
     pub fn parse(value: &str) -> Result<Self, TraceParentError> {
         let value = value.trim_matches([' ', '\t']);
-        if !value.is_ascii() {
+        // Only the version-00 fields must be ASCII: what a later version
+        // appends after them is ignored, whatever it holds.
+        if !value.as_bytes()[..value.len().min(V00_LEN)].is_ascii() {
             return Err(TraceParentError::NotHex { field: "version" });
         }
         if value.len() < V00_LEN {
@@ -275,6 +277,21 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    /// Found by the `traceparent` fuzz target: a later version's extra
+    /// fields were rejected when they held non-ASCII text.
+    #[test]
+    fn later_versions_ignore_what_they_append() {
+        let tp = TraceParent::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-\u{413}\0x",
+        )
+        .expect("valid");
+        assert_eq!(tp.to_string(), GOOD);
+        assert_eq!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-\u{413}"),
+            Err(TraceParentError::WrongLength(58))
+        );
     }
 
     #[test]
