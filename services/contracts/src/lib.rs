@@ -132,6 +132,29 @@ pub fn now_rfc3339() -> String {
 mod tests {
     use super::*;
 
+    /// Found by fuzz/envelope: with serde_json's default float parser these
+    /// amounts came back one or two ULPs off after decode → encode → decode.
+    #[test]
+    fn amounts_survive_a_round_trip_exactly() {
+        for text in [
+            "2.2207319278943611e-308",
+            "1e-28",
+            "1.0000000000000001e-28",
+            "19.99",
+        ] {
+            let json = format!(
+                r#"{{"order_id":"o","user_id":"u","amount":{text},"currency":"EUR","created_at":"t"}}"#
+            );
+            let first: OrderPlaced = serde_json::from_str(&json).expect("decodes");
+            let again: OrderPlaced =
+                serde_json::from_slice(&serde_json::to_vec(&first).expect("encodes"))
+                    .expect("decodes again");
+            assert_eq!(first.amount.to_bits(), again.amount.to_bits(), "{text}");
+            let exact: f64 = text.parse().expect("std parses exactly");
+            assert_eq!(first.amount.to_bits(), exact.to_bits(), "{text}");
+        }
+    }
+
     #[test]
     fn order_validation() {
         let ok = OrderPlaced {
