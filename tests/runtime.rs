@@ -528,6 +528,26 @@ fn bad_input_cases() -> Vec<Case> {
             expect: Expect::Processed,
         },
         Case {
+            name: "traceparent of version ff",
+            key: Some(b"ord-tp3".to_vec()),
+            value: Some(order_json("ord-tp3")),
+            headers: with(vec![(
+                h::TRACEPARENT,
+                Some(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec()),
+            )]),
+            expect: Expect::Processed,
+        },
+        Case {
+            name: "traceparent with all-zero ids",
+            key: Some(b"ord-tp4".to_vec()),
+            value: Some(order_json("ord-tp4")),
+            headers: with(vec![(
+                h::TRACEPARENT,
+                Some(b"00-00000000000000000000000000000000-0000000000000000-01".to_vec()),
+            )]),
+            expect: Expect::Processed,
+        },
+        Case {
             name: "non-UTF-8 traceparent",
             key: Some(b"ord-tp2".to_vec()),
             value: Some(order_json("ord-tp2")),

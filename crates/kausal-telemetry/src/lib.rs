@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod otel;
 pub mod spans;
+pub mod testing;
 
 pub use logs::init_logging;
 pub use metrics::{Metrics, serve_metrics};
