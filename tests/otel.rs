@@ -453,3 +453,80 @@ async fn failed_handling_is_exported_even_when_the_sampler_keeps_nothing() {
         received.iter().map(|r| &r.span.name).collect::<Vec<_>>()
     );
 }
+
+/// OTLP over gRPC to a receiver nobody here wrote the transport of
+/// (grpcio + opentelemetry-proto from PyPI, `tests/interop/otlp_grpc_receiver.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_grpc_receiver() {
+    use std::io::{BufRead, BufReader};
+
+    let b = TestBroker::start(Engine::Sqlite).await;
+    b.create_topics(&[("orders", 1), ("orders.dlq", 1), ("payments", 1)])
+        .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/otlp_grpc_receiver.py"
+    );
+    let mut receiver = KillOnDrop(
+        Command::new("python3")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let stdout = receiver.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the receiver starts (is grpcio installed? `pip install grpcio opentelemetry-proto`, done by .ci/run)");
+    let port = first.strip_prefix("PORT ").expect("PORT line").to_owned();
+
+    let mut payment = service_with_env(
+        &b,
+        "payment",
+        &format!("http://127.0.0.1:{port}"),
+        &["--payment-failure-rate", "0", "--payment-decline-rate", "0"],
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+    );
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    crate::harness::send(
+        &b.plain_producer(),
+        "orders",
+        Some(b"o-grpc"),
+        Some(br#"{"order_id":"o-grpc","user_id":"u","amount":5.0,"currency":"EUR","customer_email":"a@b.c","created_at":"2026-11-22T00:00:00Z"}"#),
+        &[
+            ("event-type", Some(b"OrderPlaced")),
+            (
+                "traceparent",
+                Some(format!("00-{trace_id}-b7ad6b7169203331-01").as_bytes()),
+            ),
+        ],
+    )
+    .await;
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut found = None;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let span: serde_json::Value = serde_json::from_str(&line).expect("json line");
+            if span["name"] == "process orders" && span["trace_id"] == trace_id {
+                found = Some(span.clone());
+            }
+            seen.push(line);
+        }
+    }
+    let status = payment.terminate(Duration::from_secs(20));
+    let span = found.unwrap_or_else(|| panic!("no process span over gRPC; got {seen:#?}"));
+    assert_eq!(span["service"], "payment-under-test");
+    assert_eq!(span["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(span["kind"], 5, "CONSUMER");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

@@ -4,7 +4,8 @@
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`:
 //!   where spans go. Unset: nothing is exported (trace and span ids are
 //!   still made, propagated and logged).
-//! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `grpc`.
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) or `grpc`
+//!   (tonic; call [`init_tracing`] inside a tokio runtime).
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource; the
 //!   service's own name when neither names it.
 //! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`: `always_on`,
@@ -191,10 +192,18 @@ pub fn init_tracing(service: &str) -> Result<OtelGuard, String> {
                 .map_err(|e| format!("cannot build the OTLP/HTTP span exporter: {e}"))?
         }
         Protocol::Grpc => {
-            return Err(
-                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not built into this Kausal yet; use http/protobuf (port 4318 on a collector)"
-                    .to_owned(),
-            );
+            // tonic's lazy channel spawns its worker on the current tokio
+            // runtime: a service calls this from inside its runtime.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(
+                    "OTLP over gRPC needs a tokio runtime; call init_tracing from async code"
+                        .to_owned(),
+                );
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|e| format!("cannot build the OTLP/gRPC span exporter: {e}"))?
         }
     };
     let mut resource = Resource::builder();
