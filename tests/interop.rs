@@ -25,7 +25,7 @@ fn python(args: &[&str]) -> String {
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "python client failed (is confluent-kafka installed? `pip install confluent-kafka`, done by .ci/run): {}",
+        "python client failed (are confluent-kafka and opentelemetry-sdk installed? `pip install confluent-kafka opentelemetry-sdk`, done by .ci/run): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -43,7 +43,9 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     let order = r#"{"order_id":"ord-py","user_id":"u","amount":7.5,"currency":"EUR","customer_email":"p@example.com","created_at":"2026-11-22T00:00:00Z"}"#;
-    // (c) a bare confluent-kafka producer: only a traceparent, no Kausal headers.
+    // (a)+(c) a confluent-kafka producer with the OpenTelemetry SDK: its own
+    // span in the caller's trace, and only a `traceparent` header, no
+    // Kausal headers.
     let sent: serde_json::Value = serde_json::from_str(
         python(&[
             "produce",
@@ -56,6 +58,9 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
         .trim(),
     )
     .expect("json");
+    // The Python SDK made its own PRODUCER span in the caller's trace.
+    assert_eq!(sent["trace_id"], trace, "{sent}");
+    assert_ne!(sent["span_id"], "00f067aa0ba902b7", "{sent}");
     let (partition, offset) = (
         sent["partition"].as_i64().expect("p") as i32,
         sent["offset"].as_i64().expect("o"),

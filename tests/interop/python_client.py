@@ -1,14 +1,17 @@
 """A Kafka client nobody on the Kausal team wrote the library for:
-confluent-kafka (librdkafka 2.x) from PyPI, used the way the seeds' Python
-services use it.
+confluent-kafka (librdkafka 2.x) and opentelemetry-sdk from PyPI, used the
+way the seeds' Python services use them.
 
     python_client.py produce BOOTSTRAP TOPIC KEY VALUE_JSON TRACEPARENT
-        sends one record whose only header is `traceparent`, prints
-        {"partition": p, "offset": o}
+        under the caller's context TRACEPARENT, starts a PRODUCER span
+        `send TOPIC` with the OpenTelemetry SDK and sends one record whose
+        only header is the `traceparent` the SDK's W3C propagator injects;
+        prints {"partition", "offset", "trace_id", "span_id"} (the span's)
     python_client.py consume BOOTSTRAP TOPIC COUNT
-        reads COUNT records from the beginning, prints one JSON object per
-        record: key, value, headers (UTF-8), and the traceparent this
-        consumer would continue with (same trace id, its own span id)
+        reads COUNT records from the beginning; for each, extracts the
+        context with the SDK's propagator and starts a CONSUMER span
+        `process TOPIC` in it; prints key, value, headers (UTF-8) and the
+        traceparent of that span (`continued_traceparent`)
 """
 
 import json
@@ -16,6 +19,14 @@ import os
 import sys
 
 from confluent_kafka import Consumer, Producer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+trace.set_tracer_provider(TracerProvider())
+TRACER = trace.get_tracer("seed-000-python")
+W3C = TraceContextTextMapPropagator()
 
 
 def produce(bootstrap, topic, key, value, traceparent):
@@ -27,10 +38,16 @@ def produce(bootstrap, topic, key, value, traceparent):
             raise SystemExit(f"delivery failed: {err}")
         result.update(partition=msg.partition(), offset=msg.offset())
 
-    producer.produce(topic, key=key.encode(), value=value.encode(),
-                     headers=[("traceparent", traceparent.encode())], on_delivery=delivered)
-    producer.flush(30)
-    if not result:
+    caller = W3C.extract({"traceparent": traceparent})
+    with TRACER.start_as_current_span(f"send {topic}", context=caller, kind=SpanKind.PRODUCER) as span:
+        carrier = {}
+        W3C.inject(carrier)
+        producer.produce(topic, key=key.encode(), value=value.encode(),
+                         headers=[(k, v.encode()) for k, v in carrier.items()], on_delivery=delivered)
+        producer.flush(30)
+        ctx = span.get_span_context()
+        result.update(trace_id=format(ctx.trace_id, "032x"), span_id=format(ctx.span_id, "016x"))
+    if "partition" not in result:
         raise SystemExit("no delivery report within 30 s")
     print(json.dumps(result))
 
@@ -51,11 +68,11 @@ def consume(bootstrap, topic, count):
         if msg.error():
             continue
         headers = {k: (v.decode("utf-8") if v is not None else None) for k, v in (msg.headers() or [])}
-        parent = headers.get("traceparent") or ""
-        parts = parent.split("-")
-        continued = None
-        if len(parts) == 4:
-            continued = f"00-{parts[1]}-{os.urandom(8).hex()}-{parts[3]}"
+        context = W3C.extract({k: v for k, v in headers.items() if v is not None})
+        with TRACER.start_as_current_span(f"process {topic}", context=context, kind=SpanKind.CONSUMER):
+            carrier = {}
+            W3C.inject(carrier)
+        continued = carrier.get("traceparent")
         print(json.dumps({
             "key": msg.key().decode() if msg.key() else None,
             "value": json.loads(msg.value()) if msg.value() else None,
