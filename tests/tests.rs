@@ -11,6 +11,7 @@ mod http;
 mod interop;
 mod lag;
 mod lineage;
+mod openapi;
 mod otel;
 mod process;
 mod runtime;

@@ -64,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(get_order))
+        .route("/openapi.yaml", get(openapi))
         .with_state(state)
 }
 
@@ -202,6 +203,17 @@ async fn create_order(
         response.headers_mut().insert(CORRELATION_HEADER, v);
     }
     Ok(response)
+}
+
+/// The OpenAPI document of this API (`services/order/openapi.yaml`).
+pub const OPENAPI: &str = include_str!("../openapi.yaml");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn get_order(

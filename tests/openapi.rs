@@ -1,0 +1,78 @@
+//! The order service's HTTP API against its OpenAPI document
+//! (`services/order/openapi.yaml`, served at `/openapi.yaml`), fuzzed by
+//! schemathesis from PyPI: no input may produce a 5xx, every status and
+//! body must be the documented ones.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{Engine, KillOnDrop, TestBroker, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kausal");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    let b = TestBroker::start(Engine::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let database = format!("sqlite://{}", b.dir.path().join("order.db").display());
+    let mut order = KillOnDrop(
+        Command::new(BIN)
+            .args(["service", "order", "--rate", "0"])
+            .args(["--kafka", &b.kafka.bootstrap_servers])
+            .args(["--database", &database])
+            .args(["--http-port", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("order service starts"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        eventually(Duration::from_secs(60), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok())
+        .await,
+        "order API listens"
+    );
+    let (status, _, served) = crate::http::request(addr, "GET", "/openapi.yaml", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(served, kausal_order::http::OPENAPI);
+
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-m", "schemathesis.cli", "run"])
+            .arg(format!("http://127.0.0.1:{port}/openapi.yaml"))
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--max-examples",
+                "60",
+                "--seed",
+                "20261122",
+                "--request-timeout",
+                "10",
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python3 -m schemathesis runs (pip install schemathesis; .ci/run does)");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "schemathesis failed:\n{report}");
+    assert!(
+        order
+            .terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "the service survives and stops cleanly"
+    );
+}
