@@ -43,6 +43,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     assert_eq!(status, 200);
     assert_eq!(served, kausal_order::http::OPENAPI);
 
+    let scratch = b.dir.path().to_path_buf();
     let run = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args(["-m", "schemathesis.cli", "run"])
@@ -58,6 +59,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
                 "10",
             ])
             .env("NO_COLOR", "1")
+            // schemathesis keeps a cache in its working directory.
+            .current_dir(&scratch)
             .output()
     })
     .await
