@@ -200,16 +200,24 @@ fn sample(
         .into_iter()
         .map(|g| (g, heartbeats.membership(admin, g, started).alive))
         .collect();
+    // Per topic: every group's committed offsets first, then the watermarks
+    // once. Read in that order, the high watermark never trails a commit it
+    // is compared with.
+    let mut by_topic: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
     for (group, topic) in targets {
-        // Committed offsets first, watermarks second: the high watermark
-        // then never trails the commit it is compared with.
-        let committed = match admin.committed_offsets(group, topic) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(consumer_group = %group, topic = %topic, error = %e, "cannot read committed offsets");
-                continue;
-            }
-        };
+        by_topic.entry(topic).or_default().push(group);
+    }
+    for (topic, groups) in by_topic {
+        let committed: Vec<_> = groups
+            .into_iter()
+            .filter_map(|group| match admin.committed_offsets(group, topic) {
+                Ok(c) => Some((group, c)),
+                Err(e) => {
+                    tracing::warn!(consumer_group = %group, topic = %topic, error = %e, "cannot read committed offsets");
+                    None
+                }
+            })
+            .collect();
         let marks = match admin.watermarks(topic) {
             Ok(w) => w,
             Err(e) => {
@@ -218,40 +226,42 @@ fn sample(
             }
         };
         let now = chrono::Utc::now().timestamp_millis();
-        for w in &marks {
-            let committed = committed
-                .iter()
-                .find(|(p, _)| *p == w.partition)
-                .and_then(|(_, o)| *o);
-            let position = committed.unwrap_or(w.low);
-            let record_timestamp_ms = if tracker.needs_record_timestamp(
-                topic,
-                w.partition,
-                position,
-                w.high,
-            ) {
-                admin
-                        .timestamp_at(topic, w.partition, position)
-                        .unwrap_or_else(|e| {
-                            tracing::warn!(topic = %topic, partition = w.partition, error = %e, "cannot read record timestamp");
-                            None
-                        })
-            } else {
-                None
-            };
-            tracker.observe(Reading {
-                key: PartitionKey {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: w.partition,
-                },
-                committed,
-                low_watermark: w.low,
-                high_watermark: w.high,
-                record_timestamp_ms,
-                group_alive: alive.get(group).copied().flatten(),
-                at_ms: now,
-            });
+        for (group, offsets) in &committed {
+            for w in &marks {
+                let committed = offsets
+                    .iter()
+                    .find(|(p, _)| *p == w.partition)
+                    .and_then(|(_, o)| *o);
+                let position = committed.unwrap_or(w.low);
+                let record_timestamp_ms = if tracker.needs_record_timestamp(
+                    topic,
+                    w.partition,
+                    position,
+                    w.high,
+                ) {
+                    admin
+                            .timestamp_at(topic, w.partition, position)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(topic = %topic, partition = w.partition, error = %e, "cannot read record timestamp");
+                                None
+                            })
+                } else {
+                    None
+                };
+                tracker.observe(Reading {
+                    key: PartitionKey {
+                        group: (*group).clone(),
+                        topic: topic.clone(),
+                        partition: w.partition,
+                    },
+                    committed,
+                    low_watermark: w.low,
+                    high_watermark: w.high,
+                    record_timestamp_ms,
+                    group_alive: alive.get(group).copied().flatten(),
+                    at_ms: now,
+                });
+            }
         }
     }
     started
