@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use kausal_core::TraceParent;
 use kausal_telemetry::metrics::{Metrics, TopicErrorType, TopicEventType, TopicLabel};
-use kausal_telemetry::spans::{KausalSpan, Kind, SpanStart, attr};
+use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -97,15 +98,21 @@ impl EventProducer {
         let mut span = event
             .headers
             .traceparent
-            .filter(|_| !event.topic.starts_with(crate::INTERNAL_TOPIC_PREFIX))
+            .filter(|_| spans::enabled() && !event.topic.starts_with(crate::INTERNAL_TOPIC_PREFIX))
             .map(|own| send_span(event, own));
-        let mut encoded = event.headers.clone();
-        if let (Some(span), Some(tp)) = (&span, encoded.traceparent.as_mut())
-            && kausal_telemetry::otel::exporting()
-        {
-            // Downstream parent-based samplers follow this span's decision.
-            tp.flags = u8::from(span.sampled());
-        }
+        // Downstream parent-based samplers follow this span's decision.
+        let sampled = span.as_ref().map(KausalSpan::sampled);
+        let encoded = match (sampled, event.headers.traceparent) {
+            (Some(sampled), Some(tp)) if tp.sampled() != sampled => {
+                let mut headers = event.headers.clone();
+                headers.traceparent = Some(TraceParent {
+                    flags: u8::from(sampled),
+                    ..tp
+                });
+                std::borrow::Cow::Owned(headers)
+            }
+            _ => std::borrow::Cow::Borrowed(&event.headers),
+        };
         let mut headers = OwnedHeaders::new_with_capacity(12);
         for (name, value) in encoded.encode() {
             headers = headers.insert(Header {
@@ -225,7 +232,7 @@ impl EventProducer {
 }
 
 /// The `send <topic>` span of an event (DESIGN §6).
-fn send_span(event: &OutgoingEvent, own: kausal_core::TraceParent) -> KausalSpan {
+fn send_span(event: &OutgoingEvent, own: TraceParent) -> KausalSpan {
     // Same trace, the parent's span id.
     let parent = event.parent_span.map(|id| own.child(id));
     let mut start = SpanStart::new(format!("send {}", event.topic), Kind::Producer, own)

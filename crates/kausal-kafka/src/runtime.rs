@@ -15,7 +15,7 @@ use kausal_store::Store;
 use kausal_telemetry::metrics::{
     Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind,
 };
-use kausal_telemetry::spans::{KausalSpan, Kind, SpanStart, attr};
+use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use opentelemetry::KeyValue;
 use rand::Rng;
 use rdkafka::consumer::{
@@ -635,6 +635,9 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// context when the headers carry one, linked to it as well; a new root
     /// otherwise. Its ids are the ones the logs carry.
     fn process_span(&self, event: &IncomingEvent) -> KausalSpan {
+        if !spans::enabled() {
+            return KausalSpan::disabled();
+        }
         let producer = event.headers.traceparent;
         let mut start = SpanStart::new(
             format!("process {}", event.topic),
@@ -896,23 +899,27 @@ impl<H: Handler> ConsumerRuntime<H> {
         let dlq_topic = self.dlq_topic_for(&event.topic);
         let event_type = event.event_type().unwrap_or("unknown");
         let mut omit_value: Option<String> = None;
-        let mut dlq_span = SpanStart::new(
-            format!("send {dlq_topic}"),
-            Kind::Producer,
-            event.trace.child(ids::new_span_id()),
-        )
-        .parent(Some(event.trace))
-        .attr(attr::MESSAGING_SYSTEM, "kafka")
-        .attr(attr::OPERATION_NAME, "send")
-        .attr(attr::OPERATION_TYPE, "send")
-        .attr(attr::DESTINATION, dlq_topic.clone())
-        .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
-        .attr(
-            attr::CONVERSATION_ID,
-            event.headers.correlation_id.to_string(),
-        )
-        .attr(attr::ERROR_TYPE, error.error_type.clone())
-        .start();
+        let mut dlq_span = if !spans::enabled() {
+            KausalSpan::disabled()
+        } else {
+            SpanStart::new(
+                format!("send {dlq_topic}"),
+                Kind::Producer,
+                event.trace.child(ids::new_span_id()),
+            )
+            .parent(Some(event.trace))
+            .attr(attr::MESSAGING_SYSTEM, "kafka")
+            .attr(attr::OPERATION_NAME, "send")
+            .attr(attr::OPERATION_TYPE, "send")
+            .attr(attr::DESTINATION, dlq_topic.clone())
+            .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
+            .attr(
+                attr::CONVERSATION_ID,
+                event.headers.correlation_id.to_string(),
+            )
+            .attr(attr::ERROR_TYPE, error.error_type.clone())
+            .start()
+        };
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(event.raw_headers.len() + 11);
             for (name, value) in &event.raw_headers {

@@ -34,14 +34,6 @@ use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample, Span, SpanData, SpanProcessor,
 };
 
-static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether this process exports spans (a provider is installed and not shut
-/// down). Producers then put the sampler's decision into `traceparent`.
-pub fn exporting() -> bool {
-    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// What the environment asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelSettings {
@@ -161,7 +153,7 @@ impl OtelGuard {
     /// Flushes and stops the exporter.
     pub fn shutdown(&mut self) {
         if let Some(provider) = self.provider.take() {
-            EXPORTING.store(false, std::sync::atomic::Ordering::Relaxed);
+            crate::spans::set_enabled(false);
             if let Err(e) = provider.shutdown() {
                 tracing::warn!(error = %e, "span exporter did not shut down cleanly");
             }
@@ -221,7 +213,7 @@ pub fn init_tracing(service: &str) -> Result<OtelGuard, String> {
         .with_span_processor(processor)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::spans::set_enabled(true);
     Ok(OtelGuard {
         provider: Some(provider),
     })

@@ -1,8 +1,10 @@
 //! Spans of the telemetry contract (DESIGN §6), built with the ids Kausal
 //! already made so that logs, Kafka headers and exported spans agree.
 //!
-//! Without an installed provider ([`crate::otel::init_tracing`]) these are
-//! no-ops costing one allocation. Attribute names live here, once.
+//! Without an installed provider ([`crate::otel::init_tracing`],
+//! [`crate::testing::SpanCapture`]) nothing is built: callers check
+//! [`enabled`] before assembling attributes, and [`SpanStart::start`]
+//! returns a disabled span. Attribute names live here, once.
 
 use kausal_core::trace::TraceParent;
 use opentelemetry::trace::{
@@ -29,6 +31,19 @@ pub mod attr {
 }
 
 const TRACER: &str = "kausal";
+
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether Kausal installed a tracer provider in this process (export or
+/// capture). When not, the per-record span work is skipped entirely, and
+/// producers leave the `traceparent` sampling flag as they found it.
+pub fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// What a span is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +87,8 @@ fn remote(tp: &TraceParent) -> SpanContext {
 /// ends it too).
 #[derive(Debug)]
 pub struct KausalSpan {
-    span: global::BoxedSpan,
+    /// `None` while spans are not [`enabled`].
+    span: Option<global::BoxedSpan>,
 }
 
 /// How to build one span.
@@ -116,8 +132,11 @@ impl SpanStart {
         self
     }
 
-    /// Starts the span now.
+    /// Starts the span now (a disabled span unless [`enabled`]).
     pub fn start(self) -> KausalSpan {
+        if !enabled() {
+            return KausalSpan::disabled();
+        }
         let tracer = global::tracer(TRACER);
         let mut builder = tracer
             .span_builder(self.name)
@@ -133,50 +152,63 @@ impl SpanStart {
             None => Context::new(),
         };
         KausalSpan {
-            span: builder.start_with_context(&tracer, &parent),
+            span: Some(builder.start_with_context(&tracer, &parent)),
         }
     }
 }
 
 impl KausalSpan {
+    /// A span that records nothing (spans not [`enabled`]).
+    pub fn disabled() -> Self {
+        Self { span: None }
+    }
+
     /// Adds an event (a retry, a dead-lettering) with attributes.
     pub fn event(&mut self, name: &'static str, attributes: Vec<KeyValue>) {
-        self.span.add_event(name, attributes);
+        if let Some(span) = &mut self.span {
+            span.add_event(name, attributes);
+        }
     }
 
     pub fn set_attribute(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
-        self.span.set_attribute(KeyValue::new(key, value));
+        if let Some(span) = &mut self.span {
+            span.set_attribute(KeyValue::new(key, value));
+        }
     }
 
-    /// Marks the span failed: status ERROR, `error.type`, and the exception
-    /// recorded as the semantic conventions describe it.
+    /// Marks the span failed (status ERROR, `error.type`) when the
+    /// exceptions were already recorded as events.
+    pub fn set_error(&mut self, error_type: &str, message: &str) {
+        if let Some(span) = &mut self.span {
+            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
+            span.set_status(Status::error(message.to_owned()));
+        }
+    }
+
+    /// Marks the span failed and records the exception as the semantic
+    /// conventions describe it.
     pub fn fail(&mut self, error_type: &str, message: &str) {
-        self.span
-            .set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
-        self.span.add_event(
+        self.event(
             "exception",
             vec![
                 KeyValue::new("exception.type", error_type.to_owned()),
                 KeyValue::new("exception.message", message.to_owned()),
             ],
         );
-        self.span.set_status(Status::error(message.to_owned()));
+        self.set_error(error_type, message);
     }
 
-    /// Marks the span failed (status ERROR, `error.type`) when the
-    /// exceptions were already recorded as events.
-    pub fn set_error(&mut self, error_type: &str, message: &str) {
-        self.span
-            .set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type.to_owned()));
-        self.span.set_status(Status::error(message.to_owned()));
-    }
-
-    /// Whether the sampler chose to export this span's trace.
+    /// Whether the sampler chose to export this span's trace (`false` for a
+    /// disabled span).
     pub fn sampled(&self) -> bool {
-        self.span.span_context().is_sampled()
+        self.span
+            .as_ref()
+            .is_some_and(|s| s.span_context().is_sampled())
     }
 
-    pub fn end(mut self) {
-        self.span.end();
+    pub fn end(self) {
+        if let Some(mut span) = self.span {
+            span.end();
+        }
     }
 }

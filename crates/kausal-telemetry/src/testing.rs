@@ -140,6 +140,7 @@ impl SpanCapture {
             .with_span_processor(spans.clone())
             .build();
         opentelemetry::global::set_tracer_provider(provider);
+        crate::spans::set_enabled(true);
         Self { spans }
     }
 
