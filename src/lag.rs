@@ -75,20 +75,20 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the lineage store {url}"))?;
         monitor = monitor.with_store(store);
     }
-    let wanted = |g: &GroupLag| args.group.as_ref().is_none_or(|want| *want == g.group);
-    if !monitor
-        .targets()
-        .await?
-        .iter()
-        .any(|(g, _)| args.group.as_ref().is_none_or(|w| w == g))
-    {
+    let wanted = |group: &str| args.group.as_deref().is_none_or(|want| want == group);
+    if !monitor.targets().await?.iter().any(|(g, _)| wanted(g)) {
         bail!(
             "no consumer groups known: pass --group and --topic, or run the recorder so receipts name them"
         );
     }
     let mut taken = 0usize;
     loop {
-        let report: Vec<GroupLag> = monitor.tick().await?.into_iter().filter(wanted).collect();
+        let report: Vec<GroupLag> = monitor
+            .tick()
+            .await?
+            .into_iter()
+            .filter(|g| wanted(&g.group))
+            .collect();
         taken += 1;
         if args.watch || taken >= args.samples.max(1) {
             print(&report, args.json);

@@ -311,6 +311,14 @@ pub fn spawn_member<H: kausal_kafka::Handler>(
     }
 }
 
+/// A port nothing listens on right now (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A child process that is killed if the test ends (or panics) before it
 /// was stopped: a failed test must not leave services running.
 pub struct KillOnDrop(pub std::process::Child);

@@ -6,17 +6,14 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Engine, KillOnDrop, TestBroker, eventually};
+use crate::harness::{Engine, KillOnDrop, TestBroker, eventually, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kausal");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let b = TestBroker::start(Engine::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let database = format!("sqlite://{}", b.dir.path().join("order.db").display());
     let mut order = KillOnDrop(
         Command::new(BIN)

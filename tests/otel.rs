@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use prost::Message;
 
-use crate::harness::{Engine, KillOnDrop, TestBroker, eventually};
+use crate::harness::{Engine, KillOnDrop, TestBroker, eventually, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kausal");
 
@@ -119,13 +119,6 @@ fn service_with_env(
         .spawn()
         .map(KillOnDrop)
         .expect("service starts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed).

@@ -132,12 +132,7 @@ async fn sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_noth
 fn kausal_up_shows_payments_flowing_and_ctrl_c_exits_0() {
     let dir = scratch_dir();
     let data_dir = relative(&dir, "data");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port")
-    };
+    let free = crate::harness::free_port;
     let mut up = Command::new(BIN)
         .args([
             "up",
