@@ -11,6 +11,10 @@ use uuid::Uuid;
 /// renames every such event in every lineage store.
 const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x6b61_7573_616c_4e53_8000_0000_0000_0001);
 
+/// Namespace of the ids of events emitted while handling another event
+/// ([`EventId::derived`]). Fixed forever, like [`RECORD_NAMESPACE`].
+const DERIVED_NAMESPACE: Uuid = Uuid::from_u128(0x6b61_7573_616c_4e53_8000_0000_0000_0002);
+
 /// Longest correlation id we accept. Anything longer is almost certainly not
 /// an id (a payload pasted into a header) and would bloat every index.
 pub const MAX_CORRELATION_ID_LEN: usize = 256;
@@ -51,6 +55,48 @@ impl EventId {
     pub fn for_record(topic: &str, partition: i32, offset: i64) -> Self {
         let name = format!("{topic}/{partition}/{offset}");
         Self(Uuid::new_v5(&RECORD_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The id of the `index`-th event of type `event_type` on `topic` that
+    /// `service` emits while handling `cause`. It is the same on every
+    /// attempt and after every redelivery, so an output published again
+    /// after a crash (published, then killed before the commit) carries the
+    /// id it had the first time and downstream idempotency guards skip it:
+    /// a redelivery, not a second side effect. A handler that emits a
+    /// different type on the second run gets a different id, so that
+    /// inconsistency stays visible.
+    ///
+    /// Keeps the version-7 layout with the cause's millisecond prefix (when
+    /// the cause has one), so children sort next to their cause.
+    pub fn derived(
+        cause: EventId,
+        service: &str,
+        topic: &str,
+        event_type: &str,
+        index: u32,
+    ) -> Self {
+        let name = format!("{cause}/{service}/{topic}/{event_type}/{index}");
+        let hashed = Uuid::new_v5(&DERIVED_NAMESPACE, name.as_bytes()).into_bytes();
+        let cause_bytes = cause.0.as_bytes();
+        let prefix: [u8; 6] = if cause.0.get_version_num() == 7 {
+            [
+                cause_bytes[0],
+                cause_bytes[1],
+                cause_bytes[2],
+                cause_bytes[3],
+                cause_bytes[4],
+                cause_bytes[5],
+            ]
+        } else {
+            [
+                hashed[0], hashed[1], hashed[2], hashed[3], hashed[4], hashed[5],
+            ]
+        };
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&prefix);
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&hashed[6..]);
+        Self::from_parts(u64::from_be_bytes(ms), rest)
     }
 
     pub fn from_uuid(uuid: Uuid) -> Self {
@@ -190,5 +236,48 @@ mod tests {
         assert!("not-a-uuid".parse::<EventId>().is_err());
         let id = EventId::from_parts(1, [7; 10]);
         assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_distinct_and_sort_with_their_cause() {
+        let cause = EventId::from_parts(1_700_000_000_123, [7; 10]);
+        let a = EventId::derived(cause, "payment-service", "payments", "PaymentProcessed", 0);
+        assert_eq!(
+            a,
+            EventId::derived(cause, "payment-service", "payments", "PaymentProcessed", 0)
+        );
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        assert_eq!(a.as_uuid().as_bytes()[..6], cause.as_uuid().as_bytes()[..6]);
+        let others = [
+            EventId::derived(cause, "payment-service", "payments", "PaymentProcessed", 1),
+            EventId::derived(cause, "payment-service", "payments", "PaymentFailed", 0),
+            EventId::derived(cause, "payment-service", "refunds", "PaymentProcessed", 0),
+            EventId::derived(
+                cause,
+                "inventory-service",
+                "payments",
+                "PaymentProcessed",
+                0,
+            ),
+            EventId::derived(
+                EventId::from_parts(1_700_000_000_123, [8; 10]),
+                "payment-service",
+                "payments",
+                "PaymentProcessed",
+                0,
+            ),
+        ];
+        for other in others {
+            assert_ne!(a, other);
+        }
+        // A cause without a time prefix (a plain record's v5 id) still
+        // yields a valid version-7 id.
+        let plain = EventId::for_record("orders", 0, 1);
+        let child = EventId::derived(plain, "payment-service", "payments", "PaymentProcessed", 0);
+        assert_eq!(child.as_uuid().get_version_num(), 7);
+        assert_ne!(
+            child.as_uuid().as_bytes()[..6],
+            plain.as_uuid().as_bytes()[..6]
+        );
     }
 }

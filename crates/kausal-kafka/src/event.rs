@@ -211,6 +211,10 @@ pub struct Emitter {
     /// Headers shared by every event emitted for this record.
     template: EventHeaders,
     pending: Vec<OutgoingEvent>,
+    /// Events emitted so far: the index of the next derived id. Every
+    /// attempt gets a fresh emitter, so it numbers its events from zero and
+    /// re-emits the ids of the attempt before.
+    emitted: u32,
 }
 
 /// A child event's headers from its template: a fresh id, type and version.
@@ -228,6 +232,7 @@ impl Emitter {
         Self {
             template: parent.child_template(service),
             pending: Vec::new(),
+            emitted: 0,
         }
     }
 
@@ -247,6 +252,14 @@ impl Emitter {
             )
         })?;
         let mut headers = child_of(&self.template, event_type, version);
+        // Deterministic: a redelivered record re-emits the same ids, so
+        // downstream guards see a redelivery, not a new event.
+        if let (Some(cause), Some(service)) =
+            (self.template.causation_id, &self.template.source_service)
+        {
+            headers.event_id = EventId::derived(cause, service, topic, event_type, self.emitted);
+        }
+        self.emitted += 1;
         // Each emitted event gets its own `send` span under the handler's
         // `process` span; its traceparent names that send span.
         let process_span = headers.traceparent.map(|t| t.parent_id);
@@ -264,9 +277,5 @@ impl Emitter {
 
     pub(crate) fn take(&mut self) -> Vec<OutgoingEvent> {
         std::mem::take(&mut self.pending)
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.pending.clear();
     }
 }
