@@ -128,6 +128,10 @@ pub struct ServiceArgs {
     /// payment: simulated gateway latency per charge, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub payment_latency_ms: u64,
+    /// payment: fault injection — orders whose id starts with this prefix
+    /// fail transiently on every attempt (they end dead-lettered).
+    #[arg(long)]
+    pub payment_poison_prefix: Option<String>,
     /// The topic orders go to (seed: ORDERS_TOPIC).
     #[arg(long, env = "ORDERS_TOPIC", default_value = topics::ORDERS)]
     pub orders_topic: String,
@@ -298,6 +302,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                     failure_rate: args.payment_failure_rate,
                     decline_rate: args.payment_decline_rate,
                     latency: Duration::from_millis(args.payment_latency_ms),
+                    poison_prefix: args.payment_poison_prefix.clone(),
                 },
                 kausal_payment::PaymentMetrics::register(&metrics),
             );

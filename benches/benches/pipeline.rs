@@ -667,6 +667,7 @@ async fn kausal(
         failure_rate: 0.0,
         decline_rate: 0.0,
         latency: Duration::ZERO,
+        poison_prefix: None,
     };
     let handler = PaymentHandler::new(gateway, PaymentMetrics::register(&metrics));
     let shutdown = CancellationToken::new();

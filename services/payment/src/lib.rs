@@ -46,12 +46,28 @@ pub trait PaymentGateway: Send + Sync + 'static {
 
 /// A gateway that fails transiently at `failure_rate` per attempt and
 /// declines at `decline_rate` per order.
-#[derive(Debug, Clone)]
+///
+/// Like a real gateway called with the order id as idempotency key, it
+/// answers a repeated charge of the same order the same way: whether an
+/// order is declined and its payment id follow from the order id, not from
+/// the attempt. Only transient failures are random per attempt.
+#[derive(Debug, Clone, Default)]
 pub struct SimulatedGateway {
     pub failure_rate: f64,
     pub decline_rate: f64,
     /// How long each charge takes.
     pub latency: std::time::Duration,
+    /// Fault injection: orders whose id starts with this prefix fail
+    /// transiently on every attempt (a poison message that exhausts its
+    /// retry budget and is dead-lettered).
+    pub poison_prefix: Option<String>,
+}
+
+/// A stable 64-bit hash (FNV-1a): the same in every process and release.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl PaymentGateway for SimulatedGateway {
@@ -59,18 +75,28 @@ impl PaymentGateway for SimulatedGateway {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let mut rng = rand::rng();
-        if rng.random_bool(self.failure_rate.clamp(0.0, 1.0)) {
+        if self
+            .poison_prefix
+            .as_deref()
+            .is_some_and(|p| order.order_id.starts_with(p))
+        {
+            return Err(GatewayError(
+                "payment gateway timed out (injected: poison order)".to_owned(),
+            ));
+        }
+        if rand::rng().random_bool(self.failure_rate.clamp(0.0, 1.0)) {
             return Err(GatewayError("payment gateway timed out".to_owned()));
         }
-        if rng.random_bool(self.decline_rate.clamp(0.0, 1.0)) {
+        let hash = stable_hash(order.order_id.as_bytes());
+        // The top 53 bits as a uniform fraction in [0, 1).
+        let draw = (hash >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < self.decline_rate.clamp(0.0, 1.0) {
             return Ok(Charge::Declined {
                 reason: "card declined by issuer".to_owned(),
             });
         }
-        let id: u64 = rng.random();
         Ok(Charge::Approved {
-            payment_id: format!("pay-{:016x}-{}", id, order.order_id),
+            payment_id: format!("pay-{hash:016x}-{}", order.order_id),
         })
     }
 }
@@ -195,5 +221,54 @@ impl<G: PaymentGateway> Handler for PaymentHandler<G> {
                 Err(HandlerError::retryable("PaymentGatewayError", message))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: &str) -> OrderPlaced {
+        OrderPlaced {
+            order_id: id.to_owned(),
+            user_id: "u-1".to_owned(),
+            amount: 10.0,
+            currency: "EUR".to_owned(),
+            customer_email: None,
+            created_at: "2026-11-22T08:00:00.000Z".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_charge_gets_the_first_answer() {
+        let gateway = SimulatedGateway {
+            decline_rate: 0.5,
+            ..SimulatedGateway::default()
+        };
+        let mut declined = 0;
+        for i in 0..200 {
+            let o = order(&format!("ord-{i}"));
+            let first = gateway.charge(&o).await.expect("no transient failures");
+            let again = gateway.charge(&o).await.expect("no transient failures");
+            assert_eq!(first, again, "order {i}");
+            declined += u32::from(matches!(first, Charge::Declined { .. }));
+        }
+        // About half are declined (binomial: 200 × 0.5 ± 4σ).
+        assert!((72..=128).contains(&declined), "declined {declined} of 200");
+    }
+
+    #[tokio::test]
+    async fn poison_orders_fail_on_every_attempt_and_others_pass() {
+        let gateway = SimulatedGateway {
+            poison_prefix: Some("poison-".to_owned()),
+            ..SimulatedGateway::default()
+        };
+        for _ in 0..5 {
+            assert!(gateway.charge(&order("poison-1")).await.is_err());
+        }
+        assert!(matches!(
+            gateway.charge(&order("ord-1")).await,
+            Ok(Charge::Approved { .. })
+        ));
     }
 }
