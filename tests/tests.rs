@@ -5,6 +5,7 @@
 mod harness;
 
 mod alerts;
+mod batch;
 mod broker;
 mod history;
 mod http;

@@ -13,6 +13,7 @@
 //!   idempotency store is configured.
 
 pub mod admin;
+pub mod batch;
 pub mod config;
 pub mod event;
 pub mod group;
@@ -27,8 +28,12 @@ pub mod wire;
 /// (`kausal.receipts`, `kausal.consumers`): not traced.
 pub const INTERNAL_TOPIC_PREFIX: &str = "kausal.";
 
+pub use batch::{BatchEmitter, BatchHandler, BatchLimits, Batched};
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
 pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
 pub use producer::{Delivery, EventProducer, PublishError};
-pub use runtime::{ConsumerRuntime, CorrelationPolicy, Handler, Outcome, RunSummary, RuntimeError};
+pub use runtime::{
+    ConsumerRuntime, CorrelationPolicy, Dispatch, Handler, Outcome, RunSummary, RuntimeError,
+    Single,
+};

@@ -262,18 +262,67 @@ impl ConsumerContext for RuntimeContext {
     }
 }
 
-/// A consumer group member running a [`Handler`].
-pub struct ConsumerRuntime<H> {
+/// How a runtime hands records to its business logic: one at a time
+/// ([`Single`], a [`Handler`]) or in batches ([`Batched`], a
+/// [`BatchHandler`](crate::batch::BatchHandler)). Everything else — the
+/// group, commits, retries, dead letters, receipts, heartbeats — is the same
+/// runtime. Implemented by those two only.
+pub trait Dispatch: Send + Sync + Sized + 'static {
+    /// Most records handed over at once, and how long to wait for more
+    /// after the first one arrived.
+    #[doc(hidden)]
+    fn batch_limits(&self) -> (usize, Duration);
+
+    /// Finishes every record of `events` (handled, dead-lettered or
+    /// skipped) and returns each one's outcome and handling time in ms, in
+    /// order; `None` when shutdown interrupted a wait (nothing of the batch
+    /// is then committed).
+    #[doc(hidden)]
+    fn dispatch<'a>(
+        runtime: &'a ConsumerRuntime<Self>,
+        events: &'a mut [IncomingEvent],
+        shutdown: &'a CancellationToken,
+        summary: &'a mut RunSummary,
+    ) -> impl Future<Output = Option<Vec<(Outcome, f64)>>> + Send + 'a;
+}
+
+/// Records one at a time to a [`Handler`].
+#[derive(Debug)]
+pub struct Single<H>(H);
+
+impl<H: Handler> Dispatch for Single<H> {
+    fn batch_limits(&self) -> (usize, Duration) {
+        (1, Duration::ZERO)
+    }
+
+    async fn dispatch<'a>(
+        runtime: &'a ConsumerRuntime<Self>,
+        events: &'a mut [IncomingEvent],
+        shutdown: &'a CancellationToken,
+        summary: &'a mut RunSummary,
+    ) -> Option<Vec<(Outcome, f64)>> {
+        let mut finished = Vec::with_capacity(events.len());
+        for event in events.iter() {
+            let (outcome, duration_ms) = runtime.finish(event, shutdown, summary).await;
+            finished.push((outcome?, duration_ms));
+        }
+        Some(finished)
+    }
+}
+
+/// A consumer group member running a [`Handler`] (or a batch handler, see
+/// [`ConsumerRuntime::batched`]).
+pub struct ConsumerRuntime<D> {
     config: KafkaConfig,
-    service: String,
-    group: String,
+    pub(crate) service: String,
+    pub(crate) group: String,
     topics: Vec<String>,
-    handler: Arc<H>,
+    pub(crate) dispatch: D,
     producer: EventProducer,
-    retry: RetryPolicy,
-    correlation: CorrelationPolicy,
-    store: Option<Store>,
-    metrics: Metrics,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) correlation: CorrelationPolicy,
+    pub(crate) store: Option<Store>,
+    pub(crate) metrics: Metrics,
     commit_interval: Duration,
     infra_backoff: Duration,
     observer: Option<OutcomeObserver>,
@@ -282,7 +331,7 @@ pub struct ConsumerRuntime<H> {
     heartbeat: Option<Duration>,
 }
 
-impl<H> std::fmt::Debug for ConsumerRuntime<H> {
+impl<D> std::fmt::Debug for ConsumerRuntime<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerRuntime")
             .field("service", &self.service)
@@ -292,7 +341,8 @@ impl<H> std::fmt::Debug for ConsumerRuntime<H> {
     }
 }
 
-impl<H: Handler> ConsumerRuntime<H> {
+impl<H: Handler> ConsumerRuntime<Single<H>> {
+    /// A member of `group` handling each record of `topics` with `handler`.
     pub fn new(
         config: KafkaConfig,
         service: &str,
@@ -301,12 +351,25 @@ impl<H: Handler> ConsumerRuntime<H> {
         handler: H,
         producer: EventProducer,
     ) -> Self {
+        Self::with_dispatch(config, service, group, topics, Single(handler), producer)
+    }
+}
+
+impl<D: Dispatch> ConsumerRuntime<D> {
+    pub(crate) fn with_dispatch(
+        config: KafkaConfig,
+        service: &str,
+        group: &str,
+        topics: &[&str],
+        dispatch: D,
+        producer: EventProducer,
+    ) -> Self {
         Self {
             config,
             service: service.to_owned(),
             group: group.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-            handler: Arc::new(handler),
+            dispatch,
             metrics: producer.metrics().clone(),
             producer,
             retry: RetryPolicy::default(),
@@ -341,7 +404,7 @@ impl<H: Handler> ConsumerRuntime<H> {
         self
     }
 
-    fn dlq_topic_for(&self, source: &str) -> String {
+    pub(crate) fn dlq_topic_for(&self, source: &str) -> String {
         self.dlq_overrides
             .get(source)
             .cloned()
@@ -458,40 +521,49 @@ impl<H: Handler> ConsumerRuntime<H> {
                     }
                 }
                 Ok(Ok(message)) => {
-                    let event = IncomingEvent::from_message(&message);
+                    let mut events = vec![IncomingEvent::from_message(&message)];
                     drop(message);
+                    self.fill_batch(&consumer, &mut events).await;
                     status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = Some(InFlight {
-                        topic: event.topic.clone(),
-                        partition: event.partition,
-                        offset: event.offset,
+                        topic: events[0].topic.clone(),
+                        partition: events[0].partition,
+                        offset: events[0].offset,
                         since_ms: now_ms(),
                     });
-                    let (outcome, duration_ms) = self.finish(&event, &shutdown, &mut summary).await;
+                    let finished = D::dispatch(&self, &mut events, &shutdown, &mut summary).await;
                     status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
-                    let Some(outcome) = outcome else {
+                    let Some(finished) = finished else {
                         // Shut down while waiting on infrastructure: the
-                        // record is not finished, so it is not committed.
+                        // records are not finished, so they are not
+                        // committed.
                         break;
                     };
-                    if self.receipts
-                        && !self
-                            .publish_receipt(&event, &outcome, duration_ms, &shutdown)
-                            .await
-                    {
+                    let mut receipts_done = true;
+                    for (event, (outcome, duration_ms)) in events.iter().zip(&finished) {
+                        if self.receipts
+                            && !self
+                                .publish_receipt(event, outcome, *duration_ms, &shutdown)
+                                .await
+                        {
+                            receipts_done = false;
+                            break;
+                        }
+                        match outcome {
+                            Outcome::Processed { .. } => summary.processed += 1,
+                            Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
+                            Outcome::DuplicateSkipped => summary.duplicates_skipped += 1,
+                        }
+                        if let Some(observer) = &self.observer {
+                            observer(event, outcome);
+                        }
+                        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        p.offsets
+                            .insert((event.topic.clone(), event.partition), event.offset + 1);
+                        p.dirty = true;
+                    }
+                    if !receipts_done {
                         break;
                     }
-                    match &outcome {
-                        Outcome::Processed { .. } => summary.processed += 1,
-                        Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
-                        Outcome::DuplicateSkipped => summary.duplicates_skipped += 1,
-                    }
-                    if let Some(observer) = &self.observer {
-                        observer(&event, &outcome);
-                    }
-                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.offsets
-                        .insert((event.topic.clone(), event.partition), event.offset + 1);
-                    p.dirty = true;
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
@@ -542,6 +614,29 @@ impl<H: Handler> ConsumerRuntime<H> {
         Ok(summary)
     }
 
+    /// Adds records that arrive within the dispatch's wait, up to its size
+    /// (nothing for one-at-a-time handlers).
+    async fn fill_batch(
+        &self,
+        consumer: &StreamConsumer<RuntimeContext>,
+        events: &mut Vec<IncomingEvent>,
+    ) {
+        let (max_records, max_wait) = self.dispatch.batch_limits();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while events.len() < max_records {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(message)) => events.push(IncomingEvent::from_message(&message)),
+                Ok(Err(e)) => {
+                    tracing::warn!(group = %self.group, error = %e, "consumer error while filling a batch");
+                    return;
+                }
+                Err(_elapsed) => return,
+            }
+        }
+    }
+}
+
+impl<H: Handler> ConsumerRuntime<Single<H>> {
     /// Handles, dead-letters or skips one record. `None` only when shutdown
     /// interrupted a wait, leaving the record unfinished.
     /// Also returns the handling time in milliseconds.
@@ -563,7 +658,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             offset = event.offset,
             consumerGroup = %self.group,
         );
-        let mut otel = self.process_span(event);
+        let mut otel = process_span(event, &self.group);
         async {
             let started = Instant::now();
             self.metrics.handlers_in_flight.inc();
@@ -631,42 +726,6 @@ impl<H: Handler> ConsumerRuntime<H> {
         .await
     }
 
-    /// The `process <topic>` span (DESIGN §6): child of the producer's
-    /// context when the headers carry one, linked to it as well; a new root
-    /// otherwise. Its ids are the ones the logs carry.
-    fn process_span(&self, event: &IncomingEvent) -> KausalSpan {
-        if !spans::enabled() {
-            return KausalSpan::disabled();
-        }
-        let producer = event.headers.traceparent;
-        let mut start = SpanStart::new(
-            format!("process {}", event.topic),
-            Kind::Consumer,
-            event.trace,
-        )
-        .parent(producer)
-        .link(producer)
-        .attr(attr::MESSAGING_SYSTEM, "kafka")
-        .attr(attr::OPERATION_NAME, "process")
-        .attr(attr::OPERATION_TYPE, "process")
-        .attr(attr::DESTINATION, event.topic.clone())
-        .attr(attr::PARTITION, event.partition.to_string())
-        .attr(attr::OFFSET, event.offset)
-        .attr(attr::CONSUMER_GROUP, self.group.clone())
-        .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
-        .attr(
-            attr::CONVERSATION_ID,
-            event.headers.correlation_id.to_string(),
-        );
-        if let Some(key) = event.key_str() {
-            start = start.attr(attr::KEY, key.to_owned());
-        }
-        if let Some(t) = event.event_type() {
-            start = start.attr(attr::EVENT_TYPE, t.to_owned());
-        }
-        start.start()
-    }
-
     async fn finish_inner(
         &self,
         event: &IncomingEvent,
@@ -674,10 +733,81 @@ impl<H: Handler> ConsumerRuntime<H> {
         summary: &mut RunSummary,
         otel: &mut KausalSpan,
     ) -> Option<Outcome> {
-        let topic_group = TopicGroup {
-            topic: event.topic.clone(),
-            consumer_group: self.group.clone(),
+        if let Some(done) = self.admit(event, shutdown).await? {
+            return Some(done);
+        }
+        let call = || async {
+            let mut out = Emitter::new(&self.service, event);
+            let result = self.dispatch.0.handle(event, &mut out).await;
+            (result, out.take())
         };
+        let records = std::slice::from_ref(event);
+        match self.attempt(records, call, otel, summary, shutdown).await? {
+            Ok(attempts) => Some(Outcome::Processed { attempts }),
+            Err((error, attempts)) => self.dead_letter(event, &error, attempts, shutdown).await,
+        }
+    }
+}
+
+/// The `process <topic>` span of one record (DESIGN §6), as the runtime
+/// starts it.
+/// The `process <topic>` span (DESIGN §6): child of the producer's
+/// context when the headers carry one, linked to it as well; a new root
+/// otherwise. Its ids are the ones the logs carry.
+pub fn process_span(event: &IncomingEvent, group: &str) -> KausalSpan {
+    if !spans::enabled() {
+        return KausalSpan::disabled();
+    }
+    let producer = event.headers.traceparent;
+    let mut start = SpanStart::new(
+        format!("process {}", event.topic),
+        Kind::Consumer,
+        event.trace,
+    )
+    .parent(producer)
+    .link(producer)
+    .attr(attr::MESSAGING_SYSTEM, "kafka")
+    .attr(attr::OPERATION_NAME, "process")
+    .attr(attr::OPERATION_TYPE, "process")
+    .attr(attr::DESTINATION, event.topic.clone())
+    .attr(attr::PARTITION, event.partition.to_string())
+    .attr(attr::OFFSET, event.offset)
+    .attr(attr::CONSUMER_GROUP, group.to_owned())
+    .attr(attr::MESSAGE_ID, event.headers.event_id.to_string())
+    .attr(
+        attr::CONVERSATION_ID,
+        event.headers.correlation_id.to_string(),
+    );
+    if let Some(key) = event.key_str() {
+        start = start.attr(attr::KEY, key.to_owned());
+    }
+    if let Some(t) = event.event_type() {
+        start = start.attr(attr::EVENT_TYPE, t.to_owned());
+    }
+    start.start()
+}
+
+/// A panic in a handler, as a retryable error.
+pub(crate) fn panic_error(panic: Box<dyn std::any::Any + Send>) -> HandlerError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_owned());
+    HandlerError::retryable("HandlerPanic", message)
+}
+
+impl<D: Dispatch> ConsumerRuntime<D> {
+    /// What happens before a record reaches the handler: counting, header
+    /// issues, the correlation policy and the idempotency guard. `Some(None)`
+    /// hands it to the handler, `Some(Some(outcome))` finished it here,
+    /// `None` means shutdown interrupted a wait.
+    pub(crate) async fn admit(
+        &self,
+        event: &IncomingEvent,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Outcome>> {
+        let topic_group = self.topic_group(event);
         self.metrics
             .events_consumed
             .get_or_create(&topic_group)
@@ -691,7 +821,7 @@ impl<H: Handler> ConsumerRuntime<H> {
                     kind: issue.kind().to_owned(),
                 })
                 .inc();
-            tracing::warn!(headerIssue = issue.kind(), "{issue}");
+            tracing::warn!(headerIssue = issue.kind(), eventId = %event.headers.event_id, "{issue}");
         }
         if event.issues.iter().any(|i| i.is_correlation_adopted()) {
             self.metrics
@@ -700,10 +830,9 @@ impl<H: Handler> ConsumerRuntime<H> {
                 .inc();
             if self.correlation == CorrelationPolicy::Reject {
                 let error = HandlerError::missing_correlation_id();
-                return self.dead_letter(event, &error, 0, shutdown).await;
+                return self.dead_letter(event, &error, 0, shutdown).await.map(Some);
             }
         }
-
         if let Some(store) = &self.store {
             let event_id = event.headers.event_id.to_string();
             let seen = self
@@ -716,45 +845,93 @@ impl<H: Handler> ConsumerRuntime<H> {
                     .events_duplicate_skipped
                     .get_or_create(&topic_group)
                     .inc();
-                return Some(Outcome::DuplicateSkipped);
+                return Some(Some(Outcome::DuplicateSkipped));
             }
         }
+        Some(None)
+    }
 
+    pub(crate) fn topic_group(&self, event: &IncomingEvent) -> TopicGroup {
+        TopicGroup {
+            topic: event.topic.clone(),
+            consumer_group: self.group.clone(),
+        }
+    }
+
+    /// Records in the idempotency store that `events` are handled.
+    pub(crate) async fn mark_processed(
+        &self,
+        events: &[IncomingEvent],
+        shutdown: &CancellationToken,
+    ) -> Option<()> {
+        if let Some(store) = &self.store {
+            for event in events {
+                let event_id = event.headers.event_id.to_string();
+                self.with_store_retry(shutdown, &self.topic_group(event), || {
+                    store.mark_processed(&self.group, &event_id, ids::now_ms())
+                })
+                .await?;
+            }
+        }
+        Some(())
+    }
+
+    /// Calls the handler (`call` returns its result and what it emitted)
+    /// until it succeeds or the retry budget is spent: publishes what a
+    /// successful attempt emitted and marks `records` processed. The number
+    /// of attempts, or the last error and the attempts when it gave up;
+    /// `None` on shutdown.
+    pub(crate) async fn attempt<F, Fut>(
+        &self,
+        records: &[IncomingEvent],
+        mut call: F,
+        otel: &mut KausalSpan,
+        summary: &mut RunSummary,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<u32, (HandlerError, u32)>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = (Result<(), HandlerError>, Vec<crate::event::OutgoingEvent>)>,
+    {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let mut out = Emitter::new(&self.service, event);
-            let result = AssertUnwindSafe(self.handler.handle(event, &mut out))
+            let (result, emitted) = AssertUnwindSafe(call())
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "handler panicked".to_owned());
-                    Err(HandlerError::retryable("HandlerPanic", message))
-                });
+                .unwrap_or_else(|panic| (Err(panic_error(panic)), Vec::new()));
             let error = match result {
-                Ok(()) => match self.publish_emitted(out.take(), shutdown).await {
-                    Some(Ok(())) => {
-                        if let Some(store) = &self.store {
-                            let event_id = event.headers.event_id.to_string();
-                            self.with_store_retry(shutdown, &topic_group, || {
-                                store.mark_processed(&self.group, &event_id, ids::now_ms())
-                            })
-                            .await?;
-                        }
-                        return Some(Outcome::Processed { attempts: attempt });
+                Ok(()) => match self.publish_emitted(emitted, shutdown).await? {
+                    Ok(()) => {
+                        self.mark_processed(records, shutdown).await?;
+                        return Some(Ok(attempt));
                     }
-                    Some(Err(error)) => error,
-                    None => return None,
+                    Err(error) => error,
                 },
-                Err(error) => {
-                    out.clear();
-                    error
-                }
+                Err(error) => error,
             };
+            if !self
+                .after_failure(records, &error, attempt, otel, summary, shutdown)
+                .await?
+            {
+                return Some(Err((error, attempt)));
+            }
+        }
+    }
+
+    /// Accounts for a failed attempt at `events` (one record or a batch):
+    /// counts, span events, logs; then waits out the backoff. `Some(true)`:
+    /// try again; `Some(false)`: give up; `None`: shutdown during the wait.
+    pub(crate) async fn after_failure(
+        &self,
+        events: &[IncomingEvent],
+        error: &HandlerError,
+        attempt: u32,
+        otel: &mut KausalSpan,
+        summary: &mut RunSummary,
+        shutdown: &CancellationToken,
+    ) -> Option<bool> {
+        for event in events {
             self.metrics
                 .event_processing_errors
                 .get_or_create(&TopicErrorType {
@@ -762,46 +939,52 @@ impl<H: Handler> ConsumerRuntime<H> {
                     error_type: error.error_type.clone(),
                 })
                 .inc();
-            otel.event(
-                "exception",
-                vec![
-                    KeyValue::new("exception.type", error.error_type.clone()),
-                    KeyValue::new("exception.message", error.message.clone()),
-                    KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
-                ],
-            );
-            let sample: f64 = rand::rng().random();
-            match self.retry.decide(attempt, error.class, sample) {
-                RetryDecision::RetryAfter(delay) => {
-                    summary.retries += 1;
-                    otel.event(
-                        "retry",
-                        vec![
-                            KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
-                            KeyValue::new("messaging.kausal.retry_in_ms", delay.as_millis() as i64),
-                            KeyValue::new(attr::ERROR_TYPE, error.error_type.clone()),
-                        ],
-                    );
-                    self.metrics.event_retries.get_or_create(&topic_group).inc();
-                    tracing::warn!(
-                        attempt,
-                        maxAttempts = self.retry.max_attempts,
-                        retryInMs = delay.as_millis() as u64,
-                        errorType = %error.error_type,
-                        error = %error.message,
-                        "handler failed; retrying"
-                    );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(delay) => {}
-                    }
+        }
+        otel.event(
+            "exception",
+            vec![
+                KeyValue::new("exception.type", error.error_type.clone()),
+                KeyValue::new("exception.message", error.message.clone()),
+                KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
+            ],
+        );
+        let sample: f64 = rand::rng().random();
+        match self.retry.decide(attempt, error.class, sample) {
+            RetryDecision::RetryAfter(delay) => {
+                summary.retries += 1;
+                otel.event(
+                    "retry",
+                    vec![
+                        KeyValue::new(attr::RETRY_ATTEMPT, i64::from(attempt)),
+                        KeyValue::new("messaging.kausal.retry_in_ms", delay.as_millis() as i64),
+                        KeyValue::new(attr::ERROR_TYPE, error.error_type.clone()),
+                    ],
+                );
+                for event in events {
+                    self.metrics
+                        .event_retries
+                        .get_or_create(&self.topic_group(event))
+                        .inc();
                 }
-                RetryDecision::GiveUp(reason) => {
-                    if reason == GiveUpReason::Fatal {
-                        tracing::warn!(errorType = %error.error_type, error = %error.message, "not retryable");
-                    }
-                    return self.dead_letter(event, &error, attempt, shutdown).await;
+                tracing::warn!(
+                    attempt,
+                    maxAttempts = self.retry.max_attempts,
+                    retryInMs = delay.as_millis() as u64,
+                    errorType = %error.error_type,
+                    error = %error.message,
+                    records = events.len(),
+                    "handler failed; retrying"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => None,
+                    () = tokio::time::sleep(delay) => Some(true),
                 }
+            }
+            RetryDecision::GiveUp(reason) => {
+                if reason == GiveUpReason::Fatal {
+                    tracing::warn!(errorType = %error.error_type, error = %error.message, "not retryable");
+                }
+                Some(false)
             }
         }
     }
@@ -842,7 +1025,7 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Publishes what the handler emitted, retrying transient broker errors
     /// (these are infrastructure faults, not the handler's). A permanent
     /// error (e.g. a record too large) becomes a fatal handler error.
-    async fn publish_emitted(
+    pub(crate) async fn publish_emitted(
         &self,
         events: Vec<crate::event::OutgoingEvent>,
         shutdown: &CancellationToken,
@@ -877,7 +1060,7 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Sends the original record to `<topic>.dlq` with the `dlq-*` headers.
     /// Retries until the broker has it: a record is never committed before it
     /// is handled or dead-lettered.
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         event: &IncomingEvent,
         error: &HandlerError,

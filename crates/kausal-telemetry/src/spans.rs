@@ -28,6 +28,8 @@ pub mod attr {
     pub const ERROR_TYPE: &str = "error.type";
     pub const RETRY_ATTEMPT: &str = "messaging.kausal.attempt";
     pub const EVENT_TYPE: &str = "messaging.kausal.event_type";
+    /// Records handled by one batch span (semconv).
+    pub const BATCH_MESSAGE_COUNT: &str = "messaging.batch.message_count";
 }
 
 const TRACER: &str = "kausal";
@@ -41,7 +43,11 @@ pub fn enabled() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-pub(crate) fn set_enabled(on: bool) {
+/// Turns Kausal's span building on or off. [`crate::otel::init_tracing`]
+/// and [`crate::testing::SpanCapture`] do this for you; call it yourself
+/// after installing a global tracer provider of your own (or in a
+/// benchmark).
+pub fn set_enabled(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -100,8 +106,9 @@ pub struct SpanStart {
     pub own: TraceParent,
     /// Its parent, if any (same trace).
     pub parent: Option<TraceParent>,
-    /// A context to link to (a consumer's producer, a replay's original).
-    pub link: Option<TraceParent>,
+    /// Contexts to link to (a consumer's producer, each message of a
+    /// batch, a replay's original).
+    pub links: Vec<TraceParent>,
     pub attributes: Vec<KeyValue>,
 }
 
@@ -112,7 +119,7 @@ impl SpanStart {
             kind,
             own,
             parent: None,
-            link: None,
+            links: Vec::new(),
             attributes: Vec::new(),
         }
     }
@@ -122,8 +129,9 @@ impl SpanStart {
         self
     }
 
+    /// Adds a link (nothing when `None`).
     pub fn link(mut self, link: Option<TraceParent>) -> Self {
-        self.link = link;
+        self.links.extend(link);
         self
     }
 
@@ -144,8 +152,13 @@ impl SpanStart {
             .with_trace_id(trace_id(&self.own))
             .with_span_id(span_id(self.own.parent_id))
             .with_attributes(self.attributes);
-        if let Some(link) = &self.link {
-            builder = builder.with_links(vec![Link::with_context(remote(link))]);
+        if !self.links.is_empty() {
+            builder = builder.with_links(
+                self.links
+                    .iter()
+                    .map(|l| Link::with_context(remote(l)))
+                    .collect(),
+            );
         }
         let parent = match &self.parent {
             Some(p) => Context::new().with_remote_span_context(remote(p)),
