@@ -185,6 +185,20 @@ async fn spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace() {
     assert_eq!(status, 201, "{body}");
     let placed: serde_json::Value = serde_json::from_str(&body).expect("json");
     let event_id = placed["event_id"].as_str().expect("event id").to_owned();
+    // A refused request gets its server span too, in the caller's trace.
+    let refused_trace = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let (status, _, _) = crate::http::request(
+        addr,
+        "POST",
+        "/orders",
+        &[(
+            "traceparent",
+            &format!("00-{refused_trace}-{caller_span}-01"),
+        )],
+        r#"{"user_id":"u1","amount":"ten"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
 
     // (The order service's read model consumes `orders` too; its process
     // span is in the trace as well, under the order service's name.)
@@ -241,6 +255,26 @@ async fn spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace() {
         .map(|r| format!("{} {} {}", r.service, r.span.name, hex(&r.span.trace_id)))
         .collect();
     assert!(arrived, "spans received: {names:#?}");
+    let refused = spans
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|r| hex(&r.span.trace_id) == refused_trace && r.span.name == "POST /orders")
+        .cloned()
+        .expect("a server span for the 400");
+    assert_eq!(hex(&refused.span.parent_span_id), caller_span);
+    assert_eq!(
+        refused.attr("http.response.status_code").as_deref(),
+        Some("400")
+    );
+    assert!(
+        refused
+            .span
+            .status
+            .as_ref()
+            .is_none_or(|s| s.code != StatusCode::Error as i32),
+        "a 4xx is not a server error"
+    );
 
     let server = in_trace("POST /orders").expect("server span");
     let send = in_trace("send orders").expect("send span");

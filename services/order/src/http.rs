@@ -14,7 +14,7 @@ use kausal_contracts::OrderPlaced;
 use kausal_core::{CorrelationId, TraceParent};
 use kausal_kafka::EventProducer;
 use kausal_store::Store;
-use kausal_telemetry::spans::{Kind, SpanStart};
+use kausal_telemetry::spans::{KausalSpan, Kind, SpanStart};
 use serde::{Deserialize, Serialize};
 
 use crate::place_order;
@@ -93,7 +93,57 @@ async fn create_order(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let new: NewOrder = serde_json::from_slice(&body)
+    // A broken traceparent starts a new trace; it never fails the request.
+    let parent =
+        headers
+            .get("traceparent")
+            .and_then(|v| match TraceParent::parse_bytes(v.as_bytes()) {
+                Ok(tp) => Some(tp),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an invalid traceparent header");
+                    None
+                }
+            });
+    // The server span, for every answer (a 400 too): child of the caller's
+    // context, parent of the OrderPlaced `send` span, so one trace runs from
+    // the HTTP request to the last consumer.
+    let server = match parent {
+        Some(p) => p.child(kausal_kafka::ids::new_span_id()),
+        None => TraceParent::new(
+            kausal_kafka::ids::new_trace_id(),
+            kausal_kafka::ids::new_span_id(),
+            true,
+        ),
+    };
+    let mut span = SpanStart::new("POST /orders", Kind::Server, server)
+        .parent(parent)
+        .attr("http.request.method", "POST")
+        .attr("http.route", "/orders")
+        .start();
+    let answered = place_from_request(&state, &headers, &body, server, &mut span).await;
+    let status = match &answered {
+        Ok(response) => response.status(),
+        Err(ApiError(status, message)) => {
+            tracing::info!(status = status.as_u16(), error = %message, "order request refused");
+            *status
+        }
+    };
+    // 4xx leaves a server span's status unset (the caller's fault, semconv);
+    // a 5xx was marked failed where it happened.
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    span.end();
+    answered
+}
+
+/// Validates the request and publishes `OrderPlaced` under `server`.
+async fn place_from_request(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+    server: TraceParent,
+    span: &mut KausalSpan,
+) -> Result<Response, ApiError> {
+    let new: NewOrder = serde_json::from_slice(body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid order JSON: {e}")))?;
     let correlation_id = match headers.get(CORRELATION_HEADER) {
         None => None,
@@ -114,17 +164,6 @@ async fn create_order(
                 })?,
         ),
     };
-    // A broken traceparent starts a new trace; it never fails the request.
-    let parent =
-        headers
-            .get("traceparent")
-            .and_then(|v| match TraceParent::parse_bytes(v.as_bytes()) {
-                Ok(tp) => Some(tp),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring an invalid traceparent header");
-                    None
-                }
-            });
     let order = OrderPlaced {
         order_id: new
             .order_id
@@ -138,29 +177,6 @@ async fn create_order(
     order
         .validate()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    // The server span: child of the caller's context, parent of the
-    // OrderPlaced `send` span, so one trace runs from the HTTP request to the
-    // last consumer.
-    let server = match parent {
-        Some(p) => p.child(kausal_kafka::ids::new_span_id()),
-        None => TraceParent::new(
-            kausal_kafka::ids::new_trace_id(),
-            kausal_kafka::ids::new_span_id(),
-            true,
-        ),
-    };
-    let mut span = SpanStart::new("POST /orders", Kind::Server, server)
-        .parent(parent)
-        .attr("http.request.method", "POST")
-        .attr("http.route", "/orders")
-        .attr(
-            "messaging.message.conversation_id",
-            correlation_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-        )
-        .start();
     let published = place_order(
         &state.producer,
         &state.topic,
@@ -170,16 +186,10 @@ async fn create_order(
     )
     .await;
     let event = match published {
-        Ok(event) => {
-            span.set_attribute("http.response.status_code", 201_i64);
-            span.end();
-            event
-        }
+        Ok(event) => event,
         Err(e) => {
             tracing::error!(error = %e, "order not published");
-            span.set_attribute("http.response.status_code", 503_i64);
             span.fail(&e.error_type(), &e.to_string());
-            span.end();
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the order could not be published; retry later".into(),
@@ -187,6 +197,7 @@ async fn create_order(
         }
     };
     let correlation = event.headers.correlation_id.to_string();
+    span.set_attribute("messaging.message.conversation_id", correlation.clone());
     let body = PlacedResponse {
         order_id: order.order_id.clone(),
         correlation_id: correlation.clone(),
