@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod broker;
 mod dlq;
 mod lag;
 mod reset;
@@ -46,6 +47,8 @@ enum Command {
     Replay(reset::ReplayArgs),
     /// An entity's state as of a point in time, rebuilt from Kafka.
     State(state::StateArgs),
+    /// The embedded Kafka-protocol broker alone, in the foreground.
+    Broker(broker::BrokerArgs),
 }
 
 /// Options every subcommand takes.
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Command::Lag(args) => lag::run(args).await,
             Command::Replay(args) => reset::run(args).await,
             Command::State(args) => state::run(args).await,
+            Command::Broker(args) => broker::run(args).await,
         }
     });
     match result {
