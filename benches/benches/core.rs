@@ -194,6 +194,32 @@ fn dead_letter(c: &mut Criterion) {
     });
 }
 
+/// What the runtime adds per record when tracing is on: the `process` span
+/// with its attributes and link, built from ids already in hand, started
+/// and ended; and the same call with tracing off (no provider).
+fn spans(c: &mut Criterion) {
+    use kausal_telemetry::spans;
+    let event = incoming();
+    let build =
+        |event: &IncomingEvent| kausal_kafka::runtime::process_span(event, "payment-service");
+    let mut g = c.benchmark_group("spans");
+    spans::set_enabled(false);
+    g.bench_function("process span, tracing off", |b| {
+        b.iter(|| build(black_box(&event)).end())
+    });
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .build();
+    opentelemetry::global::set_tracer_provider(provider);
+    spans::set_enabled(true);
+    g.bench_function(
+        "process span, sampled (12 attributes, link), no export",
+        |b| b.iter(|| build(black_box(&event)).end()),
+    );
+    g.finish();
+    spans::set_enabled(false);
+}
+
 fn config() -> Criterion {
     // Two shared cores: shorter windows keep the whole run under a minute
     // or two without making the per-call figures meaningless.
@@ -205,6 +231,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = header_codec, trace_context, event_path, dead_letter
+    targets = header_codec, trace_context, event_path, dead_letter, spans
 }
 criterion_main!(benches);
