@@ -84,8 +84,12 @@ fn reset(args: &ResetArgs) -> anyhow::Result<()> {
     heartbeats
         .catch_up(&admin)
         .context("cannot read consumer heartbeats (kausal.consumers)")?;
-    let membership =
-        heartbeats.membership(&admin, &args.group, chrono::Utc::now().timestamp_millis());
+    let membership = kausal_monitor::membership(
+        &heartbeats,
+        &admin,
+        &args.group,
+        chrono::Utc::now().timestamp_millis(),
+    );
     match membership.alive {
         Some(true) => bail!(
             "group {} has {} live member(s) according to {}: {}.\nA live member would overwrite the reset with its next commit. Stop its consumers first (the service, or `kausal up`), then run this again.",

@@ -14,10 +14,12 @@
 //! A heartbeat is published from its own task, so a member stuck in a long
 //! retry still beats — that is what makes it STALL rather than STOP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::admin::{Admin, AdminError};
 
 /// The topic heartbeats go to, keyed by consumer group.
 pub const HEARTBEATS_TOPIC: &str = "kausal.consumers";
@@ -139,6 +141,130 @@ impl Liveness {
     }
 }
 
+/// How far back a fresh [`HeartbeatReader`] looks for beats.
+const LOOKBACK_MS: i64 = 120_000;
+
+/// Follows `kausal.consumers` and answers liveness questions.
+#[derive(Debug, Default)]
+pub struct HeartbeatReader {
+    liveness: Liveness,
+    /// Next offset to read per partition; empty until the topic is found.
+    next: BTreeMap<i32, i64>,
+}
+
+impl HeartbeatReader {
+    /// Reads the beats published since the last call (on the first call,
+    /// those of the last two minutes). Blocking. A missing topic means no
+    /// Kausal consumer ever ran here: nothing to read, not an error.
+    pub fn catch_up(&mut self, admin: &Admin) -> Result<(), AdminError> {
+        let marks = match admin.watermarks(HEARTBEATS_TOPIC) {
+            Ok(m) => m,
+            Err(AdminError::UnknownTopic(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if self.next.is_empty() {
+            let since = chrono::Utc::now().timestamp_millis() - LOOKBACK_MS;
+            for (partition, offset) in admin.offsets_for_timestamp(HEARTBEATS_TOPIC, since)? {
+                self.next.insert(partition, offset);
+            }
+        }
+        let ranges: Vec<(i32, i64, i64)> = marks
+            .iter()
+            .map(|w| {
+                let from = self
+                    .next
+                    .get(&w.partition)
+                    .copied()
+                    .unwrap_or(w.low)
+                    .max(w.low);
+                (w.partition, from, w.high)
+            })
+            .collect();
+        let liveness = &mut self.liveness;
+        admin.read_range(HEARTBEATS_TOPIC, &ranges, Duration::from_secs(2), |m| {
+            if let Some(value) = rdkafka::Message::payload(m) {
+                liveness.observe_json(value);
+            }
+        })?;
+        for w in &marks {
+            self.next.insert(w.partition, w.high);
+        }
+        Ok(())
+    }
+
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+}
+
+/// How long a partition of a group's topics may have no live owner before a
+/// member rejoins the group: three session timeouts, long after a broker
+/// that rebalances on a member's eviction has done so (docs/broker.md).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+/// The partitions among `partitions` that no live member of `group` owns,
+/// as member `own_member` (assigned `own` right now) sees it: its own
+/// assignment plus the other live members' latest beats.
+pub fn orphaned<'a>(
+    liveness: &Liveness,
+    group: &str,
+    own_member: &str,
+    own: &BTreeSet<PartitionRef>,
+    partitions: &'a [PartitionRef],
+    now_ms: i64,
+) -> Vec<&'a PartitionRef> {
+    let others: Vec<&Heartbeat> = liveness
+        .live_members(group, now_ms)
+        .into_iter()
+        .filter(|b| b.member != own_member)
+        .collect();
+    partitions
+        .iter()
+        .filter(|p| !own.contains(*p) && !others.iter().any(|b| b.assigned.contains(p)))
+        .collect()
+}
+
+/// Whether `own_member` is the member that acts for its group: the smallest
+/// member id among the live ones and itself, so that one member rejoins,
+/// not all of them at once.
+pub fn acts_for_group(liveness: &Liveness, group: &str, own_member: &str, now_ms: i64) -> bool {
+    liveness
+        .live_members(group, now_ms)
+        .iter()
+        .all(|b| b.member.as_str() >= own_member)
+}
+
+/// Turns "a partition has no owner now" into "rejoin now" once that has
+/// lasted the grace period, then waits a full grace period again.
+#[derive(Debug, Clone)]
+pub struct OrphanWatch {
+    grace_ms: i64,
+    since_ms: Option<i64>,
+}
+
+impl OrphanWatch {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace_ms: grace.as_millis() as i64,
+            since_ms: None,
+        }
+    }
+
+    /// Whether to rejoin, given whether orphans are seen at `now_ms`.
+    pub fn observe(&mut self, orphans: bool, now_ms: i64) -> bool {
+        if !orphans {
+            self.since_ms = None;
+            return false;
+        }
+        let since = *self.since_ms.get_or_insert(now_ms);
+        if now_ms - since >= self.grace_ms {
+            self.since_ms = Some(now_ms);
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +323,63 @@ mod tests {
         assert_eq!(l.live_members("g", 5), vec![&b]);
         let text = String::from_utf8(json).expect("utf8");
         assert!(text.contains("\"state\":\"running\""), "{text}");
+    }
+
+    fn owning(member: &str, at_ms: i64, partitions: &[i32]) -> Heartbeat {
+        Heartbeat {
+            assigned: partitions
+                .iter()
+                .map(|p| PartitionRef {
+                    topic: "orders".into(),
+                    partition: *p,
+                })
+                .collect(),
+            ..beat("g", member, at_ms, MemberState::Running)
+        }
+    }
+
+    #[test]
+    fn a_partition_of_a_dead_member_is_orphaned_and_the_smallest_live_member_acts() {
+        let all: Vec<PartitionRef> = (0..3)
+            .map(|p| PartitionRef {
+                topic: "orders".into(),
+                partition: p,
+            })
+            .collect();
+        let mut l = Liveness::default();
+        l.observe(owning("a", 10_000, &[0, 1]));
+        l.observe(owning("b", 10_000, &[2]));
+        let own: BTreeSet<PartitionRef> = all[..2].iter().cloned().collect();
+        assert!(orphaned(&l, "g", "a", &own, &all, 10_500).is_empty());
+        // b stops beating: its partition has no live owner after 3 intervals.
+        assert!(orphaned(&l, "g", "a", &own, &all, 13_000).is_empty());
+        assert_eq!(orphaned(&l, "g", "a", &own, &all, 13_001), vec![&all[2]]);
+        // Own beats are ignored in favour of the current assignment.
+        l.observe(owning("a", 13_000, &[0, 1, 2]));
+        assert_eq!(orphaned(&l, "g", "a", &own, &all, 13_001), vec![&all[2]]);
+        assert!(acts_for_group(&l, "g", "a", 13_001));
+        l.observe(owning("0-first", 13_000, &[]));
+        assert!(
+            !acts_for_group(&l, "g", "a", 13_001),
+            "a smaller live member acts"
+        );
+        assert!(
+            acts_for_group(&l, "g", "a", 17_000),
+            "once it is gone, a acts"
+        );
+    }
+
+    #[test]
+    fn orphan_watch_waits_the_grace_then_fires_once_per_grace() {
+        let mut w = OrphanWatch::new(Duration::from_secs(30));
+        assert!(!w.observe(true, 0));
+        assert!(!w.observe(true, 29_999));
+        assert!(w.observe(true, 30_000));
+        assert!(!w.observe(true, 31_000), "then a full grace again");
+        assert!(w.observe(true, 60_000));
+        assert!(!w.observe(false, 61_000), "owned again: reset");
+        assert!(!w.observe(true, 62_000));
+        assert!(!w.observe(true, 91_999));
+        assert!(w.observe(true, 92_000));
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use crate::config::KafkaConfig;
 use crate::event::{Emitter, IncomingEvent};
 use crate::heartbeat::{
     CommittedOffset, DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_EVENT_TYPE, HEARTBEATS_TOPIC, Heartbeat,
-    InFlight, MemberState, PartitionRef,
+    HeartbeatReader, InFlight, MemberState, ORPHAN_GRACE, OrphanWatch, PartitionRef,
+    acts_for_group, orphaned,
 };
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
@@ -500,11 +502,31 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 beats.clone(),
             ))
         });
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let watching = self.heartbeat.map(|_| {
+            tokio::spawn(watch_orphans(
+                self.config.clone(),
+                identity.clone(),
+                self.topics.clone(),
+                status.clone(),
+                rejoin.clone(),
+                beats.clone(),
+            ))
+        });
 
         let mut summary = RunSummary::default();
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         loop {
+            if rejoin.swap(false, Ordering::Relaxed) {
+                // Leaving commits finished work (the revoke callback);
+                // subscribing again joins a fresh generation, in which the
+                // orphaned partitions are assigned.
+                consumer.unsubscribe();
+                if let Err(e) = consumer.subscribe(&topics) {
+                    tracing::error!(group = %self.group, error = %e, "cannot rejoin the group; retrying at the next check");
+                }
+            }
             let received = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -596,6 +618,9 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             }
         }
         beats.cancel();
+        if let Some(task) = watching {
+            let _ = task.await;
+        }
         if let Some(task) = beating {
             let _ = task.await;
             let last = status
@@ -1199,6 +1224,88 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+}
+
+/// Asks the run loop to rejoin the group when a partition of its topics has
+/// had no live owner (by heartbeats) for [`ORPHAN_GRACE`]: a broker that does
+/// not rebalance after evicting a crashed member leaves that member's
+/// partitions unread forever (the embedded broker does, docs/broker.md). One
+/// member acts for the group (the smallest live member id).
+async fn watch_orphans(
+    config: KafkaConfig,
+    identity: MemberIdentity,
+    topics: Vec<String>,
+    status: Arc<Mutex<MemberStatus>>,
+    rejoin: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let admin = match crate::admin::Admin::new(&config) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "no orphaned-partition watch: cannot create an admin client");
+            return;
+        }
+    };
+    let reader = Arc::new(Mutex::new(HeartbeatReader::default()));
+    let mut watch = OrphanWatch::new(ORPHAN_GRACE);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(identity.interval) => {}
+        }
+        let (admin, read_into, topics) = (admin.clone(), reader.clone(), topics.clone());
+        let partitions = tokio::task::spawn_blocking(move || {
+            read_into
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .catch_up(&admin)?;
+            let mut all = Vec::new();
+            for topic in &topics {
+                for partition in admin.partitions(topic)? {
+                    all.push(PartitionRef {
+                        topic: topic.clone(),
+                        partition,
+                    });
+                }
+            }
+            Ok::<_, crate::admin::AdminError>(all)
+        })
+        .await;
+        let partitions = match partitions {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "orphaned-partition check skipped");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now = now_ms();
+        let own = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .assigned
+            .clone();
+        let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let liveness = reader.liveness();
+        let orphans = orphaned(
+            liveness,
+            &identity.group,
+            &identity.member,
+            &own,
+            &partitions,
+            now,
+        );
+        let acting = acts_for_group(liveness, &identity.group, &identity.member, now);
+        if watch.observe(acting && !orphans.is_empty(), now) {
+            tracing::warn!(
+                group = %identity.group,
+                orphaned = ?orphans.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(),
+                graceSeconds = ORPHAN_GRACE.as_secs(),
+                "partitions have had no live owner; rejoining the group so they are assigned again"
+            );
+            rejoin.store(true, Ordering::Relaxed);
         }
     }
 }

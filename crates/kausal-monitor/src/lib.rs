@@ -23,7 +23,8 @@ use kausal_store::Store;
 use kausal_telemetry::monitor::{MonitorMetrics, PartitionLagValue};
 use tokio_util::sync::CancellationToken;
 
-pub use membership::{HeartbeatReader, Membership, MembershipSource};
+pub use kausal_kafka::heartbeat::HeartbeatReader;
+pub use membership::{Membership, MembershipSource, membership};
 pub use tracker::{GroupLag, LagTracker, PartitionKey, PartitionLag, Reading};
 
 /// How often retention.ms is asked again, in ticks.
@@ -198,7 +199,7 @@ fn sample(
     let groups: BTreeSet<&String> = targets.iter().map(|(g, _)| g).collect();
     let alive: BTreeMap<&String, Option<bool>> = groups
         .into_iter()
-        .map(|g| (g, heartbeats.membership(admin, g, started).alive))
+        .map(|g| (g, membership(heartbeats, admin, g, started).alive))
         .collect();
     // Per topic: every group's committed offsets first, then the watermarks
     // once. Read in that order, the high watermark never trails a commit it
