@@ -17,9 +17,41 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::fields;
 
-/// Noisy dependencies are held to warnings unless `RUST_LOG` says otherwise.
-const DEFAULT_FILTER: &str = "info,tansu_broker=warn,tansu_storage=warn,tansu_sans_io=warn,\
-tansu_schema=warn,libsql=warn,sqlx=warn,rdkafka=warn,h2=warn,hyper=warn";
+/// Dependencies that log every request (tansu logs each decoded frame at
+/// info): held to warnings unless `RUST_LOG` names them.
+const NOISY: [&str; 13] = [
+    "tansu_auth",
+    "tansu_broker",
+    "tansu_model",
+    "tansu_sans_io",
+    "tansu_schema",
+    "tansu_service",
+    "tansu_storage",
+    "libsql",
+    "sqlx",
+    "rdkafka",
+    "h2",
+    "hyper",
+    "tower",
+];
+
+/// The filter: `RUST_LOG` (default `info`), plus `<crate>=warn` for each
+/// noisy dependency it does not name, so `RUST_LOG=info` shows Kausal's
+/// lines, not the broker's frames, and `RUST_LOG=info,tansu_broker=debug`
+/// still shows those.
+fn filter(rust_log: Option<&str>) -> String {
+    let user = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    let mut directives: Vec<String> = NOISY
+        .iter()
+        .filter(|name| !user.contains(*name))
+        .map(|name| format!("{name}=warn"))
+        .collect();
+    directives.push(user.to_owned());
+    directives.join(",")
+}
 
 /// Installs the JSON log layer for `service` as the global subscriber, with
 /// the level from `RUST_LOG`. Safe to call twice (the second call is a no-op).
@@ -38,8 +70,9 @@ pub fn init_logging_to_file(service: &str, path: &std::path::Path) -> std::io::R
 }
 
 fn install(service: &str, out: Box<dyn Write + Send>) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = EnvFilter::try_new(filter(rust_log.as_deref()))
+        .unwrap_or_else(|_| EnvFilter::new(filter(None)));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(JsonLayer::new(service, out))
@@ -159,5 +192,22 @@ where
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::filter;
+
+    #[test]
+    fn noisy_crates_stay_at_warn_unless_named() {
+        let f = filter(Some("info"));
+        assert!(f.contains("tansu_model=warn"), "{f}");
+        assert!(f.ends_with(",info"), "{f}");
+        let f = filter(Some("info,tansu_broker=debug"));
+        assert!(!f.contains("tansu_broker=warn"), "{f}");
+        assert!(f.contains("tansu_storage=warn"), "{f}");
+        assert_eq!(filter(Some("  ")), filter(None));
+        assert!(filter(None).ends_with(",info"));
     }
 }
