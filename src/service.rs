@@ -165,6 +165,11 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     if otel.exporting() {
         tracing::info!("exporting spans over OTLP (OTEL_* environment)");
     }
+    if args.common.database.is_none() {
+        // The default store is a SQLite file under --data-dir.
+        let dir = &args.common.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let shutdown = shutdown_on_signals()?;
     let kafka = KafkaConfig::new(args.common.kafka_or_default());
     let metrics = Metrics::new();
