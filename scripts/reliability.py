@@ -1,0 +1,769 @@
+#!/usr/bin/env python3
+"""Reliability harness (issue 6): real processes, a real broker with durable
+storage, counted outcomes.
+
+Each scenario gets a fresh directory and a fresh `kausal broker --storage
+sqlite` on a free port, runs `kausal service order` (the order generator,
+--max-orders N) and `kausal service payment` as separate processes (plus the
+lineage recorder for database-outage), injects its fault while orders flow,
+waits until the payment group's committed offsets reach the end of `orders`
+("drained"; a stall fails the scenario loudly), then reads `orders`,
+`payments`, `orders.dlq` and `kausal.receipts` from the beginning and counts
+per order id (see reliability_lib/counting.py). PASS when lost = 0 and
+duplicate effects = 0 (and the scenario's own checks hold).
+
+Time to recover: from the moment the fault is removed (service restarted,
+broker back, database reachable again; for rebalance the kill itself) until
+every partition that had records pending at that moment has been committed
+past its position then; the worst of a scenario's faults. For poison: from
+the start of handling the poison record to the handling of the first good
+record behind it (from receipts).
+
+    scripts/reliability [--orders 20000] [--scenario NAME]... [--json PATH] [--markdown PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reliability_lib import counting  # noqa: E402
+from reliability_lib.kafka_io import (  # noqa: E402
+    GroupProbe, create_topics, json_value, produce_orders, read_topic,
+)
+from reliability_lib.procs import LogWatch, Proc, free_port, wait_for_line  # noqa: E402
+from reliability_lib.proxy import CuttableProxy  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = ["kill-payment", "rebalance", "broker-restart", "database-outage", "poison", "sigterm"]
+PAYMENT_GROUP = "payment-service"
+RECORDER_GROUP = "kausal-lineage-recorder"
+TOPICS = ["orders", "orders.dlq", "payments", "kausal.receipts"]
+POISON_PREFIX = "ord-poison-"
+
+
+class ScenarioFailed(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@dataclass
+class Result:
+    scenario: str
+    events: int = 0
+    lost: int = 0
+    duplicate_effects: int = 0
+    redeliveries: int = 0
+    time_to_recover_s: float | None = None
+    passed: bool = False
+    duration_s: float = 0.0
+    details: list[str] = field(default_factory=list)
+    error: str | None = None
+    logs: str = ""
+
+
+@dataclass
+class Fault:
+    """A fault whose recovery is measured on `probe`'s group."""
+    label: str
+    probe: GroupProbe
+    t_start: float
+    t_end: float | None = None       # when the fault was removed
+    baseline: dict | None = None     # {(topic, p): committed} at t_end
+    pending: set | None = None
+    t_recovered: float | None = None
+
+    def recovery(self) -> float | None:
+        if self.t_end is None or self.t_recovered is None:
+            return None
+        return self.t_recovered - self.t_end
+
+
+class Scenario:
+    def __init__(self, h: "Harness", name: str):
+        self.h = h
+        self.name = name
+        self.dir = h.workdir / name
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "logs").mkdir(parents=True)
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.broker: Proc | None = None
+        self.broker_starts = 0
+        self.procs: list[Proc] = []
+        self.payments: list[Proc] = []
+        self.payment_starts = 0
+        self.order: Proc | None = None
+        self.order_watch: LogWatch | None = None
+        self.placed: set[str] = set()
+        self.injected: set[str] = set()  # orders the harness produced itself
+        self.order_errors = 0
+        self.generator_done = False
+        self.published: int | None = None
+        self.expected = h.args.orders
+        self.faults: list[Fault] = []
+        self.details: list[str] = []
+        self.result = Result(scenario=name, logs=str(self.dir / "logs"))
+        self.probes: list[GroupProbe] = []
+        self.payment_flags: dict[str, str] = {}
+        self.proxy: CuttableProxy | None = None
+        self.intentionally_stopped: set[int] = set()
+
+    # -- processes ---------------------------------------------------------
+    def start_broker(self) -> None:
+        self.broker_starts += 1
+        log_path = self.dir / "logs" / f"broker-{self.broker_starts}.log"
+        # tansu resolves the SQLite path against the working directory: the
+        # broker runs in the scenario dir with a relative data dir.
+        self.broker = Proc("broker", [self.h.kausal, "broker", "--port", str(self.port),
+                                      "--storage", "sqlite", "--data-dir", "broker"],
+                           self.dir, log_path,
+                           # tansu logs every decoded varint at INFO: that alone slows it down.
+                           env={"RUST_LOG": os.environ.get("KAUSAL_BROKER_LOG", "warn,kausal=info,kausal_broker=info,tansu_broker::coordinator::group=info")},
+                           ).start()
+        wait_for_line(log_path, "broker listening on", 120, self.broker)
+
+    def service(self, word: str, log_name: str, data_dir: str, extra: list[str]) -> Proc:
+        argv = [self.h.kausal, "service", word, "--kafka", self.bootstrap, "--data-dir", data_dir,
+                "--metrics-port", "0", "--partitions", str(self.h.args.partitions), *extra]
+        # `kausal service` does not create its --data-dir (its SQLite store fails).
+        (self.dir / data_dir).mkdir(exist_ok=True)
+        p = Proc(log_name, argv, self.dir, self.dir / "logs" / f"{log_name}.log").start()
+        self.procs.append(p)
+        return p
+
+    def start_payment(self) -> Proc:
+        self.payment_starts += 1
+        a = self.h.args
+        flags = {
+            "--payment-failure-rate": str(a.payment_failure_rate),
+            "--payment-decline-rate": str(a.payment_decline_rate),
+            "--max-attempts": str(a.max_attempts),
+            "--initial-backoff-ms": str(a.initial_backoff_ms),
+            **self.payment_flags,
+        }
+        p = self.service("payment", f"payment-{self.payment_starts}", "payment",
+                         [x for kv in flags.items() for x in kv])
+        self.payments.append(p)
+        return p
+
+    def start_order(self) -> None:
+        a = self.h.args
+        self.order = self.service("order", "order", "order", [
+            "--rate", str(a.rate), "--max-orders", str(a.orders), "--http-port", "0"])
+        self.order_watch = LogWatch(self.order.log)
+
+    def watch_order_log(self) -> None:
+        if self.order_watch is None:
+            return
+        for line in self.order_watch.new_lines():
+            msg = line.get("message")
+            if msg == "order placed":
+                oid = line.get("orderId") or (line.get("fields") or {}).get("orderId")
+                if oid:
+                    self.placed.add(oid)
+            elif msg == "order not published":
+                self.order_errors += 1
+            elif msg == "order generator stopped":
+                self.generator_done = True
+                pub = line.get("published") or (line.get("fields") or {}).get("published")
+                self.published = int(pub) if pub is not None else None
+        if self.generator_done and self.order is not None and self.order.alive():
+            # The generator is the order service's only job here; its read
+            # model consumer would only compete for the two cores.
+            rc = self.order.terminate(60)
+            self.details.append(f"order service: published {self.published}, "
+                                f"{self.order_errors} publish errors, stopped with status {rc}")
+
+    def kill_everything(self) -> None:
+        for p in self.procs:
+            p.kill9()
+        if self.broker is not None:
+            self.broker.kill9()
+        for probe in self.probes:
+            probe.close()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    # -- setup ---------------------------------------------------------------
+    def setup(self, payments: int = 1) -> GroupProbe:
+        self.start_broker()
+        create_topics(self.bootstrap, TOPICS, self.h.args.partitions)
+        for _ in range(payments):
+            self.start_payment()
+        self.start_order()
+        probe = GroupProbe(self.bootstrap, PAYMENT_GROUP, ["orders"])
+        self.probes.append(probe)
+        return probe
+
+    # -- the main loop -------------------------------------------------------
+    def drive(self, probe: GroupProbe, triggers: list[dict], timed: list | None = None) -> None:
+        """Polls progress, fires triggers ({at, on: consumed|produced, action,
+        label}) once their threshold is reached, and returns when the payment
+        group has drained `orders`. `timed` holds (monotonic time, action)."""
+        a = self.h.args
+        timed = timed if timed is not None else []
+        t0 = time.monotonic()
+        deadline = t0 + a.scenario_timeout
+        last_progress, last_committed, last_print = t0, -1, 0.0
+        drained_once = False
+        while True:
+            now = time.monotonic()
+            self.watch_order_log()
+            for item in [x for x in timed if x[0] <= now]:
+                timed.remove(item)
+                item[1]()
+            for p in self.payments:
+                if not p.alive() and p.pid not in self.intentionally_stopped:
+                    raise ScenarioFailed(f"{p.name} exited unexpectedly with status {p.returncode()} (log {p.log})")
+            snap = probe.snapshot()
+            self.update_faults()
+            if snap is None:
+                if now - last_progress > a.stall_timeout:
+                    raise ScenarioFailed(f"broker unreachable for {a.stall_timeout:.0f} s")
+                time.sleep(0.5)
+                continue
+            committed = sum(c for c, _ in snap.values())
+            high = sum(h for _, h in snap.values())
+            if committed != last_committed:
+                last_committed, last_progress = committed, now
+            consumed = committed / max(self.expected, 1)
+            produced = high / max(self.expected, 1)
+            # One fault at a time: the next waits until the last recovered.
+            settled = all(f.t_recovered is not None for f in self.faults)
+            for trig in list(triggers) if settled else []:
+                level = consumed if trig["on"] == "consumed" else produced
+                if level >= trig["at"]:
+                    triggers.remove(trig)
+                    log(f"{self.name}: {trig['label']} at {trig['on']} {level:.0%} "
+                        f"(committed {committed}, end {high})")
+                    trig["action"]()
+                    break
+            if now - last_print >= 5:
+                last_print = now
+                log(f"{self.name}: {now - t0:5.0f}s produced {high}/{self.expected} consumed {committed}")
+            done = (self.generator_done and not triggers and not timed
+                    and all(c >= h for c, h in snap.values()) and high > 0)
+            if done and drained_once:
+                log(f"{self.name}: drained: {committed} records of orders committed after {now - t0:.0f} s")
+                self.details.append(f"drained after {now - t0:.0f} s ({committed} records on orders)")
+                return
+            drained_once = done
+            if now - last_progress > a.stall_timeout:
+                raise ScenarioFailed(
+                    f"not drained: group {PAYMENT_GROUP} stuck at {committed} of {high} for "
+                    f"{a.stall_timeout:.0f} s (generator done: {self.generator_done}, triggers left: "
+                    f"{[t['label'] for t in triggers]})")
+            if now > deadline:
+                raise ScenarioFailed(f"not drained within {a.scenario_timeout:.0f} s: {committed} of {high}")
+            time.sleep(0.5)
+
+    def begin_fault(self, label: str, probe: GroupProbe) -> Fault:
+        f = Fault(label=label, probe=probe, t_start=time.monotonic())
+        self.faults.append(f)
+        return f
+
+    def end_fault(self, f: Fault) -> None:
+        f.t_end = time.monotonic()
+        self.update_faults()
+
+    def update_faults(self) -> None:
+        for f in self.faults:
+            if f.t_end is None or f.t_recovered is not None:
+                continue
+            snap = f.probe.snapshot()
+            if snap is None:
+                continue
+            now = time.monotonic()
+            if f.baseline is None:
+                f.baseline = {k: c for k, (c, _) in snap.items()}
+                f.pending = {k for k, (c, h) in snap.items() if c < h}
+            if all(snap[k][0] > f.baseline[k] for k in f.pending if k in snap):
+                f.t_recovered = now
+                log(f"{self.name}: recovered from {f.label} in {f.recovery():.1f} s")
+
+    def wait_recovered(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while any(f.t_recovered is None for f in self.faults):
+            if time.monotonic() > deadline:
+                left = [f.label for f in self.faults if f.t_recovered is None]
+                raise ScenarioFailed(f"no recovery from {left} within {timeout:.0f} s")
+            self.update_faults()
+            time.sleep(0.5)
+
+    def wait_group_drained(self, probe: GroupProbe, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            snap = probe.snapshot()
+            if snap is not None:
+                if all(c >= h for c, h in snap.values()):
+                    return
+                last = snap
+            if time.monotonic() > deadline:
+                lag = {f"{t}/{p}": h - c for (t, p), (c, h) in (last or {}).items() if h > c}
+                raise ScenarioFailed(f"group {probe.group} not drained within {timeout:.0f} s; lag {lag}")
+            time.sleep(1)
+
+    # -- the end ---------------------------------------------------------------
+    def stop_services(self) -> None:
+        for p in self.procs:
+            if p.alive():
+                rc = p.terminate(60)
+                self.details.append(f"{p.name} stopped by SIGTERM with status {rc}")
+
+    def count(self) -> counting.Count:
+        log(f"{self.name}: reading the topics")
+        t = time.monotonic()
+        records = {topic: read_topic(self.bootstrap, topic) for topic in TOPICS}
+        log(f"{self.name}: read {sum(len(r) for r in records.values())} records in {time.monotonic() - t:.0f} s")
+        self.records = records
+        c = counting.count(records["orders"], records["payments"], records["orders.dlq"],
+                           records["kausal.receipts"], self.placed, PAYMENT_GROUP,
+                           sabotage=self.h.args.sabotage)
+        self.result.events = c.orders
+        self.result.lost = len(c.lost)
+        self.result.duplicate_effects = len(c.duplicate)
+        self.result.redeliveries = c.redeliveries
+        self.details.append(c.summary())
+        self.details.extend(c.notes)
+        if c.lost:
+            self.details.append(f"lost orders (first 10): {c.lost[:10]}")
+        if c.not_on_topic:
+            self.details.append(f"acknowledged but not on the orders topic: {len(c.not_on_topic)} {c.not_on_topic[:5]}")
+        if c.duplicate:
+            self.details.append(f"duplicate effects (first 10): {c.duplicate[:10]}")
+        if c.unknown_outcomes:
+            self.details.append(f"outcomes for unknown orders: {c.unknown_outcomes[:10]}")
+            self.fail_check(f"{len(c.unknown_outcomes)} outcomes for orders never placed")
+        from_log = len(self.placed - self.injected)
+        if self.published is not None and self.published != from_log:
+            self.details.append(f"generator reported {self.published} published, its log shows {from_log}")
+        self.counted = c
+        return c
+
+    def fail_check(self, msg: str) -> None:
+        self.details.append(f"CHECK FAILED: {msg}")
+        self.checks_failed = True
+
+    checks_failed = False
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+def scenario_kill_payment(s: Scenario, rng: random.Random) -> None:
+    probe = s.setup()
+    points = [rng.uniform(0.10, 0.30), rng.uniform(0.40, 0.55), rng.uniform(0.65, 0.80)]
+
+    def kill(i):
+        def act():
+            victim = s.payments[-1]
+            s.intentionally_stopped.add(victim.pid)
+            f = s.begin_fault(f"kill -9 #{i}", probe)
+            victim.kill9()
+            s.details.append(f"kill -9 #{i} of {victim.name} (pid {victim.pid})")
+            if s.h.args.sabotage == "no-restart" and i == 3:
+                s.details.append("SABOTAGE: payment service not restarted")
+                return
+            if s.h.args.restart_delay:
+                time.sleep(s.h.args.restart_delay)
+            s.start_payment()
+            s.end_fault(f)
+        return act
+
+    s.drive(probe, [{"at": p, "on": "consumed", "action": kill(i + 1), "label": f"kill -9 #{i + 1}"}
+                    for i, p in enumerate(points)])
+    s.wait_recovered()
+
+
+def scenario_rebalance(s: Scenario, rng: random.Random) -> None:
+    probe = s.setup(payments=2)
+    point = rng.uniform(0.3, 0.5)
+
+    def kill():
+        victim = s.payments[rng.randrange(2)]
+        s.intentionally_stopped.add(victim.pid)
+        f = s.begin_fault(f"kill -9 of {victim.name}", probe)
+        victim.kill9()
+        s.details.append(f"kill -9 of {victim.name}; the other instance takes over")
+        s.end_fault(f)
+
+    s.drive(probe, [{"at": point, "on": "consumed", "action": kill, "label": "kill -9 of one instance"}])
+    s.wait_recovered()
+
+
+def scenario_broker_restart(s: Scenario, rng: random.Random) -> None:
+    probe = s.setup()
+    point = rng.uniform(0.4, 0.6)
+    down = s.h.args.broker_down
+
+    def restart():
+        f = s.begin_fault("broker restart", probe)
+        # SIGKILL: the harshest stop; storage must hold what was acknowledged.
+        s.broker.kill9()
+        s.details.append(f"broker SIGKILLed, restarted after {down:.0f} s on the same port and data dir")
+        time.sleep(down)
+        s.start_broker()
+        s.end_fault(f)
+
+    # At a point of the *produced* stream: the order service is still producing.
+    s.drive(probe, [{"at": point, "on": "produced", "action": restart, "label": "broker SIGKILL"}])
+    s.wait_recovered()
+
+
+def psql(url: str, sql: str) -> list[str]:
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise ScenarioFailed(f"psql: {out.stderr.strip()}")
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def with_options(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-c%20search_path%3D{schema}"
+
+
+def scenario_database_outage(s: Scenario, rng: random.Random) -> None:  # noqa: ARG001
+    a = s.h.args
+    base = a.postgres
+    u = urllib.parse.urlsplit(base)
+    try:
+        psql(base, "SELECT 1")
+    except (ScenarioFailed, FileNotFoundError, subprocess.TimeoutExpired) as e:
+        raise ScenarioFailed(f"PostgreSQL at {base} unreachable ({e}); this scenario needs it")
+    schema = f"kausal_reliability_{os.getpid()}_{int(time.time())}"
+    psql(base, f"CREATE SCHEMA {schema}")
+    s.details.append(f"lineage store: PostgreSQL schema {schema} through a cuttable TCP proxy")
+    try:
+        s.proxy = CuttableProxy((u.hostname or "127.0.0.1", u.port or 5432), free_port()).start()
+        proxied = urllib.parse.urlunsplit(u._replace(netloc=f"{u.username or 'postgres'}@127.0.0.1:{s.proxy.port}"))
+        probe = s.setup()
+        recorder = s.service("recorder", "recorder", "recorder", ["--database", with_options(proxied, schema)])
+        rprobe = GroupProbe(s.bootstrap, RECORDER_GROUP, TOPICS)
+        s.probes.append(rprobe)
+        outage = a.db_outage
+        state = {}
+
+        def cut():
+            state["fault"] = s.begin_fault("database outage", rprobe)
+            n = s.proxy.cut()
+            s.details.append(f"database cut for {outage:.0f} s ({n} open connections closed, new ones refused)")
+            timed.append((time.monotonic() + outage, restore))
+
+        def restore():
+            s.proxy.restore()
+            s.end_fault(state["fault"])
+            log(f"{s.name}: database restored")
+
+        timed: list = []
+        s.drive(probe, [{"at": rng.uniform(0.25, 0.4), "on": "consumed", "action": cut, "label": "database cut"}], timed)
+        if not recorder.alive():
+            raise ScenarioFailed(f"the recorder exited with status {recorder.returncode()} (log {recorder.log})")
+        s.wait_recovered()
+        # Everything the recorder reads must be in the store.
+        s.wait_group_drained(rprobe, a.stall_timeout * 2)
+        s.count()
+        direct = with_options(base, schema)
+        events = set(psql(direct, "SELECT event_id FROM events"))
+        receipts = set(psql(direct, "SELECT receipt_id FROM receipts"))
+        dead = set(psql(direct, "SELECT dlq_topic || '/' || dlq_partition || '/' || dlq_offset FROM dead_letters"))
+        want_events = {r["headers"].get("event-id") for t in ("orders", "payments") for r in s.records[t]}
+        want_receipts = {(json_value(r) or {}).get("receipt_id") for r in s.records["kausal.receipts"]}
+        want_dead = {f"orders.dlq/{r['partition']}/{r['offset']}" for r in s.records["orders.dlq"]}
+        missing = (len(want_events - events), len(want_receipts - receipts), len(want_dead - dead))
+        s.details.append(f"lineage rows: {len(events)} events, {len(receipts)} receipts, {len(dead)} dead letters; "
+                         f"missing: {missing[0]} events, {missing[1]} receipts, {missing[2]} dead letters")
+        if sum(missing):
+            s.result.lost += sum(missing)
+            s.details.append("lost includes the missing lineage rows")
+    finally:
+        if not a.keep:
+            try:
+                psql(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            except ScenarioFailed:
+                pass
+
+
+def scenario_poison(s: Scenario, rng: random.Random) -> None:
+    a = s.h.args
+    if "--payment-poison-prefix" not in s.h.payment_help:
+        raise ScenarioFailed("`kausal service payment` has no --payment-poison-prefix yet (rebuild after the lead's change)")
+    s.payment_flags = {"--payment-poison-prefix": POISON_PREFIX, "--max-attempts": str(a.poison_attempts),
+                       "--initial-backoff-ms": str(a.poison_backoff_ms)}
+    probe = s.setup()
+    poison_id = f"{POISON_PREFIX}{rng.getrandbits(32):08x}"
+    good = [f"ord-good{rng.getrandbits(32):08x}{i:04d}" for i in range(a.poison_good)]
+    info = {}
+
+    def inject():
+        offsets = produce_orders(s.bootstrap, "orders", 0, [poison_id, *good])
+        info["poison_offset"] = offsets[0]
+        info["good_offsets"] = offsets[1:]
+        s.expected += len(offsets)
+        s.placed.update([poison_id, *good])
+        s.injected.update([poison_id, *good])
+        s.details.append(f"poison {poison_id} at orders/0@{offsets[0]}, {len(good)} good orders behind it "
+                         f"(@{offsets[1]}..{offsets[-1]}); payment: {a.poison_attempts} attempts, "
+                         f"first backoff {a.poison_backoff_ms} ms")
+
+    s.drive(probe, [{"at": rng.uniform(0.2, 0.35), "on": "consumed", "action": inject, "label": "poison injection"}])
+    c = s.count()
+    receipts = [json_value(r) or {} for r in s.records["kausal.receipts"]]
+    mine = {}
+    for r in receipts:
+        if r.get("consumer_group") == PAYMENT_GROUP and r.get("topic") == "orders" and r.get("partition") == 0:
+            mine.setdefault(r.get("offset"), []).append(r)
+    p_off = info["poison_offset"]
+    poison_receipts = mine.get(p_off, [])
+    dead = [r for r in poison_receipts if r.get("outcome") == "dead_lettered"]
+    if not dead:
+        s.fail_check(f"the poison record has no dead_lettered receipt (receipts: {[r.get('outcome') for r in poison_receipts]})")
+        return
+    started = dead[0]["handled_at_ms"] - dead[0]["duration_ms"]
+    nxt = mine.get(p_off + 1, [])
+    if not nxt:
+        s.fail_check("the first good record behind the poison has no receipt")
+        return
+    recover = (min(r["handled_at_ms"] for r in nxt) - started) / 1000.0
+    s.result.time_to_recover_s = recover
+    s.details.append(f"poison dead-lettered after {dead[0].get('attempts')} attempts in {dead[0]['duration_ms'] / 1000:.2f} s; "
+                     f"the next record handled {recover:.2f} s after the poison's first attempt")
+    if dead[0].get("attempts") != a.poison_attempts:
+        s.fail_check(f"poison dead-lettered after {dead[0].get('attempts')} attempts, not {a.poison_attempts}")
+    budget = sum(a.poison_backoff_ms * 2 ** i for i in range(a.poison_attempts - 1)) / 1000.0
+    if recover > budget * 1.2 + a.poison_slack:
+        s.fail_check(f"the good records waited {recover:.1f} s, more than the retry budget {budget:.1f} s (+20 % jitter) + {a.poison_slack:.0f} s")
+    handled_good = sum(1 for o in info["good_offsets"] if mine.get(o))
+    if handled_good != len(good):
+        s.fail_check(f"only {handled_good} of {len(good)} good records behind the poison have a receipt")
+    if poison_id in c.lost or poison_id not in {counting.order_id_of(r) for r in s.records["orders.dlq"]}:
+        s.fail_check("the poison order is not on orders.dlq")
+
+
+def scenario_sigterm(s: Scenario, rng: random.Random) -> None:
+    probe = s.setup()
+    state = {}
+
+    def term():
+        victim = s.payments[-1]
+        s.intentionally_stopped.add(victim.pid)
+        f = s.begin_fault("SIGTERM", probe)
+        t = time.monotonic()
+        rc = victim.terminate(60)
+        state["rc"] = rc
+        s.details.append(f"SIGTERM to {victim.name}: exited with status {rc} after {time.monotonic() - t:.1f} s")
+        s.start_payment()
+        s.end_fault(f)
+
+    s.drive(probe, [{"at": rng.uniform(0.3, 0.6), "on": "consumed", "action": term, "label": "SIGTERM"}])
+    s.wait_recovered()
+    c = s.count()
+    if state.get("rc") != 0:
+        s.fail_check(f"payment service exit status after SIGTERM was {state.get('rc')}, not 0")
+    if c.processed_twice:
+        s.fail_check(f"{len(c.processed_twice)} orders events have two 'processed' receipts of {PAYMENT_GROUP}: "
+                     f"{list(c.processed_twice)[:5]}")
+    else:
+        s.details.append(f"no event of orders has two 'processed' receipts of {PAYMENT_GROUP}")
+
+
+RUNNERS = {
+    "kill-payment": scenario_kill_payment,
+    "rebalance": scenario_rebalance,
+    "broker-restart": scenario_broker_restart,
+    "database-outage": scenario_database_outage,
+    "poison": scenario_poison,
+    "sigterm": scenario_sigterm,
+}
+
+
+# --------------------------------------------------------------------------
+# The harness
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = Path(args.work_dir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kausal = self.binary()
+        self.payment_help = subprocess.run([self.kausal, "service", "payment", "--help"],
+                                           capture_output=True, text=True).stdout
+
+    def binary(self) -> str:
+        a = self.args
+        if a.kausal:
+            return str(Path(a.kausal).resolve())
+        env = dict(os.environ)
+        env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/kausal/target"))
+        env.setdefault("CARGO_INCREMENTAL", "0")
+        profile = "release" if a.release else "debug"
+        if not a.no_build:
+            cmd = ["cargo", "build", "--bin", "kausal"] + (["--release"] if a.release else [])
+            log(f"building: {' '.join(cmd)} (CARGO_TARGET_DIR={env['CARGO_TARGET_DIR']})")
+            if subprocess.run(cmd, cwd=REPO, env=env).returncode != 0:
+                sys.exit("reliability: the build failed")
+        path = Path(env["CARGO_TARGET_DIR"]) / profile / "kausal"
+        if not path.exists():
+            sys.exit(f"reliability: no binary at {path}")
+        return str(path)
+
+    def run(self, name: str) -> Result:
+        s = Scenario(self, name)
+        seed = self.args.seed if self.args.seed is not None else random.randrange(1 << 30)
+        rng = random.Random(f"{seed}/{name}")
+        s.details.append(f"seed {seed}")
+        log(f"=== {name}: {self.args.orders} orders, broker {s.bootstrap}, dir {s.dir}")
+        t0 = time.monotonic()
+        try:
+            RUNNERS[name](s, rng)
+            if not getattr(s, "counted", None):
+                s.count()
+            recoveries = [f.recovery() for f in s.faults]
+            for f in s.faults:
+                r = f.recovery()
+                s.details.append(f"recovery from {f.label}: {'n/a' if r is None else f'{r:.1f} s'}")
+            if recoveries and s.result.time_to_recover_s is None:
+                known = [r for r in recoveries if r is not None]
+                s.result.time_to_recover_s = max(known) if known else None
+            s.stop_services()
+        except ScenarioFailed as e:
+            s.result.error = str(e)
+            if not getattr(s, "counted", None) and s.broker is not None and s.broker.alive():
+                # Count what is there anyway: undrained orders show up as lost.
+                try:
+                    s.count()
+                except Exception as e2:  # noqa: BLE001
+                    s.details.append(f"could not count after the failure: {e2}")
+        except Exception as e:  # noqa: BLE001 -- a crash of the harness fails the scenario, loudly
+            s.result.error = f"{type(e).__name__}: {e}"
+        finally:
+            s.kill_everything()
+        r = s.result
+        r.details = s.details
+        r.duration_s = time.monotonic() - t0
+        r.passed = (r.error is None and not s.checks_failed and r.lost == 0 and r.duplicate_effects == 0
+                    and r.events > 0)
+        log(f"=== {name}: {'PASS' if r.passed else 'FAIL'} in {r.duration_s:.0f} s")
+        for d in r.details:
+            print(f"    {d}")
+        if r.error:
+            print(f"    ERROR: {r.error}")
+        if not r.passed:
+            print(f"    logs: {r.logs}")
+        elif not self.args.keep:
+            # Passed: keep the logs, drop the (large) databases.
+            for sub in ("broker", "payment", "order", "recorder"):
+                shutil.rmtree(s.dir / sub, ignore_errors=True)
+        return r
+
+
+HEADER = ["scenario", "events", "lost", "duplicate effects", "redeliveries", "time to recover (s)", "result"]
+
+
+def table(results: list[Result]) -> str:
+    rows = [[r.scenario, str(r.events), str(r.lost), str(r.duplicate_effects), str(r.redeliveries),
+             "—" if r.time_to_recover_s is None else f"{r.time_to_recover_s:.1f}",
+             "PASS" if r.passed else "FAIL"] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(HEADER)]
+    right = {1, 2, 3, 4, 5}
+
+    def fmt(cells):
+        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
+                         for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(HEADER), sep, *(fmt(r) for r in rows)])
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--orders", type=int, default=20000, help="orders the order service generates per scenario (default 20000)")
+    p.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--markdown", help="write the table as Markdown here (default WORK_DIR/reliability.md)")
+    p.add_argument("--work-dir", default=f"/tmp/kausal-reliability/{time.strftime('%Y%m%d-%H%M%S')}")
+    p.add_argument("--release", action="store_true", help="build and run the release binary")
+    p.add_argument("--no-build", action="store_true", help="use the binary as it is")
+    p.add_argument("--kausal", help="path of the kausal binary (implies --no-build)")
+    p.add_argument("--keep", action="store_true", help="keep every database and PostgreSQL schema")
+    p.add_argument("--seed", type=int, help="seed of the fault moments (default random, printed)")
+    p.add_argument("--rate", type=float, default=400.0, help="orders/s of the order service (default 400)")
+    p.add_argument("--partitions", type=int, default=3)
+    p.add_argument("--payment-failure-rate", type=float, default=0.2)
+    p.add_argument("--payment-decline-rate", type=float, default=0.05)
+    p.add_argument("--max-attempts", type=int, default=3)
+    p.add_argument("--initial-backoff-ms", type=int, default=100)
+    p.add_argument("--restart-delay", type=float, default=0.0,
+                   help="seconds between kill -9 and restart of the payment service (default 0: at once)")
+    p.add_argument("--broker-down", type=float, default=5.0, help="seconds the broker stays down (default 5)")
+    p.add_argument("--db-outage", type=float, default=10.0, help="seconds the database stays cut (default 10)")
+    p.add_argument("--postgres", default=os.environ.get("KAUSAL_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--poison-good", type=int, default=1000)
+    p.add_argument("--poison-attempts", type=int, default=5)
+    p.add_argument("--poison-backoff-ms", type=int, default=200)
+    p.add_argument("--poison-slack", type=float, default=10.0, help="seconds allowed beyond the retry budget")
+    p.add_argument("--stall-timeout", type=float, default=120.0, help="fail when nothing is committed for this long")
+    p.add_argument("--scenario-timeout", type=float, help="fail a scenario that has not drained after this long")
+    p.add_argument("--sabotage", choices=["drop-outcome", "no-restart"],
+                   help="break the harness on purpose to prove that it can fail")
+    args = p.parse_args()
+    if args.kausal:
+        args.no_build = True
+    if args.scenario_timeout is None:
+        args.scenario_timeout = 300 + args.orders / 20
+    h = Harness(args)
+    results = []
+    try:
+        for name in args.scenario or SCENARIOS:
+            results.append(h.run(name))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    text = table(results)
+    print()
+    print(text)
+    meta = {"orders": args.orders, "rate": args.rate, "seed": args.seed, "binary": h.kausal,
+            "commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "work_dir": str(h.workdir)}
+    md = args.markdown or str(h.workdir / "reliability.md")
+    notes = "\n".join(f"- **{r.scenario}**: " + "; ".join(r.details + ([f"ERROR: {r.error}"] if r.error else []))
+                      for r in results)
+    Path(md).write_text(
+        f"Reliability harness, {meta['date']}, commit {meta['commit']}, {args.orders} orders per scenario "
+        f"(`scripts/reliability --orders {args.orders}`)\n\n{text}\n\n{notes}\n")
+    print(f"\nmarkdown: {md}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+        print(f"json: {args.json}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
