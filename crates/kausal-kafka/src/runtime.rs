@@ -137,6 +137,106 @@ impl Pending {
     }
 }
 
+/// Receipts in flight at most before the runtime waits for the oldest.
+const MAX_UNACKED_RECEIPTS: usize = 64;
+
+/// Where a finished record leaves its partition: the next offset to read.
+#[derive(Debug)]
+struct Position {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+}
+
+impl Position {
+    /// Makes the offset committable, unless the partition was revoked in
+    /// the meantime (its new owner commits it; committing here could move
+    /// that owner's offset).
+    fn finish(self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) {
+        let owned = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .assigned
+            .contains(&PartitionRef {
+                topic: self.topic.clone(),
+                partition: self.partition,
+            });
+        if owned {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.offsets
+                .insert((self.topic, self.partition), self.next_offset);
+            p.dirty = true;
+        }
+    }
+}
+
+/// Finished records whose receipts are still being published, oldest
+/// first. A record's offset becomes committable only once its receipt and
+/// every older one are acknowledged, so receipts can overlap the handling of
+/// the records after them without an offset ever passing an unreceipted
+/// record.
+#[derive(Debug, Default)]
+struct Settling {
+    queue: std::collections::VecDeque<(Position, tokio::task::JoinHandle<bool>)>,
+    /// A receipt was abandoned (shutdown): nothing after it may be
+    /// committed.
+    broken: bool,
+}
+
+impl Settling {
+    fn push(&mut self, position: Position, receipt: tokio::task::JoinHandle<bool>) {
+        self.queue.push_back((position, receipt));
+    }
+
+    /// Settles the acknowledged prefix. False once a receipt was abandoned.
+    fn settle_ready(&mut self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) -> bool {
+        while !self.broken {
+            let Some((_, receipt)) = self.queue.front_mut() else {
+                break;
+            };
+            match (&mut *receipt).now_or_never() {
+                None => break,
+                Some(done) => self.settle_front(done.unwrap_or(false), pending, status),
+            }
+        }
+        !self.broken
+    }
+
+    /// Waits until at most `limit` receipts are unacknowledged. False once
+    /// a receipt was abandoned.
+    async fn settle_until(
+        &mut self,
+        limit: usize,
+        pending: &Mutex<Pending>,
+        status: &Mutex<MemberStatus>,
+    ) -> bool {
+        while !self.broken && self.queue.len() > limit {
+            let Some((_, receipt)) = self.queue.front_mut() else {
+                break;
+            };
+            let done = receipt.await.unwrap_or(false);
+            self.settle_front(done, pending, status);
+        }
+        !self.broken
+    }
+
+    fn settle_front(
+        &mut self,
+        published: bool,
+        pending: &Mutex<Pending>,
+        status: &Mutex<MemberStatus>,
+    ) {
+        if let Some((position, _)) = self.queue.pop_front() {
+            if published {
+                position.finish(pending, status);
+            } else {
+                self.broken = true;
+                self.queue.clear();
+            }
+        }
+    }
+}
+
 /// What this member reports in its heartbeats.
 #[derive(Debug, Default)]
 struct MemberStatus {
@@ -515,6 +615,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         });
 
         let mut summary = RunSummary::default();
+        let mut settling = Settling::default();
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         loop {
@@ -560,16 +661,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                         // committed.
                         break;
                     };
-                    let mut receipts_done = true;
                     for (event, (outcome, duration_ms)) in events.iter().zip(&finished) {
-                        if self.receipts
-                            && !self
-                                .publish_receipt(event, outcome, *duration_ms, &shutdown)
-                                .await
-                        {
-                            receipts_done = false;
-                            break;
-                        }
                         match outcome {
                             Outcome::Processed { .. } => summary.processed += 1,
                             Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
@@ -578,15 +670,33 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                         if let Some(observer) = &self.observer {
                             observer(event, outcome);
                         }
-                        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                        p.offsets
-                            .insert((event.topic.clone(), event.partition), event.offset + 1);
-                        p.dirty = true;
+                        let position = Position {
+                            topic: event.topic.clone(),
+                            partition: event.partition,
+                            next_offset: event.offset + 1,
+                        };
+                        if self.receipts {
+                            let receipt =
+                                self.spawn_receipt(event, outcome, *duration_ms, &shutdown);
+                            settling.push(position, receipt);
+                        } else {
+                            position.finish(&pending, &status);
+                        }
                     }
-                    if !receipts_done {
+                    // Receipts overlap the next records' handling; a record's
+                    // offset waits for its receipt, and so does the next
+                    // record once too many are unacknowledged.
+                    if !settling.settle_ready(&pending, &status)
+                        || !settling
+                            .settle_until(MAX_UNACKED_RECEIPTS, &pending, &status)
+                            .await
+                    {
                         break;
                     }
                 }
+            }
+            if !settling.settle_ready(&pending, &status) {
+                break;
             }
             if last_commit.elapsed() >= self.commit_interval {
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -604,7 +714,9 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             }
         }
 
-        // Graceful stop: commit everything finished, flush, leave the group.
+        // Graceful stop: commit everything finished (and receipted), flush,
+        // leave the group.
+        settling.settle_until(0, &pending, &status).await;
         let tpl = pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1014,37 +1126,44 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         }
     }
 
-    /// Publishes the receipt of a finished record, retrying until the broker
-    /// has it. False when shutdown interrupted (the record stays uncommitted).
-    async fn publish_receipt(
+    /// Starts publishing the receipt of a finished record in a task of its
+    /// own, retrying until the broker has it; the task answers false when
+    /// shutdown interrupted it (the record then stays uncommitted).
+    fn spawn_receipt(
         &self,
         event: &IncomingEvent,
         outcome: &Outcome,
         duration_ms: f64,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> tokio::task::JoinHandle<bool> {
         let record = ReceiptRecord::new(event, outcome, &self.group, &self.service, duration_ms);
-        let receipt = match record.to_event(event) {
-            Ok(r) => r,
-            Err(e) => {
-                // Serialising our own struct cannot fail in practice; never
-                // block the partition on it.
-                tracing::error!(error = %e, "cannot encode a receipt; skipping it");
-                return true;
-            }
-        };
-        loop {
-            match self.producer.publish(&receipt).await {
-                Ok(_) => return true,
+        let receipt = record.to_event(event);
+        let producer = self.producer.clone();
+        let shutdown = shutdown.clone();
+        let backoff = self.infra_backoff;
+        tokio::spawn(async move {
+            let receipt = match receipt {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "receipt not published; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(self.infra_backoff) => {}
+                    // Serialising our own struct cannot fail in practice;
+                    // never block the partition on it.
+                    tracing::error!(error = %e, "cannot encode a receipt; skipping it");
+                    return true;
+                }
+            };
+            loop {
+                match producer.publish(&receipt).await {
+                    Ok(_) => return true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "receipt not published; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return false,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
                     }
                 }
             }
-        }
+        })
     }
 
     /// Publishes what the handler emitted, retrying transient broker errors
