@@ -324,3 +324,186 @@ async fn two_member_group_rebalances_and_splits_partitions() {
         );
     }
 }
+
+/// Env var that turns `crashed_member_victim` into the victim of
+/// `crashed_members_partition_is_never_reassigned`: `BOOTSTRAP GROUP TOPIC`.
+const VICTIM_ENV: &str = "KAUSAL_TEST_CRASH_VICTIM";
+
+/// The group member that `crashed_members_partition_is_never_reassigned`
+/// runs in a child process (this test binary, re-executed) so that it can be
+/// SIGKILLed: an in-process consumer that is dropped leaves the group, and one
+/// that is forgotten or not polled keeps heartbeating from librdkafka's own
+/// thread. Without the env var this test does nothing.
+#[test]
+#[ignore = "run only as the child process of crashed_members_partition_is_never_reassigned"]
+fn crashed_member_victim() {
+    let Ok(spec) = std::env::var(VICTIM_ENV) else {
+        return;
+    };
+    let [bootstrap, group, topic]: [&str; 3] = spec
+        .split(' ')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("BOOTSTRAP GROUP TOPIC");
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .expect("victim consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut reported = 0;
+    loop {
+        let _ = consumer.poll(Duration::from_millis(100));
+        let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if n != reported {
+            println!("ASSIGNED {n}");
+            reported = n;
+        }
+    }
+}
+
+/// Counts the assignments a consumer receives (each rebalance ends in one).
+#[derive(Default)]
+struct CountAssigns(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::ClientContext for CountAssigns {}
+
+impl rdkafka::consumer::ConsumerContext for CountAssigns {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// PINS A TANSU 0.6 FAULT (docs/broker.md, "A crashed member's partitions
+/// are never reassigned"), on both engines: when one of two members of a
+/// group dies without leaving (SIGKILL), tansu evicts it after the session
+/// timeout and the survivor rebalances, but the survivor gets its old
+/// partitions back, not the dead member's: that partition stays unowned for
+/// as long as the group lives. tansu's `Inner<Formed>::heartbeat` drops the
+/// expired member but leaves the group `Formed` at the same generation, so
+/// the rejoin is answered from the stale assignment and `Inner<Formed>::sync`
+/// ignores the leader's new one. The test then pins the way out Kausal's
+/// runtime watchdog uses: `unsubscribe()` + `subscribe()` gets every
+/// partition. When this test fails on the "stuck" assertion, tansu fixed the
+/// fault: update docs/broker.md and reconsider the watchdog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_members_partition_is_never_reassigned() {
+    use std::io::BufRead;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    for engine in ENGINES {
+        let b = TestBroker::start(engine).await;
+        b.create_topics(&[("crash", 3)]).await;
+        let group = format!("crash-{}", unique());
+        let assigns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let survivor: BaseConsumer<CountAssigns> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b.kafka.bootstrap_servers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(CountAssigns(assigns.clone()))
+            .expect("survivor");
+        survivor.subscribe(&["crash"]).expect("subscribe");
+        let count = |c: &BaseConsumer<CountAssigns>| c.assignment().map(|a| a.count()).unwrap_or(0);
+        let poll_until =
+            |c: &BaseConsumer<CountAssigns>, secs: u64, done: &mut dyn FnMut(usize) -> bool| {
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                while Instant::now() < deadline {
+                    let _ = c.poll(Duration::from_millis(100));
+                    if done(count(c)) {
+                        return true;
+                    }
+                }
+                false
+            };
+        assert!(
+            poll_until(&survivor, 30, &mut |n| n == 3),
+            "{engine:?}: a lone member gets every partition"
+        );
+
+        // The victim: this test binary re-executed as `crashed_member_victim`.
+        let mut victim = crate::harness::KillOnDrop(
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "broker::crashed_member_victim",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(
+                    VICTIM_ENV,
+                    format!("{} {group} crash", b.kafka.bootstrap_servers),
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("victim starts"),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = victim.0.stdout.take().expect("victim stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("ASSIGNED ") {
+                    let _ = tx.send(n.trim().parse::<usize>().unwrap_or(0));
+                }
+            }
+        });
+        let mut victim_has = 0;
+        assert!(
+            poll_until(&survivor, 60, &mut |n| {
+                while let Ok(v) = rx.try_recv() {
+                    victim_has = v;
+                }
+                victim_has > 0 && n + victim_has == 3
+            }),
+            "{engine:?}: the second member gets a share of the partitions"
+        );
+        let before = assigns.load(Ordering::SeqCst);
+        let kept = count(&survivor);
+
+        // SIGKILL: no LeaveGroup, no more heartbeats.
+        victim.0.kill().expect("kill victim");
+        let _ = victim.0.wait();
+        let killed = Instant::now();
+        let mut seen = Vec::new();
+        poll_until(&survivor, 30, &mut |n| {
+            if seen.last() != Some(&n) {
+                seen.push(n);
+            }
+            false
+        });
+        let rebalanced = assigns.load(Ordering::SeqCst) > before;
+        let now = count(&survivor);
+        println!(
+            "{engine:?}: survivor kept {kept}, after the kill {seen:?} over {:?}, rebalanced {rebalanced}",
+            killed.elapsed()
+        );
+        assert!(
+            rebalanced,
+            "{engine:?}: tansu no longer evicts a member that stopped heartbeating (no rebalance in 30 s): update docs/broker.md"
+        );
+        assert_eq!(
+            now, kept,
+            "{engine:?}: the survivor's assignment changed to {now} after the crash: \
+             tansu 0.6's fault (the dead member's partition is never reassigned) is fixed? \
+             update docs/broker.md and reconsider the runtime's re-subscribe watchdog"
+        );
+        assert!(now < 3, "{engine:?}: one partition is owned by nobody");
+
+        // The watchdog's way out: leave and join again.
+        survivor.unsubscribe();
+        survivor.subscribe(&["crash"]).expect("subscribe again");
+        assert!(
+            poll_until(&survivor, 60, &mut |n| n == 3),
+            "{engine:?}: unsubscribe + subscribe no longer gives the survivor every partition: \
+             the runtime's watchdog relies on it (docs/broker.md)"
+        );
+    }
+}
