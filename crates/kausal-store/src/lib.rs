@@ -73,8 +73,10 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets several service processes share one file.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        // Wait for other processes' locks, also while
+                        // switching to WAL on a fresh file.
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                     }
                     Ok(())
@@ -87,7 +89,7 @@ impl Store {
                 source,
             })?;
         let store = Self { pool, backend };
-        migrate::apply(&store.pool).await?;
+        migrate::apply(&store.pool, backend).await?;
         Ok(store)
     }
 

@@ -3,7 +3,7 @@
 
 use sqlx::AnyPool;
 
-use crate::{Result, StoreError};
+use crate::{Backend, Result, StoreError};
 
 /// Every migration, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -20,7 +20,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {
+pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS kausal_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
     )
@@ -39,7 +39,23 @@ pub(crate) async fn apply(pool: &AnyPool) -> Result<()> {
         if applied > 0 {
             continue;
         }
-        let mut tx = pool.begin().await?;
+        // Services started together race to migrate a fresh database. On
+        // SQLite a deferred transaction that read the schema cannot upgrade
+        // to a writer once another process wrote ("database is locked",
+        // without waiting for the busy timeout): take the write lock first.
+        let mut tx = match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM kausal_schema WHERE version = $1")
+                .bind(*version)
+                .fetch_one(&mut *tx)
+                .await?;
+        if applied > 0 {
+            tx.rollback().await?;
+            continue;
+        }
         for statement in statements(sql) {
             sqlx::query(statement)
                 .execute(&mut *tx)

@@ -109,3 +109,27 @@ async fn order_views_with_and_without_an_amount_on_every_backend() {
         assert_eq!(got, Some(view.clone()), "{}", db.label);
     }
 }
+
+/// Services started at the same moment share one fresh SQLite file: every
+/// one of them must get through the migrations (a deferred transaction used
+/// to fail with "database is locked" instead of waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_starting_together_all_migrate_one_fresh_sqlite_file() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("kausal.db").display());
+        let connects: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { kausal_store::Store::connect(&url).await })
+            })
+            .collect();
+        for (i, c) in connects.into_iter().enumerate() {
+            let store = c
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("round {round}, store {i}: {e}"));
+            assert!(!store.is_processed("g", "e").await.expect("query"));
+        }
+    }
+}
