@@ -156,6 +156,15 @@ pub struct ServiceArgs {
     /// Do not create missing topics.
     #[arg(long)]
     pub no_create_topics: bool,
+    /// Publish no receipts on `kausal.receipts` (lineage then cannot say
+    /// who received an event). For comparisons with pipelines that keep
+    /// none, such as the seeds'.
+    #[arg(long)]
+    pub no_receipts: bool,
+    /// Keep no idempotency keys: a redelivered event is handled again
+    /// (its outputs keep their derived ids). For comparisons, as above.
+    #[arg(long)]
+    pub no_idempotency_store: bool,
 }
 
 pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
@@ -447,7 +456,12 @@ async fn consume<H: Handler>(
         CorrelationArg::Reject => CorrelationPolicy::Reject,
     })
     .dead_letter_topic(&args.orders_topic, orders_dlq)
-    .idempotency_store(store.clone());
+    .receipts(!args.no_receipts);
+    let runtime = if args.no_idempotency_store {
+        runtime
+    } else {
+        runtime.idempotency_store(store.clone())
+    };
     let summary = runtime.run(shutdown.clone()).await?;
     tracing::info!(?summary, "{name} stopped");
     store.close().await;
