@@ -69,8 +69,13 @@ impl KafkaConfig {
             // Low end-to-end latency: do not let a fetch idle for the
             // default 500 ms when a record may arrive any moment.
             .set("fetch.wait.max.ms", "50")
-            .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "8388608");
+            // Records up to 8 MiB (the producer's limit) still fit a fetch,
+            // but a lagging consumer prefetches at most ~8 MiB instead of
+            // librdkafka's 64 MiB: that queue, not Kausal, was most of a
+            // behind-the-load service's memory (docs/benchmarks.md).
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("queued.max.messages.kbytes", "8192");
         for (k, v) in &self.extra {
             c.set(k, v);
         }
