@@ -912,3 +912,78 @@ async fn two_instances_share_the_partitions_and_charge_each_order_once() {
         .count();
     println!("redeliveries skipped by the idempotency guard: {skipped}");
 }
+
+/// A record dead-lettered and then delivered again (a crash between the
+/// dead letter and the commit, simulated by a second copy of the record) is
+/// not handled again, even though the gateway would now accept it: no
+/// payment *and* dead letter for one order. A replay from the ledger
+/// (`replay-count` 1) is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled() {
+    let b = setup(Engine::Memory).await;
+    let plain = b.plain_producer();
+    let event_id = kausal_kafka::ids::new_event_id().to_string();
+    let value = order_json("ord-redelivered");
+    let copy = |replay: Option<&'static [u8]>| {
+        let mut hs: Vec<(&str, Option<Vec<u8>>)> = vec![
+            (h::EVENT_ID, Some(event_id.clone().into_bytes())),
+            (h::EVENT_TYPE, Some(b"OrderPlaced".to_vec())),
+            (h::CORRELATION_ID, Some(b"corr-redelivered".to_vec())),
+        ];
+        if let Some(r) = replay {
+            hs.push((h::REPLAY_COUNT, Some(r.to_vec())));
+        }
+        hs
+    };
+    // All three copies in one partition, in order.
+    let gateway = ScriptedGateway::default();
+    gateway
+        .0
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let group = format!("payment-{}", unique());
+    let running = start_payment(
+        &b,
+        &group,
+        gateway.clone(),
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        Some(sqlite_store(&b).await),
+    );
+    let first = copy(None);
+    let replay = copy(Some(b"1"));
+    async fn deliver(
+        plain: &rdkafka::producer::FutureProducer,
+        value: &[u8],
+        headers: &[(&'static str, Option<Vec<u8>>)],
+    ) {
+        let headers: Vec<(&str, Option<&[u8]>)> =
+            headers.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        send(
+            plain,
+            "orders",
+            Some(b"ord-redelivered"),
+            Some(value),
+            &headers,
+        )
+        .await;
+    }
+    deliver(&plain, &value, &first).await;
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    // The gateway is back: the redelivered copy would now be paid.
+    gateway
+        .0
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    deliver(&plain, &value, &first).await;
+    deliver(&plain, &value, &replay).await;
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 3).await);
+    let (_, outcomes) = running.stop().await;
+    let kinds: Vec<&str> = outcomes.iter().map(|(_, o)| o.label()).collect();
+    assert_eq!(kinds, ["dead_lettered", "duplicate_skipped", "processed"]);
+    // Two failed charges for the first copy, none for the second, one for
+    // the replay.
+    assert_eq!(gateway.charges("ord-redelivered"), 3);
+    let payments = b.read_all("payments", 1, Duration::from_secs(10));
+    assert_eq!(payments.len(), 1, "one payment, from the replay");
+}

@@ -924,6 +924,21 @@ pub fn process_span(event: &IncomingEvent, group: &str) -> KausalSpan {
     start.start()
 }
 
+/// The idempotency key saying "this group dead-lettered this delivery of
+/// the event": its id and `replay-count` (0 when absent).
+fn dead_lettered_key(event: &IncomingEvent) -> String {
+    let replay = event
+        .raw_headers
+        .iter()
+        .rev()
+        .find(|(name, _)| name.eq_ignore_ascii_case(kausal_core::headers::REPLAY_COUNT))
+        .and_then(|(_, v)| v.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    format!("{}#dead-lettered#{replay}", event.headers.event_id)
+}
+
 /// A panic in a handler, as a retryable error.
 pub(crate) fn panic_error(panic: Box<dyn std::any::Any + Send>) -> HandlerError {
     let message = panic
@@ -972,9 +987,10 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         }
         if let Some(store) = &self.store {
             let event_id = event.headers.event_id.to_string();
+            let dead_key = dead_lettered_key(event);
             let seen = self
                 .with_store_retry(shutdown, &topic_group, || {
-                    store.is_processed(&self.group, &event_id)
+                    store.is_processed_either(&self.group, &event_id, &dead_key)
                 })
                 .await?;
             if seen {
@@ -1302,6 +1318,18 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             }
         }
         dlq_span.end();
+        if let Some(store) = &self.store {
+            // A crash before the commit redelivers the record; it was
+            // dead-lettered, so it must not be handled again (it might
+            // succeed the second time: a payment *and* a dead letter).
+            // A replay from the ledger carries a higher `replay-count`, so
+            // a different key, and is handled.
+            let key = dead_lettered_key(event);
+            self.with_store_retry(shutdown, &self.topic_group(event), || {
+                store.mark_processed(&self.group, &key, ids::now_ms())
+            })
+            .await?;
+        }
         self.metrics
             .dlq_events
             .get_or_create(&SourceTopicErrorType {

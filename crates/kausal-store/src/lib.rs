@@ -111,6 +111,24 @@ impl Store {
         Ok(count > 0)
     }
 
+    /// Whether `group` recorded either key (one round trip for the
+    /// runtime's two idempotency keys: handled, and dead-lettered).
+    pub async fn is_processed_either(
+        &self,
+        group: &str,
+        first: &str,
+        second: &str,
+    ) -> Result<bool> {
+        let count: i64 =
+            sqlx::query_scalar(include_str!("../sql/processed_event_exists_either.sql"))
+                .bind(group)
+                .bind(first)
+                .bind(second)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count > 0)
+    }
+
     /// Records that `group` handled `event_id`. Returns false when it was
     /// already recorded.
     pub async fn mark_processed(&self, group: &str, event_id: &str, at_ms: i64) -> Result<bool> {

@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM processed_events WHERE consumer_group = $1 AND event_id IN ($2, $3)
