@@ -148,7 +148,9 @@ impl DecodedHeaders {
     }
 }
 
-const KNOWN: [&str; 10] = [
+/// The headers [`decode`] reads: the contract of DESIGN §4 (`replay-count`
+/// is the ledger's, passed through untouched).
+pub const KNOWN: [&str; 10] = [
     TRACEPARENT,
     TRACESTATE,
     BAGGAGE,
