@@ -218,7 +218,6 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
         );
         async {
             let started = Instant::now();
-            runtime.metrics.handlers_in_flight.inc();
             let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
             let mut admitted = Vec::new();
             for (i, event) in events.iter().enumerate() {
@@ -228,16 +227,20 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
                 }
             }
             if !admitted.is_empty() {
-                let records: Vec<IncomingEvent> =
-                    admitted.iter().map(|i| events[*i].clone()).collect();
+                // Copies only when some records were finished early.
+                let records: std::borrow::Cow<'_, [IncomingEvent]> =
+                    if admitted.len() == events.len() {
+                        std::borrow::Cow::Borrowed(&events[..])
+                    } else {
+                        admitted.iter().map(|i| events[*i].clone()).collect()
+                    };
                 let mut otel = batch_span(runtime, &records, context);
+                runtime.metrics.handlers_in_flight.inc();
                 let handled = runtime
                     .handle_admitted(&records, &mut otel, summary, shutdown)
                     .await;
-                let Some(handled) = handled else {
-                    runtime.metrics.handlers_in_flight.dec();
-                    return None;
-                };
+                runtime.metrics.handlers_in_flight.dec();
+                let handled = handled?;
                 let failed = handled
                     .iter()
                     .filter(|o| matches!(o, Outcome::DeadLettered { .. }))
@@ -253,7 +256,6 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
                     outcomes[*i] = Some(outcome);
                 }
             }
-            runtime.metrics.handlers_in_flight.dec();
             let duration = started.elapsed();
             let duration_ms = duration.as_secs_f64() * 1000.0;
             let mut finished = Vec::with_capacity(events.len());
