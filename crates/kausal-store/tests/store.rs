@@ -33,6 +33,22 @@ async fn idempotency_keys_on_every_backend() {
             "{}",
             db.label
         );
+        // Either of two keys (the runtime's handled / dead-lettered check).
+        for (first, second, want) in [("e1", "x", true), ("x", "e1", true), ("x", "y", false)] {
+            let got = store
+                .is_processed_either("g", first, second)
+                .await
+                .expect(db.label);
+            assert_eq!(got, want, "{} {first} {second}", db.label);
+        }
+        assert!(
+            !store
+                .is_processed_either("other", "e1", "e1")
+                .await
+                .expect(db.label),
+            "{}",
+            db.label
+        );
         store.close().await;
         // Reconnecting re-runs migrations harmlessly and keeps the rows.
         let again = testing::connect(&db).await.expect(db.label);
