@@ -152,11 +152,28 @@ pub(crate) fn start_runtime<H: kausal_kafka::Handler>(
     policy: CorrelationPolicy,
     store: Option<kausal_store::Store>,
 ) -> Running {
-    let producer = EventProducer::new(&b.kafka, service, Metrics::new()).expect("producer");
+    start_runtime_on(
+        &b.kafka, service, group, topics, handler, retry, policy, store,
+    )
+}
+
+/// [`start_runtime`] with the consumer's and producer's configuration given.
+#[allow(clippy::too_many_arguments)]
+fn start_runtime_on<H: kausal_kafka::Handler>(
+    kafka: &kausal_kafka::KafkaConfig,
+    service: &str,
+    group: &str,
+    topics: &[&str],
+    handler: H,
+    retry: RetryPolicy,
+    policy: CorrelationPolicy,
+    store: Option<kausal_store::Store>,
+) -> Running {
+    let producer = EventProducer::new(kafka, service, Metrics::new()).expect("producer");
     let outcomes: Arc<Mutex<Vec<(IncomingEvent, Outcome)>>> = Arc::default();
     let seen = outcomes.clone();
     let mut runtime =
-        ConsumerRuntime::new(b.kafka.clone(), service, group, topics, handler, producer)
+        ConsumerRuntime::new(kafka.clone(), service, group, topics, handler, producer)
             .retry_policy(retry)
             .correlation_policy(policy)
             .commit_interval(Duration::from_millis(50))
@@ -986,4 +1003,126 @@ async fn a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_han
     assert_eq!(gateway.charges("ord-redelivered"), 3);
     let payments = b.read_all("payments", 1, Duration::from_secs(10));
     assert_eq!(payments.len(), 1, "one payment, from the replay");
+}
+
+/// Forwards each record to `payments`; a record keyed `nowhere-*` to a topic
+/// that does not exist (the broker's refusal comes back with the
+/// acknowledgement, after later records were handled), one keyed `huge-*`
+/// as an event too large to send (refused before sending).
+struct Forward;
+
+impl kausal_kafka::Handler for Forward {
+    async fn handle(
+        &self,
+        event: &IncomingEvent,
+        out: &mut kausal_kafka::Emitter,
+    ) -> Result<(), kausal_kafka::HandlerError> {
+        let key = event.key_str().unwrap_or_default().to_owned();
+        let (topic, padding) = if key.starts_with("nowhere") {
+            ("no-such-topic", 0)
+        } else if key.starts_with("huge") {
+            ("payments", 9 << 20)
+        } else {
+            ("payments", 0)
+        };
+        let body = serde_json::json!({ "order": key, "padding": "x".repeat(padding) });
+        out.emit(topic, Some(&key), "Forwarded", 1, &body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on() {
+    let b = setup(Engine::Memory).await;
+    b.create_topics(&[("fw", 1), ("fw.dlq", 1)]).await;
+    // Fail a send to a missing topic after 1 s instead of librdkafka's 30 s.
+    let kafka = b
+        .kafka
+        .clone()
+        .with("topic.metadata.propagation.max.ms", "1000");
+    let keys: Vec<String> = (0..30)
+        .map(|i| format!("o-{i}"))
+        .flat_map(|k| match k.as_str() {
+            "o-9" => vec![k, "nowhere-1".to_owned()],
+            "o-19" => vec![k, "huge-1".to_owned()],
+            _ => vec![k],
+        })
+        .collect();
+    let group = format!("forward-{}", unique());
+    let running = start_runtime_on(
+        &kafka,
+        "forwarder",
+        &group,
+        &["fw"],
+        Forward,
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        Some(sqlite_store(&b).await),
+    );
+    let plain = b.plain_producer();
+    let mut originals = HashMap::new();
+    for key in &keys {
+        let value = order_json(key);
+        send(&plain, "fw", Some(key.as_bytes()), Some(&value), &[]).await;
+        originals.insert(key.clone(), value);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || running.count() >= keys.len()).await,
+        "every record settles"
+    );
+    assert!(
+        all_committed(&b, &group, "fw").await,
+        "every offset committed"
+    );
+    let (summary, outcomes) = running.stop().await;
+    // Records settle in their partition's order, whatever finished first.
+    let settled: Vec<String> = outcomes
+        .iter()
+        .map(|(e, _)| e.key_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(settled, keys);
+    for (event, outcome) in &outcomes {
+        let key = event.key_str().unwrap_or_default();
+        match outcome {
+            Outcome::DeadLettered { error_type, .. } => {
+                assert!(key == "nowhere-1" || key == "huge-1", "{key} dead-lettered");
+                assert_eq!(error_type, "PublishFailed", "{key}");
+            }
+            Outcome::Processed { attempts } => {
+                assert!(key.starts_with("o-"), "{key} processed");
+                assert_eq!(*attempts, 1);
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    assert_eq!((summary.processed, summary.dead_lettered), (30, 2));
+    let forwarded = b.read_all("payments", 30, Duration::from_secs(20));
+    let mut forwarded_keys: Vec<String> = forwarded
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned())
+        .collect();
+    forwarded_keys.sort();
+    let mut good: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("o-"))
+        .cloned()
+        .collect();
+    good.sort();
+    assert_eq!(forwarded_keys, good, "each good record forwarded once");
+    let letters = b.read_all("fw.dlq", 2, Duration::from_secs(20));
+    let mut lettered = Vec::new();
+    for letter in &letters {
+        let key = String::from_utf8_lossy(letter.key().unwrap_or_default()).into_owned();
+        assert_eq!(
+            letter.payload(),
+            originals.get(&key).map(Vec::as_slice),
+            "{key}: original bytes"
+        );
+        assert_eq!(
+            header(letter, dlq::ERROR_TYPE).as_deref(),
+            Some("PublishFailed")
+        );
+        lettered.push(key);
+    }
+    lettered.sort();
+    assert_eq!(lettered, ["huge-1", "nowhere-1"]);
 }

@@ -29,6 +29,7 @@ use crate::event::{Emitter, IncomingEvent, OutgoingEvent};
 use crate::ids;
 use crate::producer::EventProducer;
 use crate::runtime::{ConsumerRuntime, Dispatch, Outcome, RunSummary};
+use crate::settle::{Emitted, Finished};
 
 /// Business logic that handles records in batches. Implement with
 /// `async fn`.
@@ -143,7 +144,7 @@ impl<B: BatchHandler> ConsumerRuntime<Batched<B>> {
         otel: &mut KausalSpan,
         summary: &mut RunSummary,
         shutdown: &CancellationToken,
-    ) -> Option<Result<u32, (HandlerError, u32)>> {
+    ) -> Option<Result<(u32, Vec<Emitted>), (HandlerError, u32)>> {
         let call = || async {
             let mut out = BatchEmitter::new(&self.service, records);
             let result = self.dispatch.handler.handle_batch(records, &mut out).await;
@@ -153,22 +154,32 @@ impl<B: BatchHandler> ConsumerRuntime<Batched<B>> {
     }
 
     /// Handles the admitted records: as one batch, or one by one after the
-    /// batch gave up. Outcomes in the order of `records`.
+    /// batch gave up. Outcomes and the events each record emitted, in the
+    /// order of `records`.
     async fn handle_admitted(
         &self,
         records: &[IncomingEvent],
         otel: &mut KausalSpan,
         summary: &mut RunSummary,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Outcome>> {
+    ) -> Option<Vec<(Outcome, Vec<Emitted>)>> {
         let (error, attempts) = match self.attempt_all(records, otel, summary, shutdown).await? {
-            Ok(attempts) => return Some(vec![Outcome::Processed { attempts }; records.len()]),
+            Ok((attempts, emitted)) => {
+                let outcome = Outcome::Processed { attempts };
+                return Some(
+                    by_cause(records, emitted)
+                        .into_iter()
+                        .map(|emitted| (outcome.clone(), emitted))
+                        .collect(),
+                );
+            }
             Err(failed) => failed,
         };
         if let [record] = records {
-            return Some(vec![
+            return Some(vec![(
                 self.dead_letter(record, &error, attempts, shutdown).await?,
-            ]);
+                Vec::new(),
+            )]);
         }
         tracing::warn!(
             records = records.len(),
@@ -180,10 +191,11 @@ impl<B: BatchHandler> ConsumerRuntime<Batched<B>> {
         for record in records {
             let alone = std::slice::from_ref(record);
             let outcome = match self.attempt_all(alone, otel, summary, shutdown).await? {
-                Ok(attempts) => Outcome::Processed { attempts },
-                Err((error, attempts)) => {
-                    self.dead_letter(record, &error, attempts, shutdown).await?
-                }
+                Ok((attempts, emitted)) => (Outcome::Processed { attempts }, emitted),
+                Err((error, attempts)) => (
+                    self.dead_letter(record, &error, attempts, shutdown).await?,
+                    Vec::new(),
+                ),
             };
             outcomes.push(outcome);
         }
@@ -201,7 +213,7 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
         events: &'a mut [IncomingEvent],
         shutdown: &'a CancellationToken,
         summary: &'a mut RunSummary,
-    ) -> Option<Vec<(Outcome, f64)>> {
+    ) -> Option<Vec<Finished>> {
         // The batch is one handling: one new trace, one span, linked to
         // every record's producer; logs, receipts, dead letters and emitted
         // events of its records all name it.
@@ -218,11 +230,12 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
         );
         async {
             let started = Instant::now();
-            let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+            let mut outcomes: Vec<Option<(Outcome, Vec<Emitted>)>> =
+                std::iter::repeat_with(|| None).take(events.len()).collect();
             let mut admitted = Vec::new();
             for (i, event) in events.iter().enumerate() {
                 match runtime.admit(event, shutdown).await? {
-                    Some(done) => outcomes[i] = Some(done),
+                    Some(done) => outcomes[i] = Some((done, Vec::new())),
                     None => admitted.push(i),
                 }
             }
@@ -243,7 +256,7 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
                 let handled = handled?;
                 let failed = handled
                     .iter()
-                    .filter(|o| matches!(o, Outcome::DeadLettered { .. }))
+                    .filter(|(o, _)| matches!(o, Outcome::DeadLettered { .. }))
                     .count();
                 if failed > 0 {
                     otel.set_error(
@@ -261,7 +274,7 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
             let mut finished = Vec::with_capacity(events.len());
             for (event, outcome) in events.iter().zip(outcomes) {
                 // Every slot was filled above: admitted or finished early.
-                let outcome = outcome?;
+                let (outcome, emitted) = outcome?;
                 runtime
                     .metrics
                     .event_processing_duration
@@ -289,7 +302,7 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
                         "event dead-lettered"
                     );
                 }
-                finished.push((outcome, duration_ms));
+                finished.push(Finished::new(outcome, duration_ms, emitted));
             }
             tracing::info!(
                 durationMs = duration_ms,
@@ -301,6 +314,26 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
         .instrument(log_span)
         .await
     }
+}
+
+/// Assigns each emitted event to the record it follows from (its
+/// `causation-id`), so that a record settles when its own output is
+/// acknowledged; an event naming no record of the batch goes with the last.
+fn by_cause(records: &[IncomingEvent], emitted: Vec<Emitted>) -> Vec<Vec<Emitted>> {
+    let mut per_record: Vec<Vec<Emitted>> = std::iter::repeat_with(Vec::new)
+        .take(records.len())
+        .collect();
+    for e in emitted {
+        let cause = e.event.headers.causation_id;
+        let index = records
+            .iter()
+            .position(|r| Some(r.headers.event_id) == cause)
+            .unwrap_or(records.len().saturating_sub(1));
+        if let Some(slot) = per_record.get_mut(index) {
+            slot.push(e);
+        }
+    }
+    per_record
 }
 
 /// The batch's `process` span: a new root (a batch has no one parent) with

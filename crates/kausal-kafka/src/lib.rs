@@ -22,6 +22,7 @@ pub mod ids;
 pub mod producer;
 pub mod receipt;
 pub mod runtime;
+mod settle;
 pub mod wire;
 
 /// Topics whose names start with this are Kausal's own bookkeeping
@@ -32,7 +33,7 @@ pub use batch::{BatchEmitter, BatchHandler, BatchLimits, Batched};
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
 pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
-pub use producer::{Delivery, EventProducer, PublishError};
+pub use producer::{Delivery, EventProducer, PublishError, Sending};
 pub use runtime::{
     ConsumerRuntime, CorrelationPolicy, Dispatch, Handler, Outcome, RunSummary, RuntimeError,
     Single,

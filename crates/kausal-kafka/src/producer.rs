@@ -7,7 +7,7 @@ use kausal_telemetry::metrics::{Metrics, TopicErrorType, TopicEventType, TopicLa
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
 use crate::event::OutgoingEvent;
@@ -94,8 +94,18 @@ impl EventProducer {
 
     /// Publishes an event with its Kausal headers and waits for `acks=all`.
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<Delivery, PublishError> {
+        self.enqueue(event).await?.acknowledged().await
+    }
+
+    /// Hands an event to the producer and returns without waiting for the
+    /// broker (only while librdkafka's local queue is full); its
+    /// [`Sending::acknowledged`] says whether the broker has it. Records of
+    /// one partition are written in the order they were enqueued (the
+    /// producer is idempotent). Errors found before sending (too large, not
+    /// encodable) are returned here.
+    pub async fn enqueue(&self, event: &OutgoingEvent) -> Result<Sending, PublishError> {
         // Kausal's bookkeeping topics (receipts, heartbeats) are not traced.
-        let mut span = event
+        let span = event
             .headers
             .traceparent
             .filter(|_| spans::enabled() && !event.topic.starts_with(crate::INTERNAL_TOPIC_PREFIX))
@@ -127,28 +137,28 @@ impl EventProducer {
             });
         }
         let event_type = event.headers.event_type.as_deref().unwrap_or("unknown");
-        let result = self
-            .send(
+        match self
+            .start_send(
                 &event.topic,
                 event.key.as_deref(),
                 Some(&event.payload),
                 headers,
                 event_type,
             )
-            .await;
-        if let Some(span) = span.as_mut() {
-            match &result {
-                Ok(d) => {
-                    span.set_attribute(attr::PARTITION, d.partition.to_string());
-                    span.set_attribute(attr::OFFSET, d.offset);
+            .await
+        {
+            Ok(mut sending) => {
+                sending.span = span;
+                Ok(sending)
+            }
+            Err(e) => {
+                if let Some(mut span) = span {
+                    span.fail(&e.error_type(), &e.to_string());
+                    span.end();
                 }
-                Err(e) => span.fail(&e.error_type(), &e.to_string()),
+                Err(e)
             }
         }
-        if let Some(span) = span {
-            span.end();
-        }
-        result
     }
 
     /// Publishes raw bytes and headers (dead-lettering, replay).
@@ -160,17 +170,22 @@ impl EventProducer {
         headers: OwnedHeaders,
         event_type: &str,
     ) -> Result<Delivery, PublishError> {
-        self.send(topic, key, value, headers, event_type).await
+        self.start_send(topic, key, value, headers, event_type)
+            .await?
+            .acknowledged()
+            .await
     }
 
-    async fn send(
+    /// Enqueues one record, waiting (up to [`QUEUE_FULL_WAIT`]) only while
+    /// librdkafka's local queue is full.
+    async fn start_send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: OwnedHeaders,
         event_type: &str,
-    ) -> Result<Delivery, PublishError> {
+    ) -> Result<Sending, PublishError> {
         let started = Instant::now();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(k) = key {
@@ -179,42 +194,31 @@ impl EventProducer {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        // The queue timeout only covers a full local queue; delivery itself
-        // is bounded by message.timeout.ms.
-        let result = self.inner.send(record, Duration::from_secs(30)).await;
-        match result {
-            Ok(delivery) => {
-                self.metrics
-                    .events_published
-                    .get_or_create(&TopicEventType {
+        let sending = |delivery| Sending {
+            delivery,
+            topic: topic.to_owned(),
+            event_type: event_type.to_owned(),
+            started,
+            span: None,
+            metrics: self.metrics.clone(),
+        };
+        loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => return Ok(sending(delivery)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if started.elapsed() < QUEUE_FULL_WAIT =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => {
+                    let err = PublishError::Delivery {
                         topic: topic.to_owned(),
-                        event_type: event_type.to_owned(),
-                    })
-                    .inc();
-                self.metrics
-                    .event_publish_duration
-                    .get_or_create(&TopicLabel {
-                        topic: topic.to_owned(),
-                    })
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(Delivery {
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                })
-            }
-            Err((source, _)) => {
-                let err = PublishError::Delivery {
-                    topic: topic.to_owned(),
-                    source,
-                };
-                self.metrics
-                    .event_publish_errors
-                    .get_or_create(&TopicErrorType {
-                        topic: topic.to_owned(),
-                        error_type: err.error_type(),
-                    })
-                    .inc();
-                Err(err)
+                        source,
+                    };
+                    count_error(&self.metrics, topic, &err);
+                    return Err(err);
+                }
             }
         }
     }
@@ -229,6 +233,93 @@ impl EventProducer {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+}
+
+/// How long an enqueue waits for room in librdkafka's local queue before it
+/// fails; delivery itself is bounded by `message.timeout.ms`.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+
+/// A record handed to the producer whose acknowledgement is still to come.
+/// Dropping it does not cancel the send.
+pub struct Sending {
+    delivery: DeliveryFuture,
+    topic: String,
+    event_type: String,
+    started: Instant,
+    /// The event's `send` span, ended with the acknowledgement.
+    span: Option<KausalSpan>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("topic", &self.topic)
+            .field("event_type", &self.event_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sending {
+    /// Waits for the broker's answer (`acks=all`).
+    pub async fn acknowledged(mut self) -> Result<Delivery, PublishError> {
+        let result = match (&mut self.delivery).await {
+            Ok(Ok(delivery)) => Ok(Delivery {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((source, _))) => Err(PublishError::Delivery {
+                topic: self.topic.clone(),
+                source,
+            }),
+            // The producer is gone: the record's fate is unknown.
+            Err(_canceled) => Err(PublishError::Delivery {
+                topic: self.topic.clone(),
+                source: KafkaError::Canceled,
+            }),
+        };
+        match &result {
+            Ok(d) => {
+                self.metrics
+                    .events_published
+                    .get_or_create(&TopicEventType {
+                        topic: self.topic.clone(),
+                        event_type: self.event_type.clone(),
+                    })
+                    .inc();
+                self.metrics
+                    .event_publish_duration
+                    .get_or_create(&TopicLabel {
+                        topic: self.topic.clone(),
+                    })
+                    .observe(self.started.elapsed().as_secs_f64());
+                if let Some(span) = self.span.as_mut() {
+                    span.set_attribute(attr::PARTITION, d.partition.to_string());
+                    span.set_attribute(attr::OFFSET, d.offset);
+                }
+            }
+            Err(e) => {
+                count_error(&self.metrics, &self.topic, e);
+                if let Some(span) = self.span.as_mut() {
+                    span.fail(&e.error_type(), &e.to_string());
+                }
+            }
+        }
+        if let Some(span) = self.span.take() {
+            span.end();
+        }
+        result
+    }
+}
+
+fn count_error(metrics: &Metrics, topic: &str, err: &PublishError) {
+    metrics
+        .event_publish_errors
+        .get_or_create(&TopicErrorType {
+            topic: topic.to_owned(),
+            error_type: err.error_type(),
+        })
+        .inc();
 }
 
 /// The `send <topic>` span of an event (DESIGN §6).

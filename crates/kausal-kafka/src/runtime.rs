@@ -37,7 +37,7 @@ use crate::heartbeat::{
 };
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
-use crate::receipt::ReceiptRecord;
+use crate::settle::{Emitted, Finished, MAX_UNSETTLED, Pending, Position, Settling};
 
 /// Header set on a dead letter whose original value could not be copied
 /// (the broker refused the size); the original stays at its offset.
@@ -116,131 +116,10 @@ pub enum RuntimeError {
 /// Called after each record is finished (tests, receipts).
 pub type OutcomeObserver = Arc<dyn Fn(&IncomingEvent, &Outcome) + Send + Sync>;
 
-/// Offsets of finished records not yet committed: (topic, partition) → next
-/// offset to read.
-#[derive(Debug, Default)]
-struct Pending {
-    offsets: HashMap<(String, i32), i64>,
-    dirty: bool,
-}
-
-impl Pending {
-    fn to_list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.offsets {
-            let wanted = only.is_none_or(|l| l.find_partition(topic, *partition).is_some());
-            if wanted {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-            }
-        }
-        tpl
-    }
-}
-
-/// Receipts in flight at most before the runtime waits for the oldest.
-const MAX_UNACKED_RECEIPTS: usize = 64;
-
-/// Where a finished record leaves its partition: the next offset to read.
-#[derive(Debug)]
-struct Position {
-    topic: String,
-    partition: i32,
-    next_offset: i64,
-}
-
-impl Position {
-    /// Makes the offset committable, unless the partition was revoked in
-    /// the meantime (its new owner commits it; committing here could move
-    /// that owner's offset).
-    fn finish(self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) {
-        let owned = status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .assigned
-            .contains(&PartitionRef {
-                topic: self.topic.clone(),
-                partition: self.partition,
-            });
-        if owned {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.offsets
-                .insert((self.topic, self.partition), self.next_offset);
-            p.dirty = true;
-        }
-    }
-}
-
-/// Finished records whose receipts are still being published, oldest
-/// first. A record's offset becomes committable only once its receipt and
-/// every older one are acknowledged, so receipts can overlap the handling of
-/// the records after them without an offset ever passing an unreceipted
-/// record.
-#[derive(Debug, Default)]
-struct Settling {
-    queue: std::collections::VecDeque<(Position, tokio::task::JoinHandle<bool>)>,
-    /// A receipt was abandoned (shutdown): nothing after it may be
-    /// committed.
-    broken: bool,
-}
-
-impl Settling {
-    fn push(&mut self, position: Position, receipt: tokio::task::JoinHandle<bool>) {
-        self.queue.push_back((position, receipt));
-    }
-
-    /// Settles the acknowledged prefix. False once a receipt was abandoned.
-    fn settle_ready(&mut self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) -> bool {
-        while !self.broken {
-            let Some((_, receipt)) = self.queue.front_mut() else {
-                break;
-            };
-            match (&mut *receipt).now_or_never() {
-                None => break,
-                Some(done) => self.settle_front(done.unwrap_or(false), pending, status),
-            }
-        }
-        !self.broken
-    }
-
-    /// Waits until at most `limit` receipts are unacknowledged. False once
-    /// a receipt was abandoned.
-    async fn settle_until(
-        &mut self,
-        limit: usize,
-        pending: &Mutex<Pending>,
-        status: &Mutex<MemberStatus>,
-    ) -> bool {
-        while !self.broken && self.queue.len() > limit {
-            let Some((_, receipt)) = self.queue.front_mut() else {
-                break;
-            };
-            let done = receipt.await.unwrap_or(false);
-            self.settle_front(done, pending, status);
-        }
-        !self.broken
-    }
-
-    fn settle_front(
-        &mut self,
-        published: bool,
-        pending: &Mutex<Pending>,
-        status: &Mutex<MemberStatus>,
-    ) {
-        if let Some((position, _)) = self.queue.pop_front() {
-            if published {
-                position.finish(pending, status);
-            } else {
-                self.broken = true;
-                self.queue.clear();
-            }
-        }
-    }
-}
-
 /// What this member reports in its heartbeats.
 #[derive(Debug, Default)]
-struct MemberStatus {
-    assigned: std::collections::BTreeSet<PartitionRef>,
+pub(crate) struct MemberStatus {
+    pub(crate) assigned: std::collections::BTreeSet<PartitionRef>,
     committed: HashMap<(String, i32), (i64, i64)>,
     in_flight: Option<InFlight>,
 }
@@ -376,16 +255,16 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     fn batch_limits(&self) -> (usize, Duration);
 
     /// Finishes every record of `events` (handled, dead-lettered or
-    /// skipped) and returns each one's outcome and handling time in ms, in
-    /// order; `None` when shutdown interrupted a wait (nothing of the batch
-    /// is then committed).
+    /// skipped) and returns each one's outcome, handling time and what it
+    /// emitted, in order; `None` when shutdown interrupted a wait (nothing
+    /// of the batch is then committed).
     #[doc(hidden)]
     fn dispatch<'a>(
         runtime: &'a ConsumerRuntime<Self>,
         events: &'a mut [IncomingEvent],
         shutdown: &'a CancellationToken,
         summary: &'a mut RunSummary,
-    ) -> impl Future<Output = Option<Vec<(Outcome, f64)>>> + Send + 'a;
+    ) -> impl Future<Output = Option<Vec<Finished>>> + Send + 'a;
 }
 
 /// Records one at a time to a [`Handler`].
@@ -402,11 +281,10 @@ impl<H: Handler> Dispatch for Single<H> {
         events: &'a mut [IncomingEvent],
         shutdown: &'a CancellationToken,
         summary: &'a mut RunSummary,
-    ) -> Option<Vec<(Outcome, f64)>> {
+    ) -> Option<Vec<Finished>> {
         let mut finished = Vec::with_capacity(events.len());
         for event in events.iter() {
-            let (outcome, duration_ms) = runtime.finish(event, shutdown, summary).await;
-            finished.push((outcome?, duration_ms));
+            finished.push(runtime.finish(event, shutdown, summary).await?);
         }
         Some(finished)
     }
@@ -420,16 +298,16 @@ pub struct ConsumerRuntime<D> {
     pub(crate) group: String,
     topics: Vec<String>,
     pub(crate) dispatch: D,
-    producer: EventProducer,
+    pub(crate) producer: EventProducer,
     pub(crate) retry: RetryPolicy,
     pub(crate) correlation: CorrelationPolicy,
     pub(crate) store: Option<Store>,
     pub(crate) metrics: Metrics,
     commit_interval: Duration,
-    infra_backoff: Duration,
+    pub(crate) infra_backoff: Duration,
     observer: Option<OutcomeObserver>,
     dlq_overrides: HashMap<String, String>,
-    receipts: bool,
+    pub(crate) receipts: bool,
     heartbeat: Option<Duration>,
 }
 
@@ -543,6 +421,15 @@ impl<D: Dispatch> ConsumerRuntime<D> {
     /// Consumes until `shutdown` is cancelled, then finishes the record in
     /// hand, commits, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        // Shared with the tasks that settle handled records.
+        let this = Arc::new(self);
+        this.run_shared(shutdown).await
+    }
+
+    async fn run_shared(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<RunSummary, RuntimeError> {
         let mut own_topics = Vec::new();
         if self.receipts {
             // Receipts are awaited before a commit, so their topic must exist.
@@ -615,7 +502,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         });
 
         let mut summary = RunSummary::default();
-        let mut settling = Settling::default();
+        let mut settling = Settling::new(pending.clone(), status.clone(), self.observer.clone());
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
         loop {
@@ -647,13 +534,20 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                     let mut events = vec![IncomingEvent::from_message(&message)];
                     drop(message);
                     self.fill_batch(&consumer, &mut events).await;
+                    // A copy of an unsettled record is not marked processed
+                    // yet: let the first settle so the guard sees it.
+                    if events.iter().any(|e| settling.holds(&e.headers.event_id))
+                        && !settling.settle_until(0).await
+                    {
+                        break;
+                    }
                     status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = Some(InFlight {
                         topic: events[0].topic.clone(),
                         partition: events[0].partition,
                         offset: events[0].offset,
                         since_ms: now_ms(),
                     });
-                    let finished = D::dispatch(&self, &mut events, &shutdown, &mut summary).await;
+                    let finished = D::dispatch(self, &mut events, &shutdown, &mut summary).await;
                     status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
                     let Some(finished) = finished else {
                         // Shut down while waiting on infrastructure: the
@@ -661,41 +555,21 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                         // committed.
                         break;
                     };
-                    for (event, (outcome, duration_ms)) in events.iter().zip(&finished) {
-                        match outcome {
-                            Outcome::Processed { .. } => summary.processed += 1,
-                            Outcome::DeadLettered { .. } => summary.dead_lettered += 1,
-                            Outcome::DuplicateSkipped => summary.duplicates_skipped += 1,
-                        }
-                        if let Some(observer) = &self.observer {
-                            observer(event, outcome);
-                        }
-                        let position = Position {
-                            topic: event.topic.clone(),
-                            partition: event.partition,
-                            next_offset: event.offset + 1,
-                        };
-                        if self.receipts {
-                            let receipt =
-                                self.spawn_receipt(event, outcome, *duration_ms, &shutdown);
-                            settling.push(position, receipt);
-                        } else {
-                            position.finish(&pending, &status);
-                        }
+                    for (event, done) in events.into_iter().zip(finished) {
+                        let position = Position::of(&event);
+                        let event_id = event.headers.event_id;
+                        let settle = self.settle(event, done, &shutdown);
+                        settling.push(position, event_id, settle);
                     }
-                    // Receipts overlap the next records' handling; a record's
-                    // offset waits for its receipt, and so does the next
-                    // record once too many are unacknowledged.
-                    if !settling.settle_ready(&pending, &status)
-                        || !settling
-                            .settle_until(MAX_UNACKED_RECEIPTS, &pending, &status)
-                            .await
-                    {
+                    // Settling overlaps the next records' handling; a
+                    // record's offset waits for it, and so does the next
+                    // record once too many are unsettled.
+                    if !settling.settle_ready() || !settling.settle_until(MAX_UNSETTLED).await {
                         break;
                     }
                 }
             }
-            if !settling.settle_ready(&pending, &status) {
+            if !settling.settle_ready() {
                 break;
             }
             if last_commit.elapsed() >= self.commit_interval {
@@ -716,7 +590,10 @@ impl<D: Dispatch> ConsumerRuntime<D> {
 
         // Graceful stop: commit everything finished (and receipted), flush,
         // leave the group.
-        settling.settle_until(0, &pending, &status).await;
+        settling.settle_until(0).await;
+        summary.processed = settling.counts.processed;
+        summary.dead_lettered = settling.counts.dead_lettered;
+        summary.duplicates_skipped = settling.counts.duplicates_skipped;
         let tpl = pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -776,30 +653,22 @@ impl<D: Dispatch> ConsumerRuntime<D> {
 impl<H: Handler> ConsumerRuntime<Single<H>> {
     /// Handles, dead-letters or skips one record. `None` only when shutdown
     /// interrupted a wait, leaving the record unfinished.
-    /// Also returns the handling time in milliseconds.
     async fn finish(
         &self,
         event: &IncomingEvent,
         shutdown: &CancellationToken,
         summary: &mut RunSummary,
-    ) -> (Option<Outcome>, f64) {
-        let span = tracing::info_span!(
-            "process",
-            correlationId = %event.headers.correlation_id,
-            eventId = %event.headers.event_id,
-            eventType = event.event_type().unwrap_or(""),
-            traceId = %event.trace.trace_id,
-            spanId = %event.trace.parent_id,
-            topic = %event.topic,
-            partition = event.partition,
-            offset = event.offset,
-            consumerGroup = %self.group,
-        );
+    ) -> Option<Finished> {
+        let span = record_log_span(event, &self.group);
         let mut otel = process_span(event, &self.group);
         async {
             let started = Instant::now();
             self.metrics.handlers_in_flight.inc();
-            let outcome = self.finish_inner(event, shutdown, summary, &mut otel).await;
+            let finished = self.finish_inner(event, shutdown, summary, &mut otel).await;
+            let (outcome, emitted) = match finished {
+                Some((outcome, emitted)) => (Some(outcome), emitted),
+                None => (None, Vec::new()),
+            };
             self.metrics.handlers_in_flight.dec();
             let duration = started.elapsed();
             self.metrics
@@ -857,7 +726,7 @@ impl<H: Handler> ConsumerRuntime<Single<H>> {
                 _ => {}
             }
             otel.end();
-            (outcome, duration_ms)
+            Some(Finished::new(outcome?, duration_ms, emitted))
         }
         .instrument(span)
         .await
@@ -869,9 +738,9 @@ impl<H: Handler> ConsumerRuntime<Single<H>> {
         shutdown: &CancellationToken,
         summary: &mut RunSummary,
         otel: &mut KausalSpan,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, Vec<Emitted>)> {
         if let Some(done) = self.admit(event, shutdown).await? {
-            return Some(done);
+            return Some((done, Vec::new()));
         }
         let call = || async {
             let mut out = Emitter::new(&self.service, event);
@@ -880,10 +749,29 @@ impl<H: Handler> ConsumerRuntime<Single<H>> {
         };
         let records = std::slice::from_ref(event);
         match self.attempt(records, call, otel, summary, shutdown).await? {
-            Ok(attempts) => Some(Outcome::Processed { attempts }),
-            Err((error, attempts)) => self.dead_letter(event, &error, attempts, shutdown).await,
+            Ok((attempts, emitted)) => Some((Outcome::Processed { attempts }, emitted)),
+            Err((error, attempts)) => {
+                let outcome = self.dead_letter(event, &error, attempts, shutdown).await?;
+                Some((outcome, Vec::new()))
+            }
         }
     }
+}
+
+/// The log span of one record's handling: its logs carry these fields.
+pub(crate) fn record_log_span(event: &IncomingEvent, group: &str) -> tracing::Span {
+    tracing::info_span!(
+        "process",
+        correlationId = %event.headers.correlation_id,
+        eventId = %event.headers.event_id,
+        eventType = event.event_type().unwrap_or(""),
+        traceId = %event.trace.trace_id,
+        spanId = %event.trace.parent_id,
+        topic = %event.topic,
+        partition = event.partition,
+        offset = event.offset,
+        consumerGroup = %group,
+    )
 }
 
 /// The `process <topic>` span of one record (DESIGN §6), as the runtime
@@ -1030,10 +918,11 @@ impl<D: Dispatch> ConsumerRuntime<D> {
     }
 
     /// Calls the handler (`call` returns its result and what it emitted)
-    /// until it succeeds or the retry budget is spent: publishes what a
-    /// successful attempt emitted and marks `records` processed. The number
-    /// of attempts, or the last error and the attempts when it gave up;
-    /// `None` on shutdown.
+    /// until it succeeds or the retry budget is spent, and hands what a
+    /// successful attempt emitted to the producer (its acknowledgement and
+    /// the idempotency mark follow when the record settles). The number of
+    /// attempts and the events in flight, or the last error and the
+    /// attempts when it gave up; `None` on shutdown.
     pub(crate) async fn attempt<F, Fut>(
         &self,
         records: &[IncomingEvent],
@@ -1041,7 +930,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         otel: &mut KausalSpan,
         summary: &mut RunSummary,
         shutdown: &CancellationToken,
-    ) -> Option<Result<u32, (HandlerError, u32)>>
+    ) -> Option<Result<(u32, Vec<Emitted>), (HandlerError, u32)>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = (Result<(), HandlerError>, Vec<crate::event::OutgoingEvent>)>,
@@ -1054,11 +943,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 .await
                 .unwrap_or_else(|panic| (Err(panic_error(panic)), Vec::new()));
             let error = match result {
-                Ok(()) => match self.publish_emitted(emitted, shutdown).await? {
-                    Ok(()) => {
-                        self.mark_processed(records, shutdown).await?;
-                        return Some(Ok(attempt));
-                    }
+                Ok(()) => match self.enqueue_emitted(emitted, shutdown).await? {
+                    Ok(in_flight) => return Some(Ok((attempt, in_flight))),
                     Err(error) => error,
                 },
                 Err(error) => error,
@@ -1140,81 +1026,6 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 Some(false)
             }
         }
-    }
-
-    /// Starts publishing the receipt of a finished record in a task of its
-    /// own, retrying until the broker has it; the task answers false when
-    /// shutdown interrupted it (the record then stays uncommitted).
-    fn spawn_receipt(
-        &self,
-        event: &IncomingEvent,
-        outcome: &Outcome,
-        duration_ms: f64,
-        shutdown: &CancellationToken,
-    ) -> tokio::task::JoinHandle<bool> {
-        let record = ReceiptRecord::new(event, outcome, &self.group, &self.service, duration_ms);
-        let receipt = record.to_event(event);
-        let producer = self.producer.clone();
-        let shutdown = shutdown.clone();
-        let backoff = self.infra_backoff;
-        tokio::spawn(async move {
-            let receipt = match receipt {
-                Ok(r) => r,
-                Err(e) => {
-                    // Serialising our own struct cannot fail in practice;
-                    // never block the partition on it.
-                    tracing::error!(error = %e, "cannot encode a receipt; skipping it");
-                    return true;
-                }
-            };
-            loop {
-                match producer.publish(&receipt).await {
-                    Ok(_) => return true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "receipt not published; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return false,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                    }
-                }
-            }
-        })
-    }
-
-    /// Publishes what the handler emitted, retrying transient broker errors
-    /// (these are infrastructure faults, not the handler's). A permanent
-    /// error (e.g. a record too large) becomes a fatal handler error.
-    pub(crate) async fn publish_emitted(
-        &self,
-        events: Vec<crate::event::OutgoingEvent>,
-        shutdown: &CancellationToken,
-    ) -> Option<Result<(), HandlerError>> {
-        for event in &events {
-            loop {
-                match self.producer.publish(event).await {
-                    Ok(_) => break,
-                    Err(e) if e.is_permanent() => {
-                        return Some(Err(HandlerError::fatal(
-                            "PublishFailed",
-                            format!(
-                                "cannot publish {} to {}: {e}",
-                                event.headers.event_type.as_deref().unwrap_or("event"),
-                                event.topic
-                            ),
-                        )));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "publish failed; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return None,
-                            () = tokio::time::sleep(self.infra_backoff) => {}
-                        }
-                    }
-                }
-            }
-        }
-        Some(Ok(()))
     }
 
     /// Sends the original record to `<topic>.dlq` with the `dlq-*` headers.
@@ -1306,13 +1117,10 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, dlqTopic = %dlq_topic, "cannot dead-letter; retrying (the record stays uncommitted)");
-                    tokio::select! {
-                        () = shutdown.cancelled() => {
-                            dlq_span.fail("DeadLetterNotPublished", &e.to_string());
-                            dlq_span.end();
-                            return None;
-                        }
-                        () = tokio::time::sleep(self.infra_backoff) => {}
+                    if self.pause(shutdown).await.is_none() {
+                        dlq_span.fail("DeadLetterNotPublished", &e.to_string());
+                        dlq_span.end();
+                        return None;
                     }
                 }
             }

@@ -301,7 +301,9 @@ mod tests {
     #[test]
     fn table_of_sampler_settings() {
         use SamplerSpec::*;
-        let cases: &[(Option<&str>, Option<&str>, Result<SamplerSpec, ()>)] = &[
+        /// `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, what they mean.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<SamplerSpec, ()>);
+        let cases: &[Case<'_>] = &[
             (None, None, Ok(ParentBasedAlwaysOn)),
             (Some("always_on"), None, Ok(AlwaysOn)),
             (Some("ALWAYS_OFF"), None, Ok(AlwaysOff)),

@@ -1,0 +1,413 @@
+//! Settling: what happens to a record after its handler returned. The
+//! broker's acknowledgements of what the handler emitted, the idempotency
+//! mark and the receipt complete in a task of the record's own while the
+//! runtime hands the next records to the handler; a record's offset becomes
+//! committable only when it and every record before it are settled.
+//!
+//! So the handler is never kept waiting on the network, and the guarantees
+//! stay those of a runtime that waits: nothing is committed before what its
+//! handler emitted is acknowledged (or the record is dead-lettered), and a
+//! record whose output the broker refuses for good is dead-lettered before
+//! its offset moves (ARCHITECTURE.md, "Settling behind the handler").
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use kausal_core::{EventId, HandlerError};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::event::{IncomingEvent, OutgoingEvent};
+use crate::heartbeat::PartitionRef;
+use crate::producer::{PublishError, Sending};
+use crate::receipt::ReceiptRecord;
+use crate::runtime::{
+    ConsumerRuntime, Dispatch, MemberStatus, Outcome, OutcomeObserver, RunSummary, record_log_span,
+};
+
+/// Records at most between the oldest unsettled one and the one being
+/// handled; the runtime waits for the oldest beyond that.
+pub(crate) const MAX_UNSETTLED: usize = 64;
+
+/// Offsets of settled records not yet committed: (topic, partition) → next
+/// offset to read.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) offsets: HashMap<(String, i32), i64>,
+    pub(crate) dirty: bool,
+}
+
+impl Pending {
+    pub(crate) fn to_list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.offsets {
+            let wanted = only.is_none_or(|l| l.find_partition(topic, *partition).is_some());
+            if wanted {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        tpl
+    }
+}
+
+/// Where a finished record leaves its partition: the next offset to read.
+#[derive(Debug)]
+pub(crate) struct Position {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) next_offset: i64,
+}
+
+impl Position {
+    pub(crate) fn of(event: &IncomingEvent) -> Self {
+        Self {
+            topic: event.topic.clone(),
+            partition: event.partition,
+            next_offset: event.offset + 1,
+        }
+    }
+
+    /// Makes the offset committable, unless the partition was revoked in
+    /// the meantime (its new owner commits it; committing here could move
+    /// that owner's offset).
+    fn finish(self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) {
+        let owned = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .assigned
+            .contains(&PartitionRef {
+                topic: self.topic.clone(),
+                partition: self.partition,
+            });
+        if owned {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.offsets
+                .insert((self.topic, self.partition), self.next_offset);
+            p.dirty = true;
+        }
+    }
+}
+
+/// An event a successful handling emitted, handed to the producer.
+#[derive(Debug)]
+pub(crate) struct Emitted {
+    pub(crate) event: OutgoingEvent,
+    pub(crate) sending: Sending,
+}
+
+/// A record the dispatch is done with: how, how long it took (ms), and
+/// what it emitted that the broker has still to acknowledge.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Finished {
+    pub(crate) outcome: Outcome,
+    pub(crate) duration_ms: f64,
+    pub(crate) emitted: Vec<Emitted>,
+}
+
+impl Finished {
+    pub(crate) fn new(outcome: Outcome, duration_ms: f64, emitted: Vec<Emitted>) -> Self {
+        Self {
+            outcome,
+            duration_ms,
+            emitted,
+        }
+    }
+}
+
+/// How a record settles: nothing left to wait for, or a task that answers
+/// with its final outcome (`None`: shutdown interrupted it, so neither it nor
+/// anything after it may be committed).
+#[derive(Debug)]
+pub(crate) enum Settle {
+    Ready(Box<(IncomingEvent, Outcome)>),
+    Task(JoinHandle<Option<(IncomingEvent, Outcome)>>),
+}
+
+/// The records between the handler and the commit, oldest first.
+pub(crate) struct Settling {
+    queue: VecDeque<(Position, EventId, Settle)>,
+    /// Event ids in `queue`: a second copy of one of them must wait until
+    /// the first is settled, or the idempotency guard could not see it.
+    holding: HashMap<EventId, usize>,
+    /// A record could not be settled (shutdown): nothing after it may be
+    /// committed.
+    broken: bool,
+    pending: Arc<Mutex<Pending>>,
+    status: Arc<Mutex<MemberStatus>>,
+    observer: Option<OutcomeObserver>,
+    /// Settled records by outcome.
+    pub(crate) counts: RunSummary,
+}
+
+impl Settling {
+    pub(crate) fn new(
+        pending: Arc<Mutex<Pending>>,
+        status: Arc<Mutex<MemberStatus>>,
+        observer: Option<OutcomeObserver>,
+    ) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            holding: HashMap::new(),
+            broken: false,
+            pending,
+            status,
+            observer,
+            counts: RunSummary::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, position: Position, event_id: EventId, settle: Settle) {
+        *self.holding.entry(event_id).or_default() += 1;
+        self.queue.push_back((position, event_id, settle));
+    }
+
+    /// True while a copy of `event_id` is unsettled.
+    pub(crate) fn holds(&self, event_id: &EventId) -> bool {
+        self.holding.contains_key(event_id)
+    }
+
+    /// Settles the finished prefix. False once a record could not be
+    /// settled.
+    pub(crate) fn settle_ready(&mut self) -> bool {
+        while !self.broken {
+            let Some((_, _, settle)) = self.queue.front_mut() else {
+                break;
+            };
+            let result = match settle {
+                Settle::Ready(_) => None,
+                Settle::Task(task) => match task.now_or_never() {
+                    None => break,
+                    Some(done) => Some(done.ok().flatten()),
+                },
+            };
+            self.settle_front(result);
+        }
+        !self.broken
+    }
+
+    /// Waits until at most `limit` records are unsettled. False once a
+    /// record could not be settled.
+    pub(crate) async fn settle_until(&mut self, limit: usize) -> bool {
+        while !self.broken && self.queue.len() > limit {
+            let Some((_, _, settle)) = self.queue.front_mut() else {
+                break;
+            };
+            let result = match settle {
+                Settle::Ready(_) => None,
+                Settle::Task(task) => Some(task.await.ok().flatten()),
+            };
+            self.settle_front(result);
+        }
+        !self.broken
+    }
+
+    /// Pops the oldest record; `result` is its task's answer (`None` for a
+    /// ready one).
+    fn settle_front(&mut self, result: Option<Option<(IncomingEvent, Outcome)>>) {
+        let Some((position, event_id, settle)) = self.queue.pop_front() else {
+            return;
+        };
+        if let Some(n) = self.holding.get_mut(&event_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.holding.remove(&event_id);
+            }
+        }
+        let settled = match (settle, result) {
+            (Settle::Ready(ready), _) => Some(*ready),
+            (Settle::Task(_), result) => result.flatten(),
+        };
+        let Some((event, outcome)) = settled else {
+            self.broken = true;
+            self.queue.clear();
+            self.holding.clear();
+            return;
+        };
+        match outcome {
+            Outcome::Processed { .. } => self.counts.processed += 1,
+            Outcome::DeadLettered { .. } => self.counts.dead_lettered += 1,
+            Outcome::DuplicateSkipped => self.counts.duplicates_skipped += 1,
+        }
+        if let Some(observer) = &self.observer {
+            observer(&event, &outcome);
+        }
+        position.finish(&self.pending, &self.status);
+    }
+}
+
+impl<D: Dispatch> ConsumerRuntime<D> {
+    /// How a finished record leaves the runtime: at once when nothing is
+    /// left to wait for, else through a task of its own.
+    pub(crate) fn settle(
+        self: &Arc<Self>,
+        event: IncomingEvent,
+        done: Finished,
+        shutdown: &CancellationToken,
+    ) -> Settle {
+        let marks = self.store.is_some() && matches!(done.outcome, Outcome::Processed { .. });
+        if done.emitted.is_empty() && !marks && !self.receipts {
+            return Settle::Ready(Box::new((event, done.outcome)));
+        }
+        let this = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        Settle::Task(tokio::spawn(async move {
+            this.settled(event, done, &shutdown).await
+        }))
+    }
+
+    /// Waits for the acknowledgements of what the record's handling
+    /// emitted, marks it processed (or dead-letters it when the broker
+    /// refused its output for good), then publishes its receipt.
+    async fn settled(
+        &self,
+        event: IncomingEvent,
+        done: Finished,
+        shutdown: &CancellationToken,
+    ) -> Option<(IncomingEvent, Outcome)> {
+        let Finished {
+            mut outcome,
+            duration_ms,
+            emitted,
+        } = done;
+        if let Outcome::Processed { attempts } = outcome {
+            match self.acknowledged(emitted, shutdown).await? {
+                Ok(()) => {
+                    self.mark_processed(std::slice::from_ref(&event), shutdown)
+                        .await?;
+                }
+                Err(error) => {
+                    outcome = async {
+                        let outcome = self.dead_letter(&event, &error, attempts, shutdown).await?;
+                        tracing::error!(
+                            attempts,
+                            outcome = "dead_lettered",
+                            errorType = %error.error_type,
+                            error = %error.message,
+                            dlqTopic = %self.dlq_topic_for(&event.topic),
+                            "event dead-lettered: the broker refused what its handler emitted"
+                        );
+                        Some(outcome)
+                    }
+                    .instrument(record_log_span(&event, &self.group))
+                    .await?;
+                }
+            }
+        }
+        if self.receipts {
+            self.publish_receipt(&event, &outcome, duration_ms, shutdown)
+                .await?;
+        }
+        Some((event, outcome))
+    }
+
+    /// Hands what a successful attempt emitted to the producer, in order,
+    /// without waiting for the broker. Transient refusals are retried (an
+    /// infrastructure fault, not the handler's); one that cannot succeed
+    /// (too large, not encodable) fails the attempt. `None` on shutdown.
+    pub(crate) async fn enqueue_emitted(
+        &self,
+        events: Vec<OutgoingEvent>,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Emitted>, HandlerError>> {
+        let mut emitted = Vec::with_capacity(events.len());
+        for event in events {
+            loop {
+                match self.producer.enqueue(&event).await {
+                    Ok(sending) => {
+                        emitted.push(Emitted { event, sending });
+                        break;
+                    }
+                    Err(e) if e.is_permanent() => return Some(Err(publish_failed(&event, &e))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publish failed; retrying");
+                        self.pause(shutdown).await?;
+                    }
+                }
+            }
+        }
+        Some(Ok(emitted))
+    }
+
+    /// Waits until the broker has every emitted event, sending again those
+    /// it lost on the way. `Some(Err)` when one can never be published.
+    async fn acknowledged(
+        &self,
+        emitted: Vec<Emitted>,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<(), HandlerError>> {
+        for Emitted { event, sending } in emitted {
+            let mut result = sending.acknowledged().await;
+            loop {
+                match result {
+                    Ok(_) => break,
+                    Err(e) if e.is_permanent() => return Some(Err(publish_failed(&event, &e))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publish failed; retrying");
+                        self.pause(shutdown).await?;
+                        result = self.producer.publish(&event).await;
+                    }
+                }
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Publishes a record's receipt, retrying until the broker has it;
+    /// `None` when shutdown interrupted (the record then stays
+    /// uncommitted).
+    async fn publish_receipt(
+        &self,
+        event: &IncomingEvent,
+        outcome: &Outcome,
+        duration_ms: f64,
+        shutdown: &CancellationToken,
+    ) -> Option<()> {
+        let record = ReceiptRecord::new(event, outcome, &self.group, &self.service, duration_ms);
+        let receipt = match record.to_event(event) {
+            Ok(r) => r,
+            Err(e) => {
+                // Serialising our own struct cannot fail in practice; never
+                // block the partition on it.
+                tracing::error!(error = %e, "cannot encode a receipt; skipping it");
+                return Some(());
+            }
+        };
+        loop {
+            match self.producer.publish(&receipt).await {
+                Ok(_) => return Some(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "receipt not published; retrying");
+                    self.pause(shutdown).await?;
+                }
+            }
+        }
+    }
+}
+
+impl<D> ConsumerRuntime<D> {
+    /// Waits out the infrastructure backoff; `None` when shutdown came
+    /// first.
+    pub(crate) async fn pause(&self, shutdown: &CancellationToken) -> Option<()> {
+        tokio::select! {
+            () = shutdown.cancelled() => None,
+            () = tokio::time::sleep(self.infra_backoff) => Some(()),
+        }
+    }
+}
+
+/// An emitted event the broker will never take, as a fatal handler error:
+/// its record is dead-lettered.
+fn publish_failed(event: &OutgoingEvent, e: &PublishError) -> HandlerError {
+    HandlerError::fatal(
+        "PublishFailed",
+        format!(
+            "cannot publish {} to {}: {e}",
+            event.headers.event_type.as_deref().unwrap_or("event"),
+            event.topic
+        ),
+    )
+}
