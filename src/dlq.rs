@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kausal_kafka::{EventProducer, KafkaConfig};
+use kausal_kafka::EventProducer;
 use kausal_lineage::replay::{self, DEFAULT_REPLAY_CAP};
 use kausal_store::{DeadLetterEntry, DeadLetterFilter, Store};
 use kausal_telemetry::Metrics;
@@ -236,7 +236,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 }
                 ids
             };
-            let kafka = KafkaConfig::new(args.common.kafka_or_default());
+            let kafka = args.common.kafka_config();
             let producer = EventProducer::new(&kafka, "kausal-dlq-replay", Metrics::new())?;
             let total = targets.len();
             // On a terminal a bulk replay shows one bar updated in place;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use kausal_core::lag::LagRules;
-use kausal_kafka::KafkaConfig;
 use kausal_kafka::admin::Admin;
 use kausal_monitor::{GroupLag, LagMonitor, MonitorConfig};
 use kausal_store::Store;
@@ -50,7 +49,7 @@ pub struct LagArgs {
 }
 
 pub async fn run(args: LagArgs) -> anyhow::Result<()> {
-    let kafka = KafkaConfig::new(args.common.kafka_or_default());
+    let kafka = args.common.kafka_config();
     let admin = Admin::new(&kafka)?;
     let explicit = match &args.group {
         Some(group) => args

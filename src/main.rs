@@ -71,6 +71,30 @@ pub struct Common {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// A librdkafka property for every Kafka client (TLS, SASL, tuning),
+    /// e.g. `--kafka-property security.protocol=SASL_SSL`; repeatable.
+    /// KAUSAL_KAFKA_PROPERTIES takes several, separated by commas.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "KAUSAL_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        value_parser = parse_property,
+        global = true
+    )]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, both non-empty.
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() && !value.is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not KEY=VALUE (e.g. security.protocol=SASL_SSL)"
+        )),
+    }
 }
 
 impl Common {
@@ -88,6 +112,21 @@ impl Common {
     pub fn kafka_or_default(&self) -> String {
         self.explicit_kafka()
             .unwrap_or_else(|| Self::DEFAULT_KAFKA.to_owned())
+    }
+
+    /// The client configuration for the configured Kafka (or the default),
+    /// with every `--kafka-property`.
+    pub fn kafka_config(&self) -> kausal_kafka::KafkaConfig {
+        self.kafka_config_at(&self.kafka_or_default())
+    }
+
+    /// The client configuration for `bootstrap`, with every
+    /// `--kafka-property`.
+    pub fn kafka_config_at(&self, bootstrap: &str) -> kausal_kafka::KafkaConfig {
+        self.kafka_properties.iter().fold(
+            kausal_kafka::KafkaConfig::new(bootstrap),
+            |config, (key, value)| config.with(key, value),
+        )
     }
 
     pub fn database_url(&self) -> String {
@@ -127,6 +166,50 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn kafka_properties_reach_every_client_and_bad_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "kausal",
+            "lag",
+            "--kafka-property",
+            "security.protocol=SASL_SSL",
+            "--kafka-property",
+            "sasl.mechanism=SCRAM-SHA-512,fetch.wait.max.ms=10",
+        ])
+        .expect("parses");
+        let Command::Lag(args) = cli.command else {
+            panic!("lag");
+        };
+        let config = args.common.kafka_config_at("broker:9093");
+        assert_eq!(config.bootstrap_servers, "broker:9093");
+        let extra: Vec<(&str, &str)> = config
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("fetch.wait.max.ms", "10"),
+            ]
+        );
+        for bad in ["security.protocol", "=x", "key="] {
+            let err = Cli::try_parse_from(["kausal", "lag", "--kafka-property", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("is not KEY=VALUE"), "{bad}: {err}");
         }
     }
 }

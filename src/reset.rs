@@ -4,7 +4,6 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kausal_kafka::KafkaConfig;
 use kausal_kafka::admin::Admin;
 use kausal_monitor::HeartbeatReader;
 use serde::Serialize;
@@ -78,7 +77,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn reset(args: &ResetArgs) -> anyhow::Result<()> {
-    let kafka = KafkaConfig::new(args.common.kafka_or_default());
+    let kafka = args.common.kafka_config();
     let admin = Admin::new(&kafka)?;
     let mut heartbeats = HeartbeatReader::default();
     heartbeats

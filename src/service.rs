@@ -180,7 +180,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let shutdown = shutdown_on_signals()?;
-    let kafka = KafkaConfig::new(args.common.kafka_or_default());
+    let kafka = args.common.kafka_config();
     let metrics = Metrics::new();
     let (metrics_addr, metrics_task) = serve_metrics(
         SocketAddr::from(([127, 0, 0, 1], args.metrics_port)),

@@ -84,7 +84,7 @@ pub async fn run(args: StateArgs) -> anyhow::Result<()> {
         Some(t) => parse_time_ms(t, now).map_err(anyhow::Error::msg)?,
         None => now,
     };
-    let kafka = KafkaConfig::new(args.common.kafka_or_default());
+    let kafka = args.common.kafka_config();
     let locations = if args.scan {
         None
     } else {

@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use kausal_broker::{EmbeddedBroker, Storage};
 use kausal_contracts::topics;
-use kausal_kafka::KafkaConfig;
 use kausal_kafka::admin::{Admin, TopicSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -122,7 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             (Some(broker), bootstrap)
         }
     };
-    let kafka = KafkaConfig::new(&bootstrap);
+    let kafka = args.common.kafka_config_at(&bootstrap);
     let admin = Admin::new(&kafka)?;
     let mut wanted: Vec<TopicSpec> = vec![TopicSpec::new(RECEIPTS_TOPIC, args.partitions)];
     for topic in topics::ALL {

@@ -41,9 +41,8 @@ impl KafkaConfig {
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Every publish is awaited before the consumed offset moves on,
-            // so lingering to batch only adds latency (16x throughput on
-            // the embedded broker, docs/benchmarks.md).
+            // Lingering to batch only adds latency: the producer batches
+            // by itself what queues up while a request is in flight.
             .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             // Room to dead-letter a 1 MiB record with its headers.
