@@ -707,13 +707,14 @@ def git_commit() -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite",
-                   help="the broker's storage (default sqlite: durable; memory cannot run broker-restart, and "
-                        "gets 20 000 orders through in minutes: docs/reliability.md)")
-    # 2 000 by default: the issue asks for 20 000, but the embedded broker's
-    # SQLite engine slows to a few records/s past ~10 000 (docs/reliability.md).
+                   help="the broker's storage (default sqlite: durable; memory cannot run broker-restart "
+                        "and skips records when a consumer resumes inside a produce batch, so it loses "
+                        "orders in kill and rebalance scenarios: docs/broker.md)")
+    # 2 000 by default, a few minutes per run; the issue's 20 000 take 2-4
+    # minutes per scenario (debug build): docs/reliability.md has the command.
     p.add_argument("--orders", type=int, default=2000,
-                   help="orders the order service generates per scenario (default 2000; 20 000 needs "
-                        "--storage memory on the embedded broker, docs/reliability.md)")
+                   help="orders the order service generates per scenario (default 2000; the 20 000 runs "
+                        "of docs/reliability.md use --orders 20000 --payment-failure-rate 0.01)")
     p.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--markdown", help="write the table as Markdown here (default WORK_DIR/reliability.md)")

@@ -20,7 +20,8 @@ pub struct BrokerArgs {
     #[arg(long, default_value_t = 9092)]
     pub port: u16,
     /// Storage engine: `sqlite` keeps `broker.db` under --data-dir across
-    /// restarts; `memory` loses everything on exit.
+    /// restarts; `memory` (benchmarks only) loses everything on exit and
+    /// skips records when a consumer resumes inside a produce batch.
     #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
     pub storage: BrokerStorage,
 }

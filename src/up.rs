@@ -26,7 +26,9 @@ use kausal_kafka::receipt::RECEIPTS_TOPIC;
 pub enum BrokerStorage {
     /// SQLite file under --data-dir: survives restarts, correct watermarks.
     Sqlite,
-    /// Memory: faster, lost on exit, wrong high watermarks (docs/broker.md).
+    /// Memory: for benchmarks only. Lost on exit, wrong high watermarks, and
+    /// a consumer resuming inside a produce batch skips its rest
+    /// (docs/broker.md).
     Memory,
 }
 

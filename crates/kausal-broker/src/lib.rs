@@ -28,7 +28,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
     /// Memory only; gone when the broker stops. Fast, but tansu 0.6 reports
-    /// wrong high watermarks with it (see `docs/broker.md`).
+    /// wrong high watermarks with it and skips records when a consumer
+    /// resumes inside a produce batch: for benchmarks only (see
+    /// `docs/broker.md`).
     Memory,
     /// A SQLite file (tansu's `libsql` engine); survives restarts.
     Sqlite(PathBuf),
@@ -100,6 +102,13 @@ impl EmbeddedBroker {
     /// until it accepts connections.
     pub async fn start(storage: Storage, port: u16) -> Result<Self> {
         prepare_sqlite().await;
+        if storage == Storage::Memory {
+            tracing::warn!(
+                "tansu's memory engine skips the rest of a produce batch when a consumer resumes \
+                 inside it (after a restart or a rebalance), so records can be lost to a group; \
+                 use it for benchmarks only, the SQLite engine otherwise (docs/broker.md)"
+            );
+        }
         let port = if port == 0 { free_port()? } else { port };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let storage_url = storage_url(&storage)?;
