@@ -12,7 +12,7 @@ use futures::FutureExt;
 use kausal_core::dlq::{self, DeadLetter};
 use kausal_core::retry::{GiveUpReason, RetryDecision};
 use kausal_core::{HandlerError, RetryPolicy};
-use kausal_store::Store;
+use kausal_store::{MarkWriter, Store};
 use kausal_telemetry::metrics::{
     Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind,
 };
@@ -302,6 +302,8 @@ pub struct ConsumerRuntime<D> {
     pub(crate) retry: RetryPolicy,
     pub(crate) correlation: CorrelationPolicy,
     pub(crate) store: Option<Store>,
+    /// Writes the store's idempotency marks in batches (started by `run`).
+    marks: Option<MarkWriter>,
     pub(crate) metrics: Metrics,
     commit_interval: Duration,
     pub(crate) infra_backoff: Duration,
@@ -355,6 +357,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             retry: RetryPolicy::default(),
             correlation: CorrelationPolicy::default(),
             store: None,
+            marks: None,
             commit_interval: Duration::from_millis(200),
             infra_backoff: Duration::from_millis(500),
             observer: None,
@@ -420,7 +423,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
 
     /// Consumes until `shutdown` is cancelled, then finishes the record in
     /// hand, commits, flushes and returns.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        self.marks = self.store.clone().map(MarkWriter::spawn);
         // Shared with the tasks that settle handled records.
         let this = Arc::new(self);
         this.run_shared(shutdown).await
@@ -905,11 +909,11 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         events: &[IncomingEvent],
         shutdown: &CancellationToken,
     ) -> Option<()> {
-        if let Some(store) = &self.store {
+        if let Some(marks) = &self.marks {
             for event in events {
                 let event_id = event.headers.event_id.to_string();
                 self.with_store_retry(shutdown, &self.topic_group(event), || {
-                    store.mark_processed(&self.group, &event_id, ids::now_ms())
+                    marks.mark(&self.group, &event_id)
                 })
                 .await?;
             }

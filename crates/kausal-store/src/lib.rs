@@ -14,6 +14,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 mod lineage;
+mod marks;
 mod migrate;
 pub mod order_view;
 pub mod testing;
@@ -22,6 +23,7 @@ pub use lineage::{
     BatchCounts, DeadLetterCount, DeadLetterEntry, DeadLetterFilter, LineageEvent,
     MAX_LINEAGE_DEPTH, Receipt,
 };
+pub use marks::MarkWriter;
 pub use migrate::MIGRATIONS;
 pub use order_view::OrderView;
 
@@ -50,6 +52,8 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("database write failed: {0}")]
+    Write(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -139,6 +143,28 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    /// Records (group, event id) pairs in one statement; returns how many
+    /// were new. At most 256 pairs (see [`MarkWriter`]).
+    pub async fn mark_processed_many(&self, marks: &[(&str, &str)], at_ms: i64) -> Result<u64> {
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<String> = (0..marks.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO processed_events (consumer_group, event_id, processed_at_ms) VALUES {} \
+             ON CONFLICT (consumer_group, event_id) DO NOTHING",
+            rows.join(", ")
+        );
+        // Only placeholders are formatted in; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (group, event_id) in marks {
+            query = query.bind(*group).bind(*event_id).bind(at_ms);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     pub async fn close(&self) {

@@ -60,6 +60,50 @@ async fn idempotency_keys_on_every_backend() {
     }
 }
 
+/// Marks written by many callers at once through the batching writer: each
+/// caller returns once its own row is there; a repeated mark is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_marks_are_all_written_on_every_backend() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let writer = kausal_store::MarkWriter::spawn(store.clone());
+        let ids: Vec<String> = (0..600).map(|i| format!("m{i}")).collect();
+        let writes = ids.iter().map(|id| {
+            let writer = writer.clone();
+            let group = if id.ends_with('7') { "g2" } else { "g1" };
+            async move { writer.mark(group, id).await }
+        });
+        for result in futures::future::join_all(writes).await {
+            result.expect(db.label);
+        }
+        writer.mark("g1", "m0").await.expect(db.label);
+        for id in &ids {
+            let group = if id.ends_with('7') { "g2" } else { "g1" };
+            assert!(
+                store.is_processed(group, id).await.expect(db.label),
+                "{} {group} {id}",
+                db.label
+            );
+            let other = if group == "g1" { "g2" } else { "g1" };
+            assert!(
+                !store.is_processed(other, id).await.expect(db.label),
+                "{} {other} {id}",
+                db.label
+            );
+        }
+        assert_eq!(
+            store
+                .mark_processed_many(&[("g1", "m0"), ("g1", "new")], 1)
+                .await
+                .expect(db.label),
+            1,
+            "{}: only the new pair is inserted",
+            db.label
+        );
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_down_database_is_a_clear_error() {
     let err = kausal_store::Store::connect("postgres://nobody@127.0.0.1:1/none")
