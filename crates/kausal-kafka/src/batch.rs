@@ -203,6 +203,8 @@ impl<B: BatchHandler> ConsumerRuntime<Batched<B>> {
     }
 }
 
+impl<B: BatchHandler> crate::runtime::sealed::Sealed for Batched<B> {}
+
 impl<B: BatchHandler> Dispatch for Batched<B> {
     fn batch_limits(&self) -> (usize, Duration) {
         (self.limits.max_records, self.limits.max_wait)

@@ -247,8 +247,8 @@ impl ConsumerContext for RuntimeContext {
 /// ([`Single`], a [`Handler`]) or in batches ([`Batched`], a
 /// [`BatchHandler`](crate::batch::BatchHandler)). Everything else — the
 /// group, commits, retries, dead letters, receipts, heartbeats — is the same
-/// runtime. Implemented by those two only.
-pub trait Dispatch: Send + Sync + Sized + 'static {
+/// runtime. Sealed: implemented by those two only.
+pub trait Dispatch: sealed::Sealed + Send + Sync + Sized + 'static {
     /// Most records handed over at once, and how long to wait for more
     /// after the first one arrived.
     #[doc(hidden)]
@@ -270,6 +270,13 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
 /// Records one at a time to a [`Handler`].
 #[derive(Debug)]
 pub struct Single<H>(H);
+
+pub(crate) mod sealed {
+    /// Keeps [`super::Dispatch`] to this crate's two shapes of handler.
+    pub trait Sealed {}
+}
+
+impl<H: Handler> sealed::Sealed for Single<H> {}
 
 impl<H: Handler> Dispatch for Single<H> {
     fn batch_limits(&self) -> (usize, Duration) {
