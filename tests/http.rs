@@ -75,7 +75,7 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
     .expect("api");
     let metrics = Metrics::new();
     let payment = start_runtime(
-        &b,
+        &b.kafka,
         "payment-service",
         "payment-service",
         &[topics::ORDERS],
@@ -88,7 +88,7 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
         None,
     );
     let view = start_runtime(
-        &b,
+        &b.kafka,
         "order-service",
         GROUP,
         &INPUT_TOPICS,

@@ -77,7 +77,7 @@ async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() 
         crate::harness::spawn_recorder(&b, &store, &format!("rec-{}", crate::harness::unique()));
     let metrics = Metrics::new();
     let payment = start_runtime(
-        &b,
+        &b.kafka,
         "payment-service",
         "payment-service",
         &[topics::ORDERS],

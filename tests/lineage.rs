@@ -59,7 +59,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
     let metrics = Metrics::new();
     let running = vec![
         start_runtime(
-            &b,
+            &b.kafka,
             "payment-service",
             "payment-service",
             &[topics::ORDERS],
@@ -72,7 +72,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
             Some(store.clone()),
         ),
         start_runtime(
-            &b,
+            &b.kafka,
             "inventory-service",
             "inventory-service",
             &[topics::PAYMENTS],
@@ -82,7 +82,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
             Some(store.clone()),
         ),
         start_runtime(
-            &b,
+            &b.kafka,
             "notification-service",
             "notification-service",
             &[topics::PAYMENTS],
@@ -92,7 +92,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
             Some(store.clone()),
         ),
         start_runtime(
-            &b,
+            &b.kafka,
             "fulfillment-service",
             "fulfillment-service",
             &[topics::INVENTORY],
@@ -599,7 +599,7 @@ async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_process
     let gateway = ScriptedGateway(std::sync::Arc::new(script));
     let metrics = Metrics::new();
     let payment = start_runtime(
-        &b,
+        &b.kafka,
         "payment-service",
         "payment-service",
         &[topics::ORDERS],

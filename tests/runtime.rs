@@ -129,7 +129,7 @@ fn start_payment(
     let metrics = Metrics::new();
     let handler = PaymentHandler::new(gateway, PaymentMetrics::register(&metrics));
     start_runtime(
-        b,
+        &b.kafka,
         kausal_payment::SERVICE_NAME,
         group,
         &["orders"],
@@ -140,26 +140,10 @@ fn start_payment(
     )
 }
 
-/// Runs any handler in a consumer group on the test broker.
+/// Runs any handler in a consumer group on the test broker (`kafka`: its
+/// client configuration, `&broker.kafka` or with extra properties).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_runtime<H: kausal_kafka::Handler>(
-    b: &TestBroker,
-    service: &str,
-    group: &str,
-    topics: &[&str],
-    handler: H,
-    retry: RetryPolicy,
-    policy: CorrelationPolicy,
-    store: Option<kausal_store::Store>,
-) -> Running {
-    start_runtime_on(
-        &b.kafka, service, group, topics, handler, retry, policy, store,
-    )
-}
-
-/// [`start_runtime`] with the consumer's and producer's configuration given.
-#[allow(clippy::too_many_arguments)]
-fn start_runtime_on<H: kausal_kafka::Handler>(
     kafka: &kausal_kafka::KafkaConfig,
     service: &str,
     group: &str,
@@ -1048,7 +1032,7 @@ async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_
         })
         .collect();
     let group = format!("forward-{}", unique());
-    let running = start_runtime_on(
+    let running = start_runtime(
         &kafka,
         "forwarder",
         &group,

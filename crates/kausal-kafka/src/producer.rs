@@ -1,5 +1,6 @@
 //! The event producer: idempotent, `acks=all`, delivery awaited.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kausal_core::TraceParent;
@@ -70,7 +71,9 @@ impl PublishError {
 #[derive(Clone)]
 pub struct EventProducer {
     inner: FutureProducer,
-    metrics: Metrics,
+    /// Shared with every [`Sending`] (one reference count, not a clone of
+    /// each metric family, per record).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for EventProducer {
@@ -89,7 +92,10 @@ impl EventProducer {
             .producer_config(client_id)
             .create()
             .map_err(PublishError::Create)?;
-        Ok(Self { inner, metrics })
+        Ok(Self {
+            inner,
+            metrics: Arc::new(metrics),
+        })
     }
 
     /// Publishes an event with its Kausal headers and waits for `acks=all`.
@@ -200,7 +206,7 @@ impl EventProducer {
             event_type: event_type.to_owned(),
             started,
             span: None,
-            metrics: self.metrics.clone(),
+            metrics: Arc::clone(&self.metrics),
         };
         loop {
             match self.inner.send_result(record) {
@@ -248,7 +254,7 @@ pub struct Sending {
     started: Instant,
     /// The event's `send` span, ended with the acknowledgement.
     span: Option<KausalSpan>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Sending {

@@ -142,7 +142,7 @@ impl MemberStatus {
             member: runtime.member.clone(),
             service: runtime.service.clone(),
             state,
-            at_ms: now_ms(),
+            at_ms: ids::now_ms(),
             interval_ms: runtime.interval.as_millis() as i64,
             assigned: self.assigned.iter().cloned().collect(),
             committed,
@@ -157,10 +157,6 @@ struct MemberIdentity {
     member: String,
     service: String,
     interval: Duration,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Commits finished work for partitions that are being taken away, before
@@ -225,7 +221,7 @@ impl ConsumerContext for RuntimeContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                let at = now_ms();
+                let at = ids::now_ms();
                 let mut status = self.status();
                 for elem in offsets.elements() {
                     if let Offset::Offset(o) = elem.offset() {
@@ -556,7 +552,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                         topic: events[0].topic.clone(),
                         partition: events[0].partition,
                         offset: events[0].offset,
-                        since_ms: now_ms(),
+                        since_ms: ids::now_ms(),
                     });
                     let finished = D::dispatch(self, &mut events, &shutdown, &mut summary).await;
                     status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
@@ -910,20 +906,19 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         }
     }
 
-    /// Records in the idempotency store that `events` are handled.
-    pub(crate) async fn mark_processed(
+    /// Records `key` for `event` in the idempotency store (through the
+    /// batching writer), retrying while the database is down.
+    pub(crate) async fn mark(
         &self,
-        events: &[IncomingEvent],
+        event: &IncomingEvent,
+        key: &str,
         shutdown: &CancellationToken,
     ) -> Option<()> {
         if let Some(marks) = &self.marks {
-            for event in events {
-                let event_id = event.headers.event_id.to_string();
-                self.with_store_retry(shutdown, &self.topic_group(event), || {
-                    marks.mark(&self.group, &event_id)
-                })
-                .await?;
-            }
+            self.with_store_retry(shutdown, &self.topic_group(event), || {
+                marks.mark(&self.group, key)
+            })
+            .await?;
         }
         Some(())
     }
@@ -1137,18 +1132,13 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             }
         }
         dlq_span.end();
-        if let Some(store) = &self.store {
-            // A crash before the commit redelivers the record; it was
-            // dead-lettered, so it must not be handled again (it might
-            // succeed the second time: a payment *and* a dead letter).
-            // A replay from the ledger carries a higher `replay-count`, so
-            // a different key, and is handled.
-            let key = dead_lettered_key(event);
-            self.with_store_retry(shutdown, &self.topic_group(event), || {
-                store.mark_processed(&self.group, &key, ids::now_ms())
-            })
+        // A crash before the commit redelivers the record; it was
+        // dead-lettered, so it must not be handled again (it might succeed
+        // the second time: a payment *and* a dead letter). A replay from the
+        // ledger carries a higher `replay-count`, so a different key, and is
+        // handled.
+        self.mark(event, &dead_lettered_key(event), shutdown)
             .await?;
-        }
         self.metrics
             .dlq_events
             .get_or_create(&SourceTopicErrorType {
@@ -1247,7 +1237,7 @@ async fn watch_orphans(
             }
             Err(_) => continue,
         };
-        let now = now_ms();
+        let now = ids::now_ms();
         let own = status
             .lock()
             .unwrap_or_else(|e| e.into_inner())

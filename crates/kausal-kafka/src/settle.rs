@@ -276,7 +276,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         if let Outcome::Processed { attempts } = outcome {
             match self.acknowledged(emitted, shutdown).await? {
                 Ok(()) => {
-                    self.mark_processed(std::slice::from_ref(&event), shutdown)
+                    self.mark(&event, &event.headers.event_id.to_string(), shutdown)
                         .await?;
                 }
                 Err(error) => {

@@ -28,15 +28,6 @@ pub struct MarkWriter {
     queue: mpsc::UnboundedSender<Mark>,
 }
 
-impl std::fmt::Debug for Mark {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mark")
-            .field("group", &self.group)
-            .field("event_id", &self.event_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl MarkWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(store: Store) -> Self {
