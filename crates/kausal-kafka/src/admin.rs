@@ -39,15 +39,22 @@ pub type Result<T, E = AdminError> = std::result::Result<T, E>;
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
+    /// Replicas per partition; [`TopicSpec::BROKER_DEFAULT`] leaves it to
+    /// the cluster's `default.replication.factor` (KIP-464).
     pub replication: i32,
 }
 
 impl TopicSpec {
+    /// The cluster's own `default.replication.factor`: 3 on a production
+    /// cluster with `min.insync.replicas=2` (a topic of one replica there
+    /// would refuse every `acks=all` write), 1 on a single node.
+    pub const BROKER_DEFAULT: i32 = -1;
+
     pub fn new(name: impl Into<String>, partitions: i32) -> Self {
         Self {
             name: name.into(),
             partitions,
-            replication: 1,
+            replication: Self::BROKER_DEFAULT,
         }
     }
 }
@@ -106,10 +113,14 @@ impl Admin {
         // Only ask for missing topics: creating an existing one is harmless
         // for Kafka but makes some brokers log errors.
         let existing = self.topics().unwrap_or_default();
-        let missing: Vec<&TopicSpec> = topics
-            .iter()
-            .filter(|t| !existing.contains(&t.name))
-            .collect();
+        // Each name once: Kafka refuses a CreateTopics request that names a
+        // topic twice (INVALID_REQUEST for that topic; tansu accepts it).
+        let mut missing: Vec<&TopicSpec> = Vec::new();
+        for t in topics {
+            if !existing.contains(&t.name) && !missing.iter().any(|m| m.name == t.name) {
+                missing.push(t);
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }
