@@ -59,10 +59,10 @@ impl BatchHandler for BulkPayments {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone() {
+on_brokers!(batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone: Memory);
+async fn batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone(engine: Engine) {
     let spans = SpanCapture::install();
-    let b = TestBroker::start(Engine::Memory).await;
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[("orders", 1), ("orders.dlq", 1), ("payments", 1)])
         .await;
     let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use kausal_broker::{EmbeddedBroker, Storage};
+
+use crate::apache_kafka::KafkaNode;
 use kausal_kafka::KafkaConfig;
 use kausal_kafka::admin::{Admin, TopicSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,11 +17,44 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// Which tansu storage engine a test runs on.
+/// The broker a test runs on: the embedded tansu broker on one of its
+/// storage engines, or Apache Kafka (one KRaft node of its own, started by
+/// `scripts/kafka` from the jars Maven fetched).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Memory,
     Sqlite,
+    Kafka,
+}
+
+impl Engine {
+    /// Whether this is the embedded broker (whose faults Kausal works around).
+    pub fn is_tansu(self) -> bool {
+        !matches!(self, Engine::Kafka)
+    }
+}
+
+/// Declares a broker-facing test once and runs it on each broker, the way
+/// tansu runs one storage suite over every backend: `on_brokers!(name:
+/// Sqlite)` after `async fn name(engine: Engine)` makes the tests
+/// `name::tansu` (on that tansu engine) and `name::kafka` (Apache Kafka).
+/// An optional third argument sets the runtime's worker threads (default 2).
+macro_rules! on_brokers {
+    ($name:ident : $tansu:ident) => {
+        on_brokers!($name: $tansu, 2);
+    };
+    ($name:ident : $tansu:ident, $threads:literal) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn tansu() {
+                super::$name($crate::harness::Engine::$tansu).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn kafka() {
+                super::$name($crate::harness::Engine::Kafka).await
+            }
+        }
+    };
 }
 
 /// A directory under the working directory (tansu resolves SQLite paths
@@ -42,11 +77,18 @@ pub fn relative(dir: &tempfile::TempDir, file: &str) -> PathBuf {
 
 /// A broker for one test.
 pub struct TestBroker {
-    pub broker: Option<EmbeddedBroker>,
+    running: Running,
     pub kafka: KafkaConfig,
     pub engine: Engine,
     pub dir: tempfile::TempDir,
-    port: u16,
+}
+
+enum Running {
+    Tansu {
+        broker: Option<EmbeddedBroker>,
+        port: u16,
+    },
+    Kafka(KafkaNode),
 }
 
 impl TestBroker {
@@ -55,6 +97,15 @@ impl TestBroker {
         let storage = match engine {
             Engine::Memory => Storage::Memory,
             Engine::Sqlite => Storage::Sqlite(relative(&dir, "broker.db")),
+            Engine::Kafka => {
+                let node = KafkaNode::start(&dir.path().join("kafka")).await;
+                return Self {
+                    kafka: KafkaConfig::new(node.bootstrap_servers()),
+                    running: Running::Kafka(node),
+                    engine,
+                    dir,
+                };
+            }
         };
         let broker = EmbeddedBroker::start(storage, 0)
             .await
@@ -62,26 +113,32 @@ impl TestBroker {
         let kafka = KafkaConfig::new(broker.bootstrap_servers());
         let port = broker.addr().port();
         Self {
-            broker: Some(broker),
+            running: Running::Tansu {
+                broker: Some(broker),
+                port,
+            },
             kafka,
             engine,
             dir,
-            port,
         }
     }
 
-    /// Stops the broker and starts a new one on the same port and data.
+    /// Stops the broker and starts it again on the same port and data.
     pub async fn restart(&mut self) {
-        let storage = self.broker.as_ref().expect("running").storage().clone();
-        if let Some(b) = self.broker.take() {
+        let (broker, port) = match &mut self.running {
+            Running::Kafka(node) => return node.restart().await,
+            Running::Tansu { broker, port } => (broker, *port),
+        };
+        let storage = broker.as_ref().expect("running").storage().clone();
+        if let Some(b) = broker.take() {
             b.stop().await;
         }
         // The port is released when the listener task is gone; retry briefly.
         let mut last = None;
         for _ in 0..50 {
-            match EmbeddedBroker::start(storage.clone(), self.port).await {
+            match EmbeddedBroker::start(storage.clone(), port).await {
                 Ok(b) => {
-                    self.broker = Some(b);
+                    *broker = Some(b);
                     return;
                 }
                 Err(e) => last = Some(e),

@@ -57,9 +57,11 @@ fn keys_member(
     (spawn_member(b, group, topic, handler, handled), seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_to_a_time_redelivers_exactly_the_later_events_and_refuses_a_live_group() {
-    let b = TestBroker::start(Engine::Sqlite).await;
+on_brokers!(reset_to_a_time_redelivers_exactly_the_later_events_and_refuses_a_live_group: Sqlite);
+async fn reset_to_a_time_redelivers_exactly_the_later_events_and_refuses_a_live_group(
+    engine: Engine,
+) {
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[("ledger", 2)]).await;
     let producer = b.plain_producer();
     for i in 0..10 {
@@ -198,9 +200,9 @@ fn state_at(b: &TestBroker, order: &str, at_ms: i64, extra: &[&str]) -> serde_js
     serde_json::from_slice(&out.stdout).expect("json state")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_as_of_three_times_along_one_order() {
-    let b = TestBroker::start(Engine::Sqlite).await;
+on_brokers!(state_as_of_three_times_along_one_order: Sqlite);
+async fn state_as_of_three_times_along_one_order(engine: Engine) {
+    let b = TestBroker::start(engine).await;
     let all: Vec<(&str, i32)> = topics::ALL.iter().map(|t| (*t, 2)).collect();
     b.create_topics(&all).await;
     let p = EventProducer::new(&b.kafka, "history-test", Metrics::new()).expect("producer");

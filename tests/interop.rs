@@ -31,9 +31,9 @@ fn python(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service() {
-    let b = TestBroker::start(Engine::Memory).await;
+on_brokers!(a_python_producer_and_consumer_share_one_trace_with_the_rust_service: Memory);
+async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service(engine: Engine) {
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[
         (topics::ORDERS, 3),
         ("orders.dlq", 3),

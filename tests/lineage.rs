@@ -48,9 +48,9 @@ fn event_types(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_names_the_service_that_swallowed_the_confirmation_email() {
-    let b = TestBroker::start(Engine::Memory).await;
+on_brokers!(trace_names_the_service_that_swallowed_the_confirmation_email: Memory);
+async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: Engine) {
+    let b = TestBroker::start(engine).await;
     all_topics(&b).await;
     let database = format!("sqlite://{}", b.dir.path().join("kausal.db").display());
     let store = Store::connect(&database).await.expect("store");
@@ -305,10 +305,12 @@ async fn wait_for_events(store: &Store, n: u64, timeout: Duration) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorder_restarted_mid_stream_and_rereading_from_the_start_creates_no_duplicates() {
+on_brokers!(recorder_restarted_mid_stream_and_rereading_from_the_start_creates_no_duplicates: Sqlite);
+async fn recorder_restarted_mid_stream_and_rereading_from_the_start_creates_no_duplicates(
+    engine: Engine,
+) {
     for db in kausal_store::testing::databases().await.expect("databases") {
-        let b = TestBroker::start(Engine::Sqlite).await;
+        let b = TestBroker::start(engine).await;
         all_topics(&b).await;
         let store = kausal_store::testing::connect(&db).await.expect(db.label);
         let group = format!("rec-{}", unique());
@@ -542,9 +544,11 @@ async fn recorder_holds_its_batch_through_a_database_outage_and_loses_nothing() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation() {
-    let b = TestBroker::start(Engine::Memory).await;
+on_brokers!(plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation: Memory);
+async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation(
+    engine: Engine,
+) {
+    let b = TestBroker::start(engine).await;
     all_topics(&b).await;
     let dir = crate::harness::scratch_dir();
     let store = Store::connect(&format!(
@@ -581,11 +585,13 @@ async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopt
     assert_eq!(store.chain(&expected).await.expect("chain").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once() {
+on_brokers!(a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once: Memory);
+async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once(
+    engine: Engine,
+) {
     use kausal_lineage::replay::{self, LedgerError};
     use std::sync::atomic::Ordering;
-    let b = TestBroker::start(Engine::Memory).await;
+    let b = TestBroker::start(engine).await;
     all_topics(&b).await;
     let dir = crate::harness::scratch_dir();
     let store = Store::connect(&format!(

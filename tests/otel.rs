@@ -131,9 +131,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace() {
-    let b = TestBroker::start(Engine::Sqlite).await;
+on_brokers!(spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace: Sqlite);
+async fn spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace(engine: Engine) {
+    let b = TestBroker::start(engine).await;
     let (endpoint, spans) = receiver().await;
     let http_port = free_port();
     let metrics_port = free_port();
@@ -395,11 +395,11 @@ async fn spans_of_one_order_reach_a_real_otlp_receiver_as_one_trace() {
     crate::alerts::promtool_stdin(&["check", "metrics"], &metrics);
 }
 
+on_brokers!(failed_handling_is_exported_even_when_the_sampler_keeps_nothing: Sqlite);
 /// Errors are never sampled away: with a sampler that keeps no trace at
 /// all, the spans of failed handling are exported and nothing else is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_handling_is_exported_even_when_the_sampler_keeps_nothing() {
-    let b = TestBroker::start(Engine::Sqlite).await;
+async fn failed_handling_is_exported_even_when_the_sampler_keeps_nothing(engine: Engine) {
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[("orders", 1), ("orders.dlq", 1), ("payments", 1)])
         .await;
     let (endpoint, spans) = receiver().await;
@@ -481,13 +481,13 @@ async fn failed_handling_is_exported_even_when_the_sampler_keeps_nothing() {
     );
 }
 
+on_brokers!(spans_reach_an_otlp_grpc_receiver: Sqlite);
 /// OTLP over gRPC to a receiver nobody here wrote the transport of
 /// (grpcio + opentelemetry-proto from PyPI, `tests/interop/otlp_grpc_receiver.py`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_an_otlp_grpc_receiver() {
+async fn spans_reach_an_otlp_grpc_receiver(engine: Engine) {
     use std::io::{BufRead, BufReader};
 
-    let b = TestBroker::start(Engine::Sqlite).await;
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[("orders", 1), ("orders.dlq", 1), ("payments", 1)])
         .await;
     let script = concat!(

@@ -55,9 +55,11 @@ fn payment_service(b: &TestBroker, database: &str) -> Child {
         .expect("payment service starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_nothing() {
-    let b = TestBroker::start(Engine::Sqlite).await;
+on_brokers!(sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_nothing: Sqlite);
+async fn sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_nothing(
+    engine: Engine,
+) {
+    let b = TestBroker::start(engine).await;
     b.create_topics(&[("orders", 3), ("orders.dlq", 3), ("payments", 3)])
         .await;
     let n = 400;
@@ -128,65 +130,234 @@ async fn sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_noth
     assert!(twice.is_empty(), "charged twice: {twice:?}");
 }
 
+/// `kausal up` with its summary lines read on a thread of their own.
+struct Up {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    fn spawn(args: &[&str], data_dir: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("up")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("KAUSAL_KAFKA")
+            .env_remove("BOOTSTRAP_SERVERS")
+            .env_remove("KAUSAL_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kausal up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first summary line for which `done` holds, within `timeout`.
+    fn until(&mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line.clone());
+                if done(&line) {
+                    return Some(line);
+                }
+            }
+        }
+        None
+    }
+
+    /// Ctrl-C, then the exit status (killed after a minute).
+    fn interrupt(mut self) -> Option<std::process::ExitStatus> {
+        signal(&self.child, Signal::SIGINT);
+        wait(&mut self.child, Duration::from_secs(60))
+    }
+}
+
+/// The number after `label ` in a summary line (`payments 12 ok`).
+fn count_after(line: &str, label: &str) -> f64 {
+    line.split(&format!("{label} "))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 #[test]
 fn kausal_up_shows_payments_flowing_and_ctrl_c_exits_0() {
     let dir = scratch_dir();
     let data_dir = relative(&dir, "data");
     let free = crate::harness::free_port;
-    let mut up = Command::new(BIN)
-        .args([
-            "up",
+    let mut up = Up::spawn(
+        &[
             "--rate",
             "50",
             "--broker-port",
             &free().to_string(),
             "--metrics-port-base",
             &free().to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env_remove("KAUSAL_KAFKA")
-        .env_remove("BOOTSTRAP_SERVERS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kausal up starts");
-    let stdout = up.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+        ],
+        &data_dir,
+    );
+    let flowing = up.until(Duration::from_secs(120), |l| {
+        count_after(l, "payments") > 0.0
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut flowing = None;
-    let mut seen = Vec::new();
-    while Instant::now() < deadline && flowing.is_none() {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            let ok = line
-                .split("payments ")
-                .nth(1)
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if ok > 0.0 {
-                flowing = Some(line.clone());
-            }
-            seen.push(line);
-        }
-    }
-    signal(&up, Signal::SIGINT);
-    let status = wait(&mut up, Duration::from_secs(60));
+    let seen = up.seen.join("\n");
+    let banner = up.seen.iter().any(|l| l.contains("metrics http://"));
+    let status = up.interrupt();
     assert!(
         flowing.is_some(),
-        "no payments within 2 minutes; output:\n{}",
-        seen.join("\n")
+        "no payments within 2 minutes; output:\n{seen}"
+    );
+    assert!(banner, "the banner says where the metrics are");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
+}
+
+/// `kausal <args> --json` as a JSON document.
+fn cli_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("kausal runs");
+    assert!(
+        out.status.success(),
+        "kausal {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("kausal {args:?} printed no JSON ({e})"))
+}
+
+/// Issue 16: the whole reference system on a three-node Apache Kafka cluster
+/// (replication factor 3, `min.insync.replicas=2`) and PostgreSQL, as a user
+/// runs it with `kausal up --kafka … --database postgres://…`: orders flow
+/// to shipments, the notification bug dead-letters, and `kausal dlq`,
+/// `kausal trace` and `kausal lag` answer from what the services recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kausal_up_runs_on_a_kafka_cluster_and_postgresql() {
+    let dir = scratch_dir();
+    let cluster = crate::apache_kafka::KafkaNode::start_cluster(&dir.path().join("kafka")).await;
+    let bootstrap = cluster.bootstrap_servers();
+    let databases = kausal_store::testing::databases().await.expect("databases");
+    let database = databases
+        .iter()
+        .find(|d| d.label == "postgres")
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs PostgreSQL: set {} (scripts/test does)",
+                kausal_store::testing::DATABASE_URL_ENV
+            )
+        })
+        .url
+        .clone();
+    let data_dir = relative(&dir, "data");
+    let free = crate::harness::free_port;
+    let mut up = Up::spawn(
+        &[
+            "--kafka",
+            &bootstrap,
+            "--database",
+            &database,
+            "--rate",
+            "20",
+            "--missing-email-rate",
+            "0.3",
+            "--metrics-port-base",
+            &free().to_string(),
+            "--http-port",
+            &free().to_string(),
+        ],
+        &data_dir,
+    );
+    let flowing = up.until(Duration::from_secs(180), |l| {
+        count_after(l, "shipped") >= 5.0 && count_after(l, "dead-lettered") >= 1.0
+    });
+    let seen = up.seen.join("\n");
+    let banner = up.seen.iter().any(|l| l.contains(&bootstrap));
+
+    if flowing.is_none() {
+        let _ = up.interrupt();
+        panic!("no shipments and dead letters within 3 minutes; output:\n{seen}");
+    }
+    // The tools answer while the system runs, from PostgreSQL; the recorder
+    // ledgers a dead letter shortly after it is written.
+    let mut ledgered = false;
+    for _ in 0..30 {
+        ledgered = cli_json(&["dlq", "list", "--database", &database])
+            .to_string()
+            .contains("MissingCustomerEmail");
+        if ledgered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(ledgered, "the DLQ ledger got the dead letter within 30 s");
+    let letters = cli_json(&["dlq", "list", "--database", &database]);
+    let letter = letters
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["error_type"] == "MissingCustomerEmail"))
+        .cloned()
+        .unwrap_or_else(|| panic!("a MissingCustomerEmail dead letter: {letters}"));
+    let stats = cli_json(&["dlq", "stats", "--database", &database]);
+    let correlation = letter["correlation_id"]
+        .as_str()
+        .expect("correlation id")
+        .to_owned();
+    let trace = cli_json(&["trace", &correlation, "--database", &database]);
+    let lag = cli_json(&["lag", "--kafka", &bootstrap, "--database", &database]);
+    let status = up.interrupt();
+    drop(cluster);
+
+    assert!(banner, "the banner names the cluster: {seen}");
+    assert_eq!(letter["service"], "notification-service", "{letter}");
+    assert!(
+        stats.to_string().contains("MissingCustomerEmail"),
+        "dlq stats count it: {stats}"
+    );
+    let report = &trace["reports"][0];
+    let types: Vec<&str> = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"OrderPlaced") && types.contains(&"PaymentProcessed"),
+        "the chain from the order to the payment: {types:?}"
     );
     assert!(
-        seen.iter().any(|l| l.contains("metrics http://")),
-        "the banner says where the metrics are"
+        report["failures"]
+            .to_string()
+            .contains("MissingCustomerEmail"),
+        "the trace names the failure: {report}"
     );
+    let groups: Vec<&str> = lag
+        .as_array()
+        .expect("lag groups")
+        .iter()
+        .filter_map(|g| g["group"].as_str())
+        .collect();
+    for group in [
+        "payment-service",
+        "notification-service",
+        "fulfillment-service",
+    ] {
+        assert!(groups.contains(&group), "lag knows {group}: {groups:?}");
+    }
     assert_eq!(status.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
 }

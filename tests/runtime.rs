@@ -226,9 +226,9 @@ async fn all_committed(b: &TestBroker, group: &str, topic: &str) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_order_gets_exactly_one_outcome() {
-    let b = setup(Engine::Sqlite).await;
+on_brokers!(every_order_gets_exactly_one_outcome: Sqlite);
+async fn every_order_gets_exactly_one_outcome(engine: Engine) {
+    let b = setup(engine).await;
     let n = 200;
     let ids: Vec<String> = (0..n).map(|i| format!("ord-{i}")).collect();
     let script = Script {
@@ -303,9 +303,11 @@ async fn every_order_gets_exactly_one_outcome() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical: Memory);
+async fn a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical(
+    engine: Engine,
+) {
+    let b = setup(engine).await;
     let gateway = ScriptedGateway(Arc::new(Script {
         fail_always: ["ord-bad".to_owned()].into(),
         ..Script::default()
@@ -579,9 +581,9 @@ fn bad_input_cases() -> Vec<Case> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives: Memory);
+async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives(engine: Engine) {
+    let b = setup(engine).await;
     let plain = b.plain_producer();
     let cases = bad_input_cases();
     let mut positions = Vec::new();
@@ -695,9 +697,9 @@ async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_policy_dead_letters_events_without_correlation_id() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(reject_policy_dead_letters_events_without_correlation_id: Memory);
+async fn reject_policy_dead_letters_events_without_correlation_id(engine: Engine) {
+    let b = setup(engine).await;
     let plain = b.plain_producer();
     let hs = kausal_headers("OrderPlaced", None);
     let hs: Vec<(&str, Option<&[u8]>)> = hs.iter().map(|(k, v)| (*k, v.as_deref())).collect();
@@ -735,9 +737,11 @@ async fn reject_policy_dead_letters_events_without_correlation_id() {
     assert_eq!(gateway.charges("ord-x"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id: Memory);
+async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id(
+    engine: Engine,
+) {
+    let b = setup(engine).await;
     let plain = b.plain_producer();
     let (partition, offset) = send(
         &plain,
@@ -781,9 +785,9 @@ async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emitted_events_inherit_correlation_set_causation_and_continue_the_trace() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(emitted_events_inherit_correlation_set_causation_and_continue_the_trace: Memory);
+async fn emitted_events_inherit_correlation_set_causation_and_continue_the_trace(engine: Engine) {
+    let b = setup(engine).await;
     let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
     let parent =
         kausal_core::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -842,9 +846,9 @@ async fn emitted_events_inherit_correlation_set_causation_and_continue_the_trace
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_the_partitions_and_charge_each_order_once() {
-    let b = setup(Engine::Sqlite).await;
+on_brokers!(two_instances_share_the_partitions_and_charge_each_order_once: Sqlite);
+async fn two_instances_share_the_partitions_and_charge_each_order_once(engine: Engine) {
+    let b = setup(engine).await;
     let n = 300;
     let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
     for i in 0..n {
@@ -914,14 +918,16 @@ async fn two_instances_share_the_partitions_and_charge_each_order_once() {
     println!("redeliveries skipped by the idempotency guard: {skipped}");
 }
 
+on_brokers!(a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled: Memory);
 /// A record dead-lettered and then delivered again (a crash between the
 /// dead letter and the commit, simulated by a second copy of the record) is
 /// not handled again, even though the gateway would now accept it: no
 /// payment *and* dead letter for one order. A replay from the ledger
 /// (`replay-count` 1) is handled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled() {
-    let b = setup(Engine::Memory).await;
+async fn a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled(
+    engine: Engine,
+) {
+    let b = setup(engine).await;
     let plain = b.plain_producer();
     let event_id = kausal_kafka::ids::new_event_id().to_string();
     let value = order_json("ord-redelivered");
@@ -1014,9 +1020,11 @@ impl kausal_kafka::Handler for Forward {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on() {
-    let b = setup(Engine::Memory).await;
+on_brokers!(a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on: Memory);
+async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on(
+    engine: Engine,
+) {
+    let b = setup(engine).await;
     b.create_topics(&[("fw", 1), ("fw.dlq", 1)]).await;
     // Fail a send to a missing topic after 1 s instead of librdkafka's 30 s.
     let kafka = b

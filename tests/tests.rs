@@ -1,7 +1,11 @@
-//! Workspace integration tests: everything runs against the embedded
-//! Kafka-protocol broker started in-process (a real tansu broker spoken to by
-//! librdkafka), and real SQLite/PostgreSQL. Only payment gateways are faked.
+//! Workspace integration tests: everything runs against real brokers — the
+//! embedded Kafka-protocol broker started in-process (a real tansu broker
+//! spoken to by librdkafka) and, for every broker-facing test, Apache Kafka
+//! as well (`on_brokers!`, a KRaft node per test from `scripts/kafka`) — and
+//! real SQLite/PostgreSQL. Only payment gateways are faked.
 
+mod apache_kafka;
+#[macro_use]
 mod harness;
 
 mod alerts;
