@@ -17,6 +17,7 @@ mod lineage;
 mod marks;
 mod migrate;
 pub mod order_view;
+pub mod telemetry;
 pub mod testing;
 
 pub use lineage::{
@@ -26,6 +27,7 @@ pub use lineage::{
 pub use marks::MarkWriter;
 pub use migrate::MIGRATIONS;
 pub use order_view::OrderView;
+pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -543,6 +543,21 @@ impl Store {
 }
 
 impl Store {
+    /// The (consumer group, service) pairs that received some event of
+    /// `event_type`.
+    pub async fn receipt_groups_for_event_type(
+        &self,
+        event_type: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(include_str!("../sql/receipt_groups_for_event_type.sql"))
+            .bind(event_type)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("consumer_group")?, r.try_get("service")?)))
+            .collect()
+    }
+
     /// (consumer group, topic) pairs seen in receipts.
     pub async fn receipt_groups(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(include_str!("../sql/receipt_groups.sql"))
@@ -561,7 +576,7 @@ const INSERT_CHUNK_ROWS: usize = 500;
 /// Expands a single-row `INSERT … VALUES ($1, …, $k) …` from a `.sql` file
 /// into `rows` tuples numbered on (`$k+1` …). Only placeholders are
 /// generated; every value is bound.
-fn multi_row(single: &'static str, rows: usize) -> String {
+pub(crate) fn multi_row(single: &'static str, rows: usize) -> String {
     let Some(start) = single.find("VALUES (") else {
         return single.to_owned();
     };

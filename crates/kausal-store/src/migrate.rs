@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "003-order-views",
         include_str!("../ddl/003-order-views.sql"),
     ),
+    (4, "004-telemetry", include_str!("../ddl/004-telemetry.sql")),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -1,0 +1,6 @@
+SELECT log_id, time_ns, severity_number, severity_text, service, body, trace_id,
+       span_id, correlation_id, attributes_json, received_at_ms
+FROM log_records
+WHERE correlation_id = $1
+ORDER BY time_ns, log_id
+LIMIT $2

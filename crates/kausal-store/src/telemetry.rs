@@ -1,0 +1,302 @@
+//! Spans and log records received over OTLP by the console (DESIGN §7),
+//! stored next to the lineage so that one correlation id answers with both.
+//! Rows are written as received (an exporter's retry of the same spans or
+//! logs is stored once) and pruned by age in bounded batches.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::lineage::multi_row;
+use crate::{Result, Store};
+
+/// One span as an SDK exported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRow {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    /// `internal`, `server`, `client`, `producer`, `consumer` or `unspecified`.
+    pub kind: String,
+    /// The resource's `service.name`.
+    pub service: Option<String>,
+    /// Nanoseconds since the Unix epoch.
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// `unset`, `ok` or `error`.
+    pub status_code: String,
+    pub status_message: Option<String>,
+    /// `messaging.message.conversation_id`, where the span has one.
+    pub correlation_id: Option<String>,
+    /// `messaging.message.id`, where the span has one.
+    pub event_id: Option<String>,
+    /// Attributes as a JSON object of name → value.
+    pub attributes_json: String,
+    /// Span events as a JSON array.
+    pub events_json: String,
+    /// Links as a JSON array of `{trace_id, span_id, attributes}`.
+    pub links_json: String,
+    /// Resource attributes as a JSON object.
+    pub resource_json: String,
+    pub received_at_ms: i64,
+}
+
+/// A link from one span to another span's context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanLinkRow {
+    pub trace_id: String,
+    pub span_id: String,
+    pub linked_trace_id: String,
+    pub linked_span_id: String,
+}
+
+/// One log record as an SDK exported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// A digest of the record's content (its identity for retries).
+    pub log_id: String,
+    /// Nanoseconds since the Unix epoch (the observed time when the record
+    /// had none).
+    pub time_ns: i64,
+    pub severity_number: Option<i64>,
+    pub severity_text: Option<String>,
+    pub service: Option<String>,
+    pub body: Option<String>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    /// The `correlationId` attribute (Kausal's log field), where present.
+    pub correlation_id: Option<String>,
+    pub attributes_json: String,
+    pub received_at_ms: i64,
+}
+
+/// New rows per table from [`Store::record_telemetry`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TelemetryCounts {
+    pub spans: u64,
+    pub links: u64,
+    pub logs: u64,
+}
+
+/// Rows per statement: 17 columns × 400 stays under SQLite's limit of
+/// 32 766 bound parameters.
+const CHUNK_ROWS: usize = 400;
+
+impl Store {
+    /// Stores spans, their links and log records in one transaction; rows
+    /// already present are skipped.
+    pub async fn record_telemetry(
+        &self,
+        spans: &[SpanRow],
+        links: &[SpanLinkRow],
+        logs: &[LogRow],
+        received_at_ms: i64,
+    ) -> Result<TelemetryCounts> {
+        let mut counts = TelemetryCounts::default();
+        let mut tx = self.pool.begin().await?;
+        for chunk in spans.chunks(CHUNK_ROWS) {
+            let sql = multi_row(include_str!("../sql/span_insert.sql"), chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for s in chunk {
+                q = q
+                    .bind(&s.trace_id)
+                    .bind(&s.span_id)
+                    .bind(&s.parent_span_id)
+                    .bind(&s.name)
+                    .bind(&s.kind)
+                    .bind(&s.service)
+                    .bind(s.start_ns)
+                    .bind(s.end_ns)
+                    .bind(&s.status_code)
+                    .bind(&s.status_message)
+                    .bind(&s.correlation_id)
+                    .bind(&s.event_id)
+                    .bind(&s.attributes_json)
+                    .bind(&s.events_json)
+                    .bind(&s.links_json)
+                    .bind(&s.resource_json)
+                    .bind(s.received_at_ms);
+            }
+            counts.spans += q.execute(&mut *tx).await?.rows_affected();
+        }
+        for chunk in links.chunks(CHUNK_ROWS) {
+            let sql = multi_row(include_str!("../sql/span_link_insert.sql"), chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = q
+                    .bind(&l.trace_id)
+                    .bind(&l.span_id)
+                    .bind(&l.linked_trace_id)
+                    .bind(&l.linked_span_id)
+                    .bind(received_at_ms);
+            }
+            counts.links += q.execute(&mut *tx).await?.rows_affected();
+        }
+        for chunk in logs.chunks(CHUNK_ROWS) {
+            let sql = multi_row(include_str!("../sql/log_record_insert.sql"), chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = q
+                    .bind(&l.log_id)
+                    .bind(l.time_ns)
+                    .bind(l.severity_number)
+                    .bind(&l.severity_text)
+                    .bind(&l.service)
+                    .bind(&l.body)
+                    .bind(&l.trace_id)
+                    .bind(&l.span_id)
+                    .bind(&l.correlation_id)
+                    .bind(&l.attributes_json)
+                    .bind(l.received_at_ms);
+            }
+            counts.logs += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// The spans of one trace in start order, at most `limit`.
+    pub async fn spans_for_trace(&self, trace_id: &str, limit: i64) -> Result<Vec<SpanRow>> {
+        let rows = sqlx::query(include_str!("../sql/spans_for_trace.sql"))
+            .bind(trace_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(span_from).collect()
+    }
+
+    /// Traces with a span naming the correlation id.
+    pub async fn span_traces_for_correlation(
+        &self,
+        correlation_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        self.trace_ids(
+            include_str!("../sql/span_traces_for_correlation.sql"),
+            correlation_id,
+            Some(limit),
+        )
+        .await
+    }
+
+    /// Traces with a span naming the event id.
+    pub async fn span_traces_for_event(&self, event_id: &str, limit: i64) -> Result<Vec<String>> {
+        self.trace_ids(
+            include_str!("../sql/span_traces_for_event.sql"),
+            event_id,
+            Some(limit),
+        )
+        .await
+    }
+
+    /// Traces joined to `trace_id` by a span link, either way.
+    pub async fn linked_traces(&self, trace_id: &str) -> Result<Vec<String>> {
+        self.trace_ids(
+            include_str!("../sql/span_linked_traces.sql"),
+            trace_id,
+            None,
+        )
+        .await
+    }
+
+    async fn trace_ids(
+        &self,
+        sql: &'static str,
+        id: &str,
+        limit: Option<i64>,
+    ) -> Result<Vec<String>> {
+        let mut q = sqlx::query(sql).bind(id);
+        if let Some(limit) = limit {
+            q = q.bind(limit);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("trace_id")?))
+            .collect()
+    }
+
+    /// Log records of one trace in time order, at most `limit`.
+    pub async fn logs_for_trace(&self, trace_id: &str, limit: i64) -> Result<Vec<LogRow>> {
+        let rows = sqlx::query(include_str!("../sql/log_records_for_trace.sql"))
+            .bind(trace_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(log_from).collect()
+    }
+
+    /// Log records naming the correlation id, in time order, at most `limit`.
+    pub async fn logs_for_correlation(
+        &self,
+        correlation_id: &str,
+        limit: i64,
+    ) -> Result<Vec<LogRow>> {
+        let rows = sqlx::query(include_str!("../sql/log_records_for_correlation.sql"))
+            .bind(correlation_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(log_from).collect()
+    }
+
+    /// Deletes at most `batch` spans, links and log records each that were
+    /// received before `before_ms`; returns how many rows went. Call again
+    /// until it returns 0.
+    pub async fn prune_telemetry(&self, before_ms: i64, batch: i64) -> Result<u64> {
+        let mut removed = 0;
+        for sql in [
+            include_str!("../sql/telemetry_prune_spans.sql"),
+            include_str!("../sql/telemetry_prune_span_links.sql"),
+            include_str!("../sql/telemetry_prune_log_records.sql"),
+        ] {
+            removed += sqlx::query(sql)
+                .bind(before_ms)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+fn span_from(row: &AnyRow) -> Result<SpanRow> {
+    Ok(SpanRow {
+        trace_id: row.try_get("trace_id")?,
+        span_id: row.try_get("span_id")?,
+        parent_span_id: row.try_get("parent_span_id")?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        service: row.try_get("service")?,
+        start_ns: row.try_get("start_ns")?,
+        end_ns: row.try_get("end_ns")?,
+        status_code: row.try_get("status_code")?,
+        status_message: row.try_get("status_message")?,
+        correlation_id: row.try_get("correlation_id")?,
+        event_id: row.try_get("event_id")?,
+        attributes_json: row.try_get("attributes_json")?,
+        events_json: row.try_get("events_json")?,
+        links_json: row.try_get("links_json")?,
+        resource_json: row.try_get("resource_json")?,
+        received_at_ms: row.try_get("received_at_ms")?,
+    })
+}
+
+fn log_from(row: &AnyRow) -> Result<LogRow> {
+    Ok(LogRow {
+        log_id: row.try_get("log_id")?,
+        time_ns: row.try_get("time_ns")?,
+        severity_number: row.try_get("severity_number")?,
+        severity_text: row.try_get("severity_text")?,
+        service: row.try_get("service")?,
+        body: row.try_get("body")?,
+        trace_id: row.try_get("trace_id")?,
+        span_id: row.try_get("span_id")?,
+        correlation_id: row.try_get("correlation_id")?,
+        attributes_json: row.try_get("attributes_json")?,
+        received_at_ms: row.try_get("received_at_ms")?,
+    })
+}

@@ -1,0 +1,190 @@
+//! Spans and log records on every configured backend: stored once however
+//! often they are sent, found by trace, correlation, event and link, and
+//! pruned by age while queries keep answering.
+
+use kausal_store::{LogRow, SpanLinkRow, SpanRow, testing};
+
+fn span(
+    trace: &str,
+    span: &str,
+    parent: Option<&str>,
+    correlation: Option<&str>,
+    received: i64,
+) -> SpanRow {
+    SpanRow {
+        trace_id: trace.to_owned(),
+        span_id: span.to_owned(),
+        parent_span_id: parent.map(str::to_owned),
+        name: format!("process {span}"),
+        kind: "consumer".to_owned(),
+        service: Some("payment-service".to_owned()),
+        start_ns: received * 1_000_000,
+        end_ns: received * 1_000_000 + 5_000,
+        status_code: "unset".to_owned(),
+        status_message: None,
+        correlation_id: correlation.map(str::to_owned),
+        event_id: Some(format!("ev-{span}")),
+        attributes_json: "{}".to_owned(),
+        events_json: "[]".to_owned(),
+        links_json: "[]".to_owned(),
+        resource_json: "{}".to_owned(),
+        received_at_ms: received,
+    }
+}
+
+fn log(id: &str, trace: Option<&str>, correlation: Option<&str>, received: i64) -> LogRow {
+    LogRow {
+        log_id: id.to_owned(),
+        time_ns: received * 1_000_000,
+        severity_number: Some(17),
+        severity_text: Some("ERROR".to_owned()),
+        service: Some("notification-service".to_owned()),
+        body: Some("event failed".to_owned()),
+        trace_id: trace.map(str::to_owned),
+        span_id: None,
+        correlation_id: correlation.map(str::to_owned),
+        attributes_json: r#"{"errorType":"MissingCustomerEmail"}"#.to_owned(),
+        received_at_ms: received,
+    }
+}
+
+#[tokio::test]
+async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let (t1, t2) = ("a".repeat(32), "b".repeat(32));
+        let spans = vec![
+            span(&t1, "0000000000000001", None, Some("corr-1"), 1_000),
+            span(
+                &t1,
+                "0000000000000002",
+                Some("0000000000000001"),
+                Some("corr-1"),
+                1_001,
+            ),
+            span(&t2, "0000000000000003", None, None, 5_000),
+        ];
+        // The batch span in t2 links the record's context in t1.
+        let links = vec![SpanLinkRow {
+            trace_id: t2.clone(),
+            span_id: "0000000000000003".to_owned(),
+            linked_trace_id: t1.clone(),
+            linked_span_id: "0000000000000002".to_owned(),
+        }];
+        let logs = vec![
+            log("l1", Some(&t1), Some("corr-1"), 1_002),
+            log("l2", None, Some("corr-1"), 5_001),
+        ];
+        let first = store
+            .record_telemetry(&spans, &links, &logs, 5_000)
+            .await
+            .expect(db.label);
+        assert_eq!(
+            (first.spans, first.links, first.logs),
+            (3, 1, 2),
+            "{}",
+            db.label
+        );
+        // An exporter's retry: nothing new.
+        let again = store
+            .record_telemetry(&spans, &links, &logs, 5_000)
+            .await
+            .expect(db.label);
+        assert_eq!(
+            (again.spans, again.links, again.logs),
+            (0, 0, 0),
+            "{}",
+            db.label
+        );
+
+        let got = store.spans_for_trace(&t1, 100).await.expect(db.label);
+        assert_eq!(got, spans[..2].to_vec(), "{}: in start order", db.label);
+        assert_eq!(
+            store
+                .span_traces_for_correlation("corr-1", 10)
+                .await
+                .expect(db.label),
+            vec![t1.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store
+                .span_traces_for_event("ev-0000000000000003", 10)
+                .await
+                .expect(db.label),
+            vec![t2.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.linked_traces(&t1).await.expect(db.label),
+            vec![t2.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.linked_traces(&t2).await.expect(db.label),
+            vec![t1.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.logs_for_trace(&t1, 10).await.expect(db.label),
+            logs[..1].to_vec(),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store
+                .logs_for_correlation("corr-1", 10)
+                .await
+                .expect(db.label),
+            logs,
+            "{}",
+            db.label
+        );
+
+        // Retention: everything received before 2 000 ms goes, in batches of
+        // one row per table; the rest stays and queries still answer.
+        let mut removed = 0;
+        loop {
+            let n = store.prune_telemetry(2_000, 1).await.expect(db.label);
+            if n == 0 {
+                break;
+            }
+            removed += n;
+        }
+        assert_eq!(removed, 3, "{}: two spans and one log record", db.label);
+        assert!(
+            store
+                .spans_for_trace(&t1, 100)
+                .await
+                .expect(db.label)
+                .is_empty(),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.spans_for_trace(&t2, 100).await.expect(db.label).len(),
+            1,
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.linked_traces(&t2).await.expect(db.label),
+            vec![t1.clone()],
+            "{}: the link was received late",
+            db.label
+        );
+        assert_eq!(
+            store
+                .logs_for_correlation("corr-1", 10)
+                .await
+                .expect(db.label),
+            logs[1..].to_vec(),
+            "{}",
+            db.label
+        );
+    }
+}
