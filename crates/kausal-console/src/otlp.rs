@@ -1,0 +1,649 @@
+//! OTLP/HTTP bodies in, store rows out (no I/O): decoding with the
+//! `opentelemetry-proto` types (protobuf with prost, JSON with the crate's
+//! serde mapping), gzip within a bound, and the mapping of spans and log
+//! records to [`SpanRow`]s and [`LogRow`]s. Whatever comes from outside is
+//! checked here: a bad body is an [`OtlpError`] with the reason, a span or
+//! record with an invalid id is rejected alone and counted, the rest kept.
+
+use std::io::Read;
+
+use kausal_store::{LogRow, SpanLinkRow, SpanRow};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde_json::{Map, Value};
+
+/// The largest body accepted as sent (compressed or not).
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// The largest body accepted after gzip: a bound on what a small "gzip
+/// bomb" may inflate to.
+pub const MAX_DECODED_BYTES: usize = 32 << 20;
+
+/// Span attributes that join a span to Kausal's lineage.
+pub const CORRELATION_ATTRIBUTE: &str = "messaging.message.conversation_id";
+pub const EVENT_ID_ATTRIBUTE: &str = "messaging.message.id";
+/// Log attributes that name the correlation id: Kausal's JSON log field
+/// first, then the messaging convention's.
+pub const LOG_CORRELATION_ATTRIBUTES: [&str; 3] =
+    ["correlationId", "correlation_id", CORRELATION_ATTRIBUTE];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpError {
+    #[error("unsupported content type {0:?}: send application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+    #[error("unsupported content encoding {0:?}: send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    #[error("the body is over {limit} bytes {stage}")]
+    TooLarge { limit: usize, stage: &'static str },
+    #[error("the body is not valid gzip: {0}")]
+    Gzip(String),
+    #[error("the body is not a valid {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+}
+
+/// How a body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    /// From a `Content-Type` header (parameters such as `charset` ignored).
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, OtlpError> {
+        let essence = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Ok(Self::Protobuf),
+            "application/json" => Ok(Self::Json),
+            _ => Err(OtlpError::UnsupportedMediaType(
+                content_type.unwrap_or("").to_owned(),
+            )),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// The body as sent, gunzipped when `Content-Encoding: gzip`, within the
+/// bounds above.
+pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, OtlpError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(OtlpError::TooLarge {
+            limit: MAX_BODY_BYTES,
+            stage: "as sent",
+        });
+    }
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("identity") => Ok(body.to_vec()),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            // One byte over the limit tells "too large" from "exactly full".
+            let limit = (MAX_DECODED_BYTES + 1) as u64;
+            flate2::read::MultiGzDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| OtlpError::Gzip(e.to_string()))?;
+            if out.len() > MAX_DECODED_BYTES {
+                return Err(OtlpError::TooLarge {
+                    limit: MAX_DECODED_BYTES,
+                    stage: "after gzip",
+                });
+            }
+            Ok(out)
+        }
+        Some(other) => Err(OtlpError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+/// Decodes an OTLP request of type `T` in `format`.
+pub fn decode<T>(format: Format, bytes: &[u8], what: &'static str) -> Result<T, OtlpError>
+where
+    T: Message + Default + serde::de::DeserializeOwned,
+{
+    let malformed = |reason: String| OtlpError::Malformed { what, reason };
+    match format {
+        Format::Protobuf => T::decode(bytes).map_err(|e| malformed(e.to_string())),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string())),
+    }
+}
+
+/// Rows from one request, and what was refused.
+#[derive(Debug, PartialEq)]
+pub struct Decoded<R> {
+    pub rows: Vec<R>,
+    pub links: Vec<SpanLinkRow>,
+    /// How many items were refused, and the first reason.
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+}
+
+impl<R> Default for Decoded<R> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            links: Vec::new(),
+            rejected: 0,
+            first_rejection: None,
+        }
+    }
+}
+
+impl<R> Decoded<R> {
+    fn reject(&mut self, reason: String) {
+        self.rejected += 1;
+        self.first_rejection.get_or_insert(reason);
+    }
+}
+
+/// Spans and their links from a trace export request.
+pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> Decoded<SpanRow> {
+    let mut out = Decoded::default();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_json(resource_spans.resource.as_ref());
+        let service = service_name(resource_spans.resource.as_ref());
+        for scope in &resource_spans.scope_spans {
+            for span in &scope.spans {
+                let (Some(trace_id), Some(span_id)) =
+                    (trace_hex(&span.trace_id), span_hex(&span.span_id))
+                else {
+                    out.reject(format!(
+                        "span {:?}: trace id must be 16 bytes and span id 8, not all zero",
+                        span.name
+                    ));
+                    continue;
+                };
+                let parent_span_id = if span.parent_span_id.is_empty() {
+                    None
+                } else if let Some(p) = span_hex(&span.parent_span_id) {
+                    Some(p)
+                } else {
+                    out.reject(format!(
+                        "span {:?}: parent span id must be 8 bytes",
+                        span.name
+                    ));
+                    continue;
+                };
+                let mut links = Vec::new();
+                for link in &span.links {
+                    let (Some(lt), Some(ls)) = (trace_hex(&link.trace_id), span_hex(&link.span_id))
+                    else {
+                        continue; // A link to nothing joins nothing; the span stays.
+                    };
+                    out.links.push(SpanLinkRow {
+                        trace_id: trace_id.clone(),
+                        span_id: span_id.clone(),
+                        linked_trace_id: lt.clone(),
+                        linked_span_id: ls.clone(),
+                    });
+                    links.push(serde_json::json!({
+                        "trace_id": lt,
+                        "span_id": ls,
+                        "attributes": attributes(&link.attributes),
+                    }));
+                }
+                let events: Vec<Value> = span
+                    .events
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "name": e.name,
+                            "time_ns": clamp_ns(e.time_unix_nano),
+                            "attributes": attributes(&e.attributes),
+                        })
+                    })
+                    .collect();
+                let status = span.status.as_ref();
+                out.rows.push(SpanRow {
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    name: span.name.clone(),
+                    kind: span_kind(span.kind).to_owned(),
+                    service: service.clone(),
+                    start_ns: clamp_ns(span.start_time_unix_nano),
+                    end_ns: clamp_ns(span.end_time_unix_nano),
+                    status_code: status_code(status.map_or(0, |s| s.code)).to_owned(),
+                    status_message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
+                    correlation_id: string_attribute(&span.attributes, &[CORRELATION_ATTRIBUTE]),
+                    event_id: string_attribute(&span.attributes, &[EVENT_ID_ATTRIBUTE]),
+                    attributes_json: Value::Object(attributes(&span.attributes)).to_string(),
+                    events_json: Value::Array(events).to_string(),
+                    links_json: Value::Array(links).to_string(),
+                    resource_json: resource.clone(),
+                    received_at_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Log records from a logs export request.
+pub fn log_rows(request: &ExportLogsServiceRequest, received_at_ms: i64) -> Decoded<LogRow> {
+    let mut out = Decoded::default();
+    for resource_logs in &request.resource_logs {
+        let service = service_name(resource_logs.resource.as_ref());
+        for scope in &resource_logs.scope_logs {
+            for record in &scope.log_records {
+                // Ids are optional on a log record; present ones must be valid.
+                let trace = (!record.trace_id.is_empty()).then(|| trace_hex(&record.trace_id));
+                let span = (!record.span_id.is_empty()).then(|| span_hex(&record.span_id));
+                if matches!(trace, Some(None)) || matches!(span, Some(None)) {
+                    out.reject("log record: trace id must be 16 bytes and span id 8".to_owned());
+                    continue;
+                }
+                let time_ns = if record.time_unix_nano != 0 {
+                    record.time_unix_nano
+                } else {
+                    record.observed_time_unix_nano
+                };
+                let body = record.body.as_ref().map(|b| match &b.value {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    _ => any_value_json(b).to_string(),
+                });
+                let attributes_json = Value::Object(attributes(&record.attributes)).to_string();
+                let severity_text = Some(record.severity_text.clone()).filter(|s| !s.is_empty());
+                let severity_number =
+                    (record.severity_number != 0).then_some(i64::from(record.severity_number));
+                let trace_id = trace.flatten();
+                let span_id = span.flatten();
+                let identity = serde_json::json!([
+                    service,
+                    time_ns,
+                    severity_number,
+                    severity_text,
+                    body,
+                    trace_id,
+                    span_id,
+                    attributes_json
+                ]);
+                out.rows.push(LogRow {
+                    log_id: uuid::Uuid::new_v5(
+                        &uuid::Uuid::NAMESPACE_OID,
+                        identity.to_string().as_bytes(),
+                    )
+                    .to_string(),
+                    time_ns: clamp_ns(time_ns),
+                    severity_number,
+                    severity_text,
+                    service: service.clone(),
+                    body,
+                    trace_id,
+                    span_id,
+                    correlation_id: string_attribute(
+                        &record.attributes,
+                        &LOG_CORRELATION_ATTRIBUTES,
+                    ),
+                    attributes_json,
+                    received_at_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Lowercase hex of a 16-byte trace id; `None` when malformed or all zero.
+fn trace_hex(bytes: &[u8]) -> Option<String> {
+    id_hex(bytes, 16)
+}
+
+/// Lowercase hex of an 8-byte span id; `None` when malformed or all zero.
+fn span_hex(bytes: &[u8]) -> Option<String> {
+    id_hex(bytes, 8)
+}
+
+fn id_hex(bytes: &[u8], len: usize) -> Option<String> {
+    if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn clamp_ns(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn status_code(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        2 => "error",
+        _ => "unset",
+    }
+}
+
+fn service_name(resource: Option<&Resource>) -> Option<String> {
+    resource.and_then(|r| string_attribute(&r.attributes, &["service.name"]))
+}
+
+fn resource_json(resource: Option<&Resource>) -> String {
+    Value::Object(
+        resource
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default(),
+    )
+    .to_string()
+}
+
+/// The first of `names` that is a non-empty string attribute.
+fn string_attribute(attributes: &[KeyValue], names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| {
+        attributes.iter().find(|kv| kv.key == *name).and_then(|kv| {
+            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// Attributes as a JSON object (a repeated key keeps its last value).
+fn attributes(attributes: &[KeyValue]) -> Map<String, Value> {
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = kv.value.as_ref().map_or(Value::Null, any_value_json);
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+fn any_value_json(value: &AnyValue) -> Value {
+    match &value.value {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(any_value_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => {
+            Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+        }
+    }
+
+    fn resource(service: &str) -> Option<Resource> {
+        Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Resource::default()
+        })
+    }
+
+    fn traces(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource("payment-service"),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope::default()),
+                    spans,
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
+
+    fn span(trace: Vec<u8>, id: Vec<u8>) -> Span {
+        Span {
+            trace_id: trace,
+            span_id: id,
+            name: "process orders".to_owned(),
+            kind: 5,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            attributes: vec![
+                kv(CORRELATION_ATTRIBUTE, "corr-1"),
+                kv(EVENT_ID_ATTRIBUTE, "ev-1"),
+            ],
+            status: Some(Status {
+                code: 2,
+                message: "MissingCustomerEmail".to_owned(),
+            }),
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn a_span_keeps_its_ids_kind_status_service_and_join_keys() {
+        let mut s = span(vec![0xab; 16], vec![0x01; 8]);
+        s.parent_span_id = vec![0x02; 8];
+        s.links = vec![span::Link {
+            trace_id: vec![0xcd; 16],
+            span_id: vec![0x03; 8],
+            ..span::Link::default()
+        }];
+        let decoded = span_rows(&traces(vec![s]), 7);
+        assert_eq!(decoded.rejected, 0);
+        let row = &decoded.rows[0];
+        assert_eq!(row.trace_id, "ab".repeat(16));
+        assert_eq!(row.span_id, "01".repeat(8));
+        assert_eq!(row.parent_span_id.as_deref(), Some("0202020202020202"));
+        assert_eq!(
+            (row.kind.as_str(), row.status_code.as_str()),
+            ("consumer", "error")
+        );
+        assert_eq!(row.status_message.as_deref(), Some("MissingCustomerEmail"));
+        assert_eq!(row.service.as_deref(), Some("payment-service"));
+        assert_eq!(row.correlation_id.as_deref(), Some("corr-1"));
+        assert_eq!(row.event_id.as_deref(), Some("ev-1"));
+        assert_eq!(row.received_at_ms, 7);
+        assert_eq!(decoded.links.len(), 1);
+        assert_eq!(decoded.links[0].linked_trace_id, "cd".repeat(16));
+        assert!(row.links_json.contains(&"cd".repeat(16)));
+    }
+
+    #[test]
+    fn spans_with_invalid_ids_are_rejected_alone() {
+        let decoded = span_rows(
+            &traces(vec![
+                span(vec![0xab; 16], vec![0x01; 8]),
+                span(vec![0; 16], vec![0x01; 8]),
+                span(vec![0xab; 15], vec![0x01; 8]),
+                span(vec![0xab; 16], vec![0x01; 9]),
+            ]),
+            0,
+        );
+        assert_eq!(decoded.rows.len(), 1);
+        assert_eq!(decoded.rejected, 3);
+        assert!(
+            decoded
+                .first_rejection
+                .is_some_and(|r| r.contains("16 bytes"))
+        );
+    }
+
+    #[test]
+    fn protobuf_and_json_decode_to_the_same_spans() {
+        let request = traces(vec![span(vec![0xab; 16], vec![0x01; 8])]);
+        let from_proto: ExportTraceServiceRequest =
+            decode(Format::Protobuf, &request.encode_to_vec(), "trace export").expect("proto");
+        let json = serde_json::to_vec(&request).expect("json");
+        let from_json: ExportTraceServiceRequest =
+            decode(Format::Json, &json, "trace export").expect("json");
+        assert_eq!(span_rows(&from_proto, 0), span_rows(&from_json, 0));
+        assert_eq!(span_rows(&from_json, 0).rows.len(), 1);
+    }
+
+    #[test]
+    fn the_otlp_json_example_decodes_and_unknown_fields_are_ignored() {
+        // The shape of opentelemetry-proto's examples/trace.json, plus a
+        // field no version defines.
+        let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"my.service"}}]},
+          "scopeSpans":[{"scope":{"name":"my.library","version":"1.0.0"},"spans":[{
+            "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "parentSpanId":"eee19b7ec3c1b173","name":"I'm a server span",
+            "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
+            "kind":2,"attributes":[{"key":"my.span.attr","value":{"stringValue":"some value"}}],
+            "someFutureField":{"x":1}}]}]}]}"#;
+        let request: ExportTraceServiceRequest =
+            decode(Format::Json, body, "trace export").expect("decodes");
+        let rows = span_rows(&request, 0).rows;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].trace_id, "5b8efff798038103d269b633813fc60c");
+        assert_eq!(rows[0].kind, "server");
+        assert_eq!(rows[0].start_ns, 1_544_712_660_000_000_000);
+        assert_eq!(rows[0].service.as_deref(), Some("my.service"));
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let request = traces(vec![span(vec![0xab; 16], vec![0x01; 8])]);
+        let bytes = request.encode_to_vec();
+        let truncated = &bytes[..bytes.len() - 3];
+        assert!(matches!(
+            decode::<ExportTraceServiceRequest>(Format::Protobuf, truncated, "trace export"),
+            Err(OtlpError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Format::from_content_type(Some("text/plain")),
+            Err(OtlpError::UnsupportedMediaType(_))
+        ));
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")),
+            Ok(Format::Json)
+        );
+        assert!(matches!(
+            decompress(Some("br"), b"x"),
+            Err(OtlpError::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            decompress(Some("gzip"), b"not gzip"),
+            Err(OtlpError::Gzip(_))
+        ));
+        assert!(matches!(
+            decompress(None, &vec![0; MAX_BODY_BYTES + 1]),
+            Err(OtlpError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_decoded_limit() {
+        use flate2::Compression;
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..40 {
+            gz.write_all(&zeros).expect("write");
+        }
+        let bomb = gz.finish().expect("gzip");
+        assert!(bomb.len() < 100_000, "a small body: {}", bomb.len());
+        assert!(matches!(
+            decompress(Some("gzip"), &bomb),
+            Err(OtlpError::TooLarge {
+                stage: "after gzip",
+                ..
+            })
+        ));
+        let mut ok = GzEncoder::new(Vec::new(), Compression::fast());
+        ok.write_all(b"hello").expect("write");
+        assert_eq!(
+            decompress(Some("GZIP"), &ok.finish().expect("gzip")).expect("ok"),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn log_records_keep_trace_context_and_correlation_and_have_a_stable_id() {
+        let record = LogRecord {
+            time_unix_nano: 5,
+            severity_number: 17,
+            severity_text: "ERROR".to_owned(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("event failed".to_owned())),
+            }),
+            attributes: vec![
+                kv("correlationId", "corr-9"),
+                kv("errorType", "MissingCustomerEmail"),
+            ],
+            trace_id: vec![0xab; 16],
+            span_id: vec![0x01; 8],
+            ..LogRecord::default()
+        };
+        let bad = LogRecord {
+            trace_id: vec![0xab; 3],
+            ..record.clone()
+        };
+        let no_ids = LogRecord {
+            trace_id: Vec::new(),
+            span_id: Vec::new(),
+            observed_time_unix_nano: 9,
+            time_unix_nano: 0,
+            ..record.clone()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource("notification-service"),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![record, bad, no_ids],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        };
+        let decoded = log_rows(&request, 3);
+        assert_eq!(decoded.rejected, 1);
+        let rows = &decoded.rows;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].trace_id, Some("ab".repeat(16)));
+        assert_eq!(rows[0].correlation_id.as_deref(), Some("corr-9"));
+        assert_eq!(rows[0].body.as_deref(), Some("event failed"));
+        assert_eq!(rows[0].service.as_deref(), Some("notification-service"));
+        assert_eq!(rows[1].trace_id, None);
+        assert_eq!(
+            rows[1].time_ns, 9,
+            "the observed time when the record has none"
+        );
+        assert_ne!(rows[0].log_id, rows[1].log_id);
+        assert_eq!(
+            log_rows(&request, 4).rows[0].log_id,
+            rows[0].log_id,
+            "stable across retries"
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! The questions an on-call engineer asks, answered from the store: which
+//! correlations an id belongs to (`resolve`), and everything about one
+//! correlation in one document (`correlation`). The CLI (`kausal trace`)
+//! and the HTTP API call these same functions, so they cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kausal_lineage::{TraceReport, build_report};
+use kausal_store::{DeadLetterEntry, LineageEvent, LogRow, Receipt, SpanRow, Store};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Bounds of one document: a correlation that touched more is cut, and the
+/// document says so (`truncated`).
+pub const MAX_TRACES: usize = 50;
+pub const MAX_SPANS_PER_TRACE: i64 = 2_000;
+pub const MAX_LOGS: i64 = 2_000;
+
+/// How an id matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchKind {
+    EventId,
+    CorrelationId,
+    Key,
+    TraceId,
+    DeadLetterId,
+}
+
+impl MatchKind {
+    /// The name `kausal trace --json` gives it (`matched_by`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EventId => "event-id",
+            Self::CorrelationId => "correlation-id",
+            Self::Key => "key",
+            Self::TraceId => "trace-id",
+            Self::DeadLetterId => "dead-letter-id",
+        }
+    }
+}
+
+/// One correlation an id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Match {
+    pub kind: MatchKind,
+    pub correlation_id: String,
+}
+
+/// Every correlation `id` names: as an event id, a correlation id, a Kafka
+/// key (order id), a dead-letter id or a trace id, in that order of
+/// preference; empty when it names nothing recorded.
+pub async fn resolve(store: &Store, id: &str) -> kausal_store::Result<Vec<Match>> {
+    let one = |kind, correlation_id| {
+        vec![Match {
+            kind,
+            correlation_id,
+        }]
+    };
+    if let Some(event) = store.event(id).await? {
+        return Ok(one(MatchKind::EventId, event.correlation_id));
+    }
+    if !store.chain(id).await?.is_empty() {
+        return Ok(one(MatchKind::CorrelationId, id.to_owned()));
+    }
+    let by_key: BTreeSet<String> = store
+        .events_by_key(id)
+        .await?
+        .into_iter()
+        .map(|e| e.correlation_id)
+        .collect();
+    if !by_key.is_empty() {
+        return Ok(by_key
+            .into_iter()
+            .map(|correlation_id| Match {
+                kind: MatchKind::Key,
+                correlation_id,
+            })
+            .collect());
+    }
+    if let Some(letter) = store.dead_letter(id).await? {
+        let correlation = letter.correlation_id.or(store
+            .event(&letter.event_id)
+            .await?
+            .map(|e| e.correlation_id));
+        return Ok(correlation
+            .map(|c| one(MatchKind::DeadLetterId, c))
+            .unwrap_or_default());
+    }
+    let mut by_trace = BTreeSet::new();
+    for span in store.spans_for_trace(id, MAX_SPANS_PER_TRACE).await? {
+        if let Some(c) = span.correlation_id {
+            by_trace.insert(c);
+        }
+    }
+    Ok(by_trace
+        .into_iter()
+        .map(|correlation_id| Match {
+            kind: MatchKind::TraceId,
+            correlation_id,
+        })
+        .collect())
+}
+
+/// A causation edge: `cause` was handled and emitted `effect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub cause: String,
+    pub effect: String,
+}
+
+/// One span as the document shows it (attributes, events and links parsed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanView {
+    pub service: Option<String>,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub start_ns: i64,
+    pub duration_ms: f64,
+    pub status: String,
+    pub status_message: Option<String>,
+    pub event_id: Option<String>,
+    pub attributes: Value,
+    pub events: Value,
+    pub links: Value,
+}
+
+impl From<SpanRow> for SpanView {
+    fn from(s: SpanRow) -> Self {
+        Self {
+            duration_ms: (s.end_ns.saturating_sub(s.start_ns)) as f64 / 1e6,
+            service: s.service,
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent_span_id: s.parent_span_id,
+            name: s.name,
+            kind: s.kind,
+            start_ns: s.start_ns,
+            status: s.status_code,
+            status_message: s.status_message,
+            event_id: s.event_id,
+            attributes: parse(&s.attributes_json),
+            events: parse(&s.events_json),
+            links: parse(&s.links_json),
+        }
+    }
+}
+
+/// One log line as the document shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogView {
+    pub time_ns: i64,
+    pub service: Option<String>,
+    pub level: Option<String>,
+    pub message: Option<String>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub attributes: Value,
+}
+
+impl From<LogRow> for LogView {
+    fn from(l: LogRow) -> Self {
+        Self {
+            time_ns: l.time_ns,
+            service: l.service,
+            level: l.severity_text,
+            message: l.body,
+            trace_id: l.trace_id,
+            span_id: l.span_id,
+            correlation_id: l.correlation_id,
+            attributes: parse(&l.attributes_json),
+        }
+    }
+}
+
+/// One event handed from its producer to one consumer group: time in Kafka
+/// (record timestamp → handling started) and time in the handler.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hop {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub from_service: Option<String>,
+    pub consumer_group: String,
+    pub service: String,
+    pub outcome: String,
+    pub kafka_ms: f64,
+    pub handler_ms: f64,
+}
+
+/// A consumer group on the path, with what it did for this correlation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupOnPath {
+    pub consumer_group: String,
+    pub service: String,
+    pub receipts: usize,
+    pub failed: usize,
+}
+
+/// A group that receives events of this type elsewhere, but left no receipt
+/// for this one: the hop where the event "vanished" (or is still in flight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    pub event_id: String,
+    pub event_type: String,
+    pub consumer_group: String,
+    pub service: String,
+}
+
+/// Everything about one correlation.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrelationDocument {
+    pub correlation_id: String,
+    pub keys: Vec<String>,
+    pub trace_ids: Vec<String>,
+    pub events: Vec<LineageEvent>,
+    pub edges: Vec<Edge>,
+    pub receipts: Vec<Receipt>,
+    pub dead_letters: Vec<DeadLetterView>,
+    pub spans: Vec<SpanView>,
+    pub logs: Vec<LogView>,
+    pub hops: Vec<Hop>,
+    pub groups: Vec<GroupOnPath>,
+    pub failures: Vec<kausal_lineage::report::Failure>,
+    pub missing: Vec<Missing>,
+    /// The lineage report `kausal trace` prints (timeline per event).
+    pub report: TraceReport,
+    /// True when a bound above cut spans, traces or logs.
+    pub truncated: bool,
+}
+
+/// A dead letter without its bytes (those are at `/api/dlq/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterView {
+    pub dlq_id: String,
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub source_topic: String,
+    pub consumer_group: Option<String>,
+    pub service: Option<String>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: Option<i64>,
+    pub failed_at_ms: i64,
+    pub status: String,
+    pub replay_count: i64,
+}
+
+impl From<&DeadLetterEntry> for DeadLetterView {
+    fn from(d: &DeadLetterEntry) -> Self {
+        Self {
+            dlq_id: d.dlq_id.clone(),
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            source_topic: d.source_topic.clone(),
+            consumer_group: d.consumer_group.clone(),
+            service: d.service.clone(),
+            error_type: d.error_type.clone(),
+            error_message: d.error_message.clone(),
+            attempts: d.attempts,
+            failed_at_ms: d.failed_at_ms,
+            status: d.status.clone(),
+            replay_count: d.replay_count,
+        }
+    }
+}
+
+/// The document for `correlation_id`; `None` when nothing is recorded for it
+/// (no event and no span).
+pub async fn correlation(
+    store: &Store,
+    correlation_id: &str,
+) -> kausal_store::Result<Option<CorrelationDocument>> {
+    let events = store.chain(correlation_id).await?;
+    let receipts = store.receipts_for_correlation(correlation_id).await?;
+    let dead = store.dead_letters_for_correlation(correlation_id).await?;
+    let report = build_report(correlation_id, &events, &receipts, &dead);
+
+    // Traces: those the events were sent in, those whose spans name the
+    // correlation, and one step along links (batches, replays).
+    let mut traces: BTreeSet<String> = events.iter().filter_map(|e| e.trace_id.clone()).collect();
+    traces.extend(
+        store
+            .span_traces_for_correlation(correlation_id, MAX_TRACES as i64)
+            .await?,
+    );
+    for trace in traces.clone() {
+        traces.extend(store.linked_traces(&trace).await?);
+    }
+    let truncated_traces = traces.len() > MAX_TRACES;
+    let traces: Vec<String> = traces.into_iter().take(MAX_TRACES).collect();
+
+    let mut spans = Vec::new();
+    let mut logs: BTreeMap<(i64, String), LogRow> = BTreeMap::new();
+    let mut truncated = truncated_traces;
+    for trace in &traces {
+        let found = store.spans_for_trace(trace, MAX_SPANS_PER_TRACE).await?;
+        truncated |= found.len() as i64 == MAX_SPANS_PER_TRACE;
+        spans.extend(found);
+        for log in store.logs_for_trace(trace, MAX_LOGS).await? {
+            logs.insert((log.time_ns, log.log_id.clone()), log);
+        }
+    }
+    for log in store.logs_for_correlation(correlation_id, MAX_LOGS).await? {
+        logs.insert((log.time_ns, log.log_id.clone()), log);
+    }
+    truncated |= logs.len() as i64 >= MAX_LOGS;
+    if events.is_empty() && spans.is_empty() {
+        return Ok(None);
+    }
+    spans.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
+
+    let missing = missing_hops(store, &events, &receipts).await?;
+    Ok(Some(CorrelationDocument {
+        correlation_id: correlation_id.to_owned(),
+        keys: report.keys.clone(),
+        trace_ids: traces,
+        edges: edges(&events),
+        hops: hops(&events, &receipts),
+        groups: groups(&receipts),
+        failures: report.failures.clone(),
+        missing,
+        dead_letters: dead.iter().map(DeadLetterView::from).collect(),
+        spans: spans.into_iter().map(SpanView::from).collect(),
+        logs: logs
+            .into_values()
+            .take(MAX_LOGS as usize)
+            .map(LogView::from)
+            .collect(),
+        events,
+        receipts,
+        report,
+        truncated,
+    }))
+}
+
+/// Causation edges between recorded events of the chain.
+fn edges(events: &[LineageEvent]) -> Vec<Edge> {
+    let known: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    events
+        .iter()
+        .filter_map(|e| {
+            let cause = e.causation_id.as_deref()?;
+            known.contains(cause).then(|| Edge {
+                cause: cause.to_owned(),
+                effect: e.event_id.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Per receipt: time in Kafka (the record's timestamp to the start of
+/// handling) and time in the handler. Handling started `duration` before
+/// the receipt's time.
+fn hops(events: &[LineageEvent], receipts: &[Receipt]) -> Vec<Hop> {
+    receipts
+        .iter()
+        .filter_map(|r| {
+            let event = events.iter().find(|e| e.event_id == r.event_id)?;
+            let started_ms = r.handled_at_ms as f64 - r.duration_ms;
+            Some(Hop {
+                event_id: r.event_id.clone(),
+                event_type: event.event_type.clone(),
+                from_service: event.source_service.clone(),
+                consumer_group: r.consumer_group.clone(),
+                service: r.service.clone(),
+                outcome: r.outcome.clone(),
+                kafka_ms: (started_ms - event.occurred_at_ms as f64).max(0.0),
+                handler_ms: r.duration_ms,
+            })
+        })
+        .collect()
+}
+
+fn groups(receipts: &[Receipt]) -> Vec<GroupOnPath> {
+    let mut out: BTreeMap<&str, GroupOnPath> = BTreeMap::new();
+    for r in receipts {
+        let g = out
+            .entry(r.consumer_group.as_str())
+            .or_insert_with(|| GroupOnPath {
+                consumer_group: r.consumer_group.clone(),
+                service: r.service.clone(),
+                receipts: 0,
+                failed: 0,
+            });
+        g.receipts += 1;
+        if r.outcome == "dead_lettered" {
+            g.failed += 1;
+        }
+    }
+    out.into_values().collect()
+}
+
+/// For each event: the groups that receive its type elsewhere but left no
+/// receipt for it.
+async fn missing_hops(
+    store: &Store,
+    events: &[LineageEvent],
+    receipts: &[Receipt],
+) -> kausal_store::Result<Vec<Missing>> {
+    let mut by_type: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for event in events {
+        let Some(event_type) = event.event_type.as_deref() else {
+            continue;
+        };
+        if !by_type.contains_key(event_type) {
+            let groups = store.receipt_groups_for_event_type(event_type).await?;
+            by_type.insert(event_type, groups);
+        }
+        for (group, service) in &by_type[event_type] {
+            let received = receipts
+                .iter()
+                .any(|r| r.event_id == event.event_id && &r.consumer_group == group);
+            if !received {
+                out.push(Missing {
+                    event_id: event.event_id.clone(),
+                    event_type: event_type.to_owned(),
+                    consumer_group: group.clone(),
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
