@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod broker;
+mod console;
 mod dlq;
 mod lag;
 mod reset;
@@ -49,6 +50,8 @@ enum Command {
     State(state::StateArgs),
     /// The embedded Kafka-protocol broker alone, in the foreground.
     Broker(broker::BrokerArgs),
+    /// The console: OTLP receiver (traces, logs) and correlation API.
+    Console(console::ConsoleArgs),
 }
 
 /// Options every subcommand takes.
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => reset::run(args).await,
             Command::State(args) => state::run(args).await,
             Command::Broker(args) => broker::run(args).await,
+            Command::Console(args) => console::run(args).await,
         }
     });
     match result {

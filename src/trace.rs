@@ -2,8 +2,6 @@
 //! one business operation, who received each event, what failed, the dead
 //! letters.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Context, bail};
 use clap::Args;
 use kausal_lineage::{TraceReport, build_report};
@@ -35,7 +33,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("cannot open the lineage store {url}"))?;
-    let (matched_by, correlations) = resolve(&store, &args.id).await?;
+    let matches = kausal_console::query::resolve(&store, &args.id).await?;
+    let matched_by = matches.first().map_or("nothing", |m| m.kind.label());
+    let correlations: Vec<String> = matches.into_iter().map(|m| m.correlation_id).collect();
     if correlations.is_empty() {
         bail!(
             "nothing is recorded for {:?} in {url}: check the id, and that the lineage recorder runs \
@@ -67,21 +67,4 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
-}
-
-/// Which correlation ids the query names, and how it matched.
-async fn resolve(store: &Store, id: &str) -> anyhow::Result<(&'static str, Vec<String>)> {
-    if let Some(event) = store.event(id).await? {
-        return Ok(("event-id", vec![event.correlation_id]));
-    }
-    if !store.chain(id).await?.is_empty() {
-        return Ok(("correlation-id", vec![id.to_owned()]));
-    }
-    let by_key: BTreeSet<String> = store
-        .events_by_key(id)
-        .await?
-        .into_iter()
-        .map(|e| e.correlation_id)
-        .collect();
-    Ok(("key", by_key.into_iter().collect()))
 }

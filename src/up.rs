@@ -54,7 +54,8 @@ pub struct UpArgs {
     /// Storage of the embedded broker.
     #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
     pub broker_storage: BrokerStorage,
-    /// Port of the console (the console itself is not built yet).
+    /// Port of the console: its API and the OTLP/HTTP receiver every
+    /// service exports spans to (or any free port when taken).
     #[arg(long, default_value_t = 8080)]
     pub console_port: u16,
     /// First /metrics port; each service takes the next one (or any free
@@ -73,8 +74,11 @@ pub struct UpArgs {
 struct Supervised {
     name: &'static str,
     args: Vec<String>,
+    /// Added to the environment `up` was started with.
+    env: Vec<(String, String)>,
     log: PathBuf,
-    metrics: SocketAddr,
+    /// Where its `/metrics` is (the console has none).
+    metrics: Option<SocketAddr>,
     child: Option<Child>,
     restarts: u32,
 }
@@ -89,6 +93,7 @@ impl Supervised {
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let child = Command::new(exe)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -164,7 +169,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Monitor,
     ];
     let api_addr = port_near(args.http_port)?;
-    let mut services = Vec::new();
+    let console_addr = port_near(args.console_port)?;
+    let export = span_export(console_addr);
+    // The console first, so that the services' first spans find it.
+    let mut services = vec![Supervised {
+        name: "console",
+        args: vec![
+            "console".to_owned(),
+            "--database".to_owned(),
+            database.clone(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+            "--console-port".to_owned(),
+            console_addr.port().to_string(),
+        ],
+        env: Vec::new(),
+        log: logs.join("console.log"),
+        metrics: None,
+        child: None,
+        restarts: 0,
+    }];
     for name in order {
         let port = args
             .metrics_port_base
@@ -195,14 +219,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 extra,
             ]
             .concat(),
+            env: export.clone(),
             log: logs.join(format!("{}.log", name.service_name())),
-            metrics,
+            metrics: Some(metrics),
             child: None,
             restarts: 0,
         });
     }
-    for s in &mut services {
+    // The console (first in the list) before the services, so that their
+    // first spans are not refused.
+    for (i, s) in services.iter_mut().enumerate() {
         s.spawn()?;
+        if i == 0 && !wait_for_port(console_addr, Duration::from_secs(30)).await {
+            eprintln!(
+                "the console did not answer on {console_addr} within 30 s; see {}",
+                s.log.display()
+            );
+        }
     }
 
     print_banner(
@@ -211,7 +244,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &database,
         &data_dir,
         &services,
-        args.console_port,
+        console_addr,
+        export.is_empty(),
     );
     println!("  order API  POST http://{api_addr}/orders   GET http://{api_addr}/orders/{{id}}");
     println!(
@@ -290,6 +324,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OTLP settings of every service: spans to the console, all of them
+/// (`up` is for looking at the system). A user who set
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` keeps it: the services then export there
+/// and the console gets no spans (forwarding from the console is not built
+/// yet).
+fn span_export(console: SocketAddr) -> Vec<(String, String)> {
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        return Vec::new();
+    }
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{console}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Whether something accepts connections on `addr` within `timeout`.
+async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Metrics port of each service relative to --metrics-port-base.
 fn service_port_offset(name: ServiceName) -> u16 {
     match name {
@@ -323,7 +388,8 @@ fn print_banner(
     database: &str,
     data_dir: &Path,
     services: &[Supervised],
-    console_port: u16,
+    console: SocketAddr,
+    user_export: bool,
 ) {
     println!("kausal is up");
     println!(
@@ -332,15 +398,24 @@ fn print_banner(
     );
     println!("  database   {database}");
     for s in services {
-        println!(
-            "  {:<15} metrics http://{}/metrics  logs {}",
-            s.name,
-            s.metrics,
-            s.log.display()
-        );
+        match s.metrics {
+            Some(metrics) => println!(
+                "  {:<15} metrics http://{metrics}/metrics  logs {}",
+                s.name,
+                s.log.display()
+            ),
+            None => println!("  {:<15} logs {}", s.name, s.log.display()),
+        }
     }
     println!("  data dir   {}", data_dir.display());
-    println!("  console    not built yet (port {console_port} reserved)");
+    println!(
+        "  console    http://{console}  (API: /api/search?q=<order id>, /api/correlations/<id>)"
+    );
+    if user_export {
+        println!("             spans go to OTEL_EXPORTER_OTLP_ENDPOINT, not to the console");
+    } else {
+        println!("             every service exports its spans to http://{console}/v1/traces");
+    }
 }
 
 async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
@@ -348,7 +423,10 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
     let (mut approved, mut declined, mut retries, mut dlq, mut shipped) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut lag, mut worst) = (0.0, None);
     for s in services {
-        let Some(text) = scrape::fetch(s.metrics).await else {
+        let Some(text) = s.metrics.map(scrape::fetch) else {
+            continue;
+        };
+        let Some(text) = text.await else {
             continue;
         };
         orders += scrape::sum(&text, "orders_published_total", &[]);
