@@ -26,6 +26,18 @@ pub(crate) async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
+    let (status, head, body) = request_bytes(addr, method, path, headers, body.as_bytes()).await;
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`request`] with a binary body both ways (lowercased head).
+pub(crate) async fn request_bytes(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!(
         "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
@@ -35,18 +47,22 @@ pub(crate) async fn request(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    req.push_str(body);
     stream.write_all(req.as_bytes()).await.expect("write");
+    // A server may answer (413) and close before reading a large body.
+    let _ = stream.write_all(body).await;
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let _ = stream.read_to_end(&mut buf).await;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http response");
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    (status, head.to_lowercase(), body.to_owned())
+    (status, head, buf[split + 4..].to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

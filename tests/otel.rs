@@ -86,7 +86,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
     (format!("http://{addr}"), spans)
 }
 
-fn service(b: &TestBroker, name: &str, endpoint: &str, extra: &[&str]) -> KillOnDrop {
+pub(crate) fn service(b: &TestBroker, name: &str, endpoint: &str, extra: &[&str]) -> KillOnDrop {
     service_with_env(b, name, endpoint, extra, &[])
 }
 

@@ -131,14 +131,14 @@ async fn sigterm_mid_stream_exits_0_commits_finished_work_and_restart_loses_noth
 }
 
 /// `kausal up` with its summary lines read on a thread of their own.
-struct Up {
+pub(crate) struct Up {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Up {
-    fn spawn(args: &[&str], data_dir: &std::path::Path) -> Self {
+    pub(crate) fn spawn(args: &[&str], data_dir: &std::path::Path) -> Self {
         let mut child = Command::new(BIN)
             .arg("up")
             .args(args)
@@ -168,7 +168,11 @@ impl Up {
     }
 
     /// The first summary line for which `done` holds, within `timeout`.
-    fn until(&mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> Option<String> {
+    pub(crate) fn until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
@@ -182,14 +186,14 @@ impl Up {
     }
 
     /// Ctrl-C, then the exit status (killed after a minute).
-    fn interrupt(mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn interrupt(mut self) -> Option<std::process::ExitStatus> {
         signal(&self.child, Signal::SIGINT);
         wait(&mut self.child, Duration::from_secs(60))
     }
 }
 
 /// The number after `label ` in a summary line (`payments 12 ok`).
-fn count_after(line: &str, label: &str) -> f64 {
+pub(crate) fn count_after(line: &str, label: &str) -> f64 {
     line.split(&format!("{label} "))
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
@@ -228,7 +232,7 @@ fn kausal_up_shows_payments_flowing_and_ctrl_c_exits_0() {
 }
 
 /// `kausal <args> --json` as a JSON document.
-fn cli_json(args: &[&str]) -> serde_json::Value {
+pub(crate) fn cli_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
         .args(args)
         .arg("--json")

@@ -11,6 +11,7 @@ mod harness;
 mod alerts;
 mod batch;
 mod broker;
+mod console;
 mod history;
 mod http;
 mod interop;

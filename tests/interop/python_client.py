@@ -12,6 +12,9 @@ way the seeds' Python services use them.
         context with the SDK's propagator and starts a CONSUMER span
         `process TOPIC` in it; prints key, value, headers (UTF-8) and the
         traceparent of that span (`continued_traceparent`)
+
+With OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP as
+the SDK's exporter does it (OTEL_SERVICE_NAME names the service).
 """
 
 import json
@@ -24,7 +27,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-trace.set_tracer_provider(TracerProvider())
+PROVIDER = TracerProvider()  # service.name from OTEL_SERVICE_NAME
+if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    # As the seeds export: OTLP/HTTP protobuf to OTEL_EXPORTER_OTLP_ENDPOINT
+    # (/v1/traces appended), each span as it ends.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    PROVIDER.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
+trace.set_tracer_provider(PROVIDER)
 TRACER = trace.get_tracer("seed-000-python")
 W3C = TraceContextTextMapPropagator()
 
