@@ -1,7 +1,7 @@
-//! The order service's HTTP API against its OpenAPI document
-//! (`services/order/openapi.yaml`, served at `/openapi.yaml`), fuzzed by
-//! schemathesis from PyPI: no input may produce a 5xx, every status and
-//! body must be the documented ones.
+//! HTTP APIs against their OpenAPI documents, fuzzed by schemathesis from
+//! PyPI: no input may produce a 5xx, every status and body must be the
+//! documented ones. The order service (`services/order/openapi.yaml`) and
+//! the console (`crates/kausal-console/openapi.yaml`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -40,11 +40,27 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     assert_eq!(status, 200);
     assert_eq!(served, kausal_order::http::OPENAPI);
 
-    let scratch = b.dir.path().to_path_buf();
+    let (passed, report) = schemathesis(
+        &format!("http://127.0.0.1:{port}/openapi.yaml"),
+        b.dir.path(),
+    )
+    .await;
+    assert!(passed, "schemathesis failed:\n{report}");
+    assert!(
+        order
+            .terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "the service survives and stops cleanly"
+    );
+}
+
+/// Runs schemathesis against the document at `openapi_url` (working
+/// directory `scratch`, where it keeps a cache): (passed, report).
+pub(crate) async fn schemathesis(openapi_url: &str, scratch: &std::path::Path) -> (bool, String) {
+    let (url, scratch) = (openapi_url.to_owned(), scratch.to_path_buf());
     let run = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .args(["-m", "schemathesis.cli", "run"])
-            .arg(format!("http://127.0.0.1:{port}/openapi.yaml"))
+            .args(["-m", "schemathesis.cli", "run", &url])
             .args([
                 "--checks",
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
@@ -56,23 +72,57 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
                 "10",
             ])
             .env("NO_COLOR", "1")
-            // schemathesis keeps a cache in its working directory.
             .current_dir(&scratch)
             .output()
     })
     .await
     .expect("join")
-    .expect("python3 -m schemathesis runs (pip install schemathesis; .ci/run does)");
+    .expect("python3 -m schemathesis runs (scripts/test installs tests/requirements.txt)");
     let report = format!(
         "{}\n{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(run.status.success(), "schemathesis failed:\n{report}");
+    (run.status.success(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_console_api() {
+    let dir = crate::harness::scratch_dir();
+    let port = free_port();
+    let database = format!("sqlite://{}", dir.path().join("console.db").display());
+    let mut console = KillOnDrop(
+        Command::new(BIN)
+            .args(["console", "--console-port", &port.to_string()])
+            .args(["--database", &database])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("console starts"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     assert!(
-        order
+        eventually(Duration::from_secs(60), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok())
+        .await,
+        "console listens"
+    );
+    let (status, _, served) = crate::http::request(addr, "GET", "/api/openapi.yaml", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(served.starts_with("openapi: 3"), "{served}");
+    let (passed, report) = schemathesis(
+        &format!("http://127.0.0.1:{port}/api/openapi.yaml"),
+        dir.path(),
+    )
+    .await;
+    assert!(passed, "schemathesis failed:\n{report}");
+    assert!(
+        console
             .terminate(Duration::from_secs(20))
             .is_some_and(|s| s.success()),
-        "the service survives and stops cleanly"
+        "the console survives and stops cleanly"
     );
 }

@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -202,10 +202,16 @@ struct SearchQuery {
     q: String,
 }
 
+/// A query string or path that does not parse: 400 in the API's own shape.
+fn bad_request(rejection: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, rejection.to_string())
+}
+
 async fn search(
     State(state): State<ConsoleState>,
-    Query(query): Query<SearchQuery>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_request)?;
     let q = checked_id(&query.q)?;
     let matches = query::resolve(&state.store, q).await.map_err(unavailable)?;
     Ok(axum::Json(serde_json::json!({ "query": q, "matches": matches })).into_response())
@@ -213,8 +219,9 @@ async fn search(
 
 async fn correlation(
     State(state): State<ConsoleState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(bad_request)?;
     let id = checked_id(&id)?;
     match query::correlation(&state.store, id)
         .await
@@ -233,8 +240,9 @@ async fn correlation(
 
 async fn trace(
     State(state): State<ConsoleState>,
-    Path(trace_id): Path<String>,
+    trace_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(trace_id) = trace_id.map_err(bad_request)?;
     let trace_id = checked_id(&trace_id)?.to_ascii_lowercase();
     let spans = state
         .store
