@@ -10,6 +10,7 @@ pub mod logs;
 pub mod metrics;
 pub mod monitor;
 pub mod otel;
+pub mod otlp_logs;
 pub mod spans;
 pub mod testing;
 

@@ -1,7 +1,9 @@
 //! One JSON object per line on stdout. Fields of the enclosing spans (the
 //! runtime's `process` span carries `correlationId`, `traceId`, `spanId`,
 //! `eventType`, `eventId`) are flattened into every line emitted inside them,
-//! so a handler's own `tracing::info!` lines are correlated for free.
+//! so a handler's own `tracing::info!` lines are correlated for free. With
+//! an OTLP endpoint configured, each line also goes out as an OTLP log
+//! record (`otlp_logs`).
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -73,9 +75,11 @@ fn install(service: &str, out: Box<dyn Write + Send>) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = EnvFilter::try_new(filter(rust_log.as_deref()))
         .unwrap_or_else(|_| EnvFilter::new(filter(None)));
+    let mut layer = JsonLayer::new(service, out);
+    layer.export = crate::otlp_logs::install_from_env(service);
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(JsonLayer::new(service, out))
+        .with(layer)
         .try_init();
 }
 
@@ -83,6 +87,7 @@ fn install(service: &str, out: Box<dyn Write + Send>) {
 pub struct JsonLayer {
     service: String,
     out: Mutex<Box<dyn Write + Send>>,
+    export: Option<&'static crate::otlp_logs::LogExport>,
 }
 
 impl std::fmt::Debug for JsonLayer {
@@ -98,6 +103,7 @@ impl JsonLayer {
         Self {
             service: service.to_owned(),
             out: Mutex::new(out),
+            export: None,
         }
     }
 }
@@ -186,6 +192,9 @@ where
             fields::TARGET.to_owned(),
             Value::String(event.metadata().target().to_owned()),
         );
+        if let Some(export) = self.export {
+            export.emit(&line, *event.metadata().level(), event.metadata().target());
+        }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
         if let Ok(mut out) = self.out.lock() {

@@ -152,6 +152,7 @@ impl OtelGuard {
 
     /// Flushes and stops the exporter.
     pub fn shutdown(&mut self) {
+        crate::otlp_logs::shutdown();
         if let Some(provider) = self.provider.take() {
             crate::spans::set_enabled(false);
             if let Err(e) = provider.shutdown() {
