@@ -355,10 +355,18 @@ async fn a_python_producer_and_the_rust_payment_service_share_one_correlation_do
     );
 }
 
+/// The ERROR line that says the event was dead-lettered for a missing email.
+fn failure_log(doc: &serde_json::Value) -> Option<&serde_json::Value> {
+    doc["logs"]
+        .as_array()?
+        .iter()
+        .find(|l| l["level"] == "ERROR" && l["attributes"]["errorType"] == "MissingCustomerEmail")
+}
+
 /// The seeds' scenario through `kausal up`'s own processes: orders without
 /// an email; one order id answers, in one document, with the chain, the
-/// notification service's failure and its dead letter, and the spans of
-/// every service of the trace with their parentage.
+/// notification service's failure, its dead letter and its ERROR log line,
+/// and the spans of every service of the trace with their parentage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kausal_up_answers_the_seeds_question_in_one_document() {
     let dir = scratch_dir();
@@ -431,7 +439,8 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
                 ]
                 .iter()
                 .all(|s| services.contains(s))
-                && found["failures"].as_array().is_some_and(|f| !f.is_empty());
+                && found["failures"].as_array().is_some_and(|f| !f.is_empty())
+                && failure_log(&found).is_some();
             doc = found;
             if ready {
                 break;
@@ -508,6 +517,12 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
         orphans.is_empty(),
         "every parent is in the trace: {orphans:#?}"
     );
+    // The log line of the failure, from the service's own OTLP log export.
+    let log =
+        failure_log(&doc).unwrap_or_else(|| panic!("the failure's log line: {}", doc["logs"]));
+    assert_eq!(log["service"], "notification-service", "{log}");
+    assert_eq!(log["trace_id"], trace, "{log}");
+    assert_eq!(log["correlation_id"], doc["correlation_id"], "{log}");
     let failed = in_trace
         .iter()
         .find(|s| s["service"] == "notification-service" && s["status"] == "error")
