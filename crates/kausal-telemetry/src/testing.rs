@@ -130,16 +130,24 @@ pub struct SpanCapture {
 }
 
 impl SpanCapture {
-    /// Installs an always-sampling provider that keeps spans in memory, as
-    /// the global provider. Process-wide: tests running in parallel share
-    /// it, so select your spans with [`in_trace`](Self::in_trace).
+    /// Installs, once per process, an always-sampling provider that keeps
+    /// spans in memory, as the global provider; later calls share it (a
+    /// second provider would take the first one's spans away). Tests running
+    /// in parallel therefore see each other's spans: select yours with
+    /// [`in_trace`](Self::in_trace) or by an attribute of your own.
     pub fn install() -> Self {
-        let spans = Collect::default();
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::AlwaysOn)
-            .with_span_processor(spans.clone())
-            .build();
-        opentelemetry::global::set_tracer_provider(provider);
+        static SHARED: std::sync::OnceLock<Collect> = std::sync::OnceLock::new();
+        let spans = SHARED
+            .get_or_init(|| {
+                let spans = Collect::default();
+                let provider = SdkTracerProvider::builder()
+                    .with_sampler(Sampler::AlwaysOn)
+                    .with_span_processor(spans.clone())
+                    .build();
+                opentelemetry::global::set_tracer_provider(provider);
+                spans
+            })
+            .clone();
         crate::spans::set_enabled(true);
         Self { spans }
     }
