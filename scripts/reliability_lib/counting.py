@@ -10,6 +10,11 @@ An order's outcome is a `PaymentProcessed` or `PaymentFailed` event on
 - redeliveries: outcome records beyond the distinct event ids, dead letters
   beyond the first of an order, and receipts beyond the first per
   (consumer group, event id) on `kausal.receipts`.
+
+Also counted, not judged: records on `orders` that repeat an event id
+already there (a producer's retry without idempotence writes the same
+record twice; the payment service then skips it or re-publishes the same
+derived outcome id, so it shows as a redelivery, never a duplicate effect).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Count:
     not_on_topic: list[str] = field(default_factory=list)
     unknown_outcomes: list[str] = field(default_factory=list)
     processed_twice: dict[str, int] = field(default_factory=dict)
+    order_records_repeated: int = 0
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -65,6 +71,11 @@ def count(orders: list[dict], payments: list[dict], dead_letters: list[dict],
     # Acknowledged to the order service (its log says "order placed") but
     # absent from the topic: lost by the broker.
     c.not_on_topic = sorted(placed_in_logs - on_topic)
+    order_event_ids = [r["headers"].get("event-id") or f"{r['partition']}/{r['offset']}" for r in orders]
+    c.order_records_repeated = len(order_event_ids) - len(set(order_event_ids))
+    if c.order_records_repeated:
+        c.notes.append(f"{c.order_records_repeated} record(s) on orders repeat an event id already there "
+                       f"(written twice by the order service's producer)")
 
     outcome_ids: dict[str, list[str]] = defaultdict(list)
     outcome_types: dict[str, set[str]] = defaultdict(set)

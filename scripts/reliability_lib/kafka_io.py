@@ -23,9 +23,12 @@ def uuid7() -> str:
     return str(uuid.UUID(bytes=bytes(b)))
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+def create_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1) -> None:
+    """Creates the topics that do not exist yet; `replication` 3 on the
+    three-node cluster (min.insync.replicas=2 refuses every acks=all write
+    to a topic of one replica), 1 on a single broker."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in topics], request_timeout=30)
+    futures = admin.create_topics([NewTopic(t, partitions, replication) for t in topics], request_timeout=30)
     for topic, fut in futures.items():
         try:
             fut.result(60)
