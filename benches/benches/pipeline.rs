@@ -1,15 +1,18 @@
-//! End-to-end throughput of the payment pipeline on the embedded broker,
-//! against a bare rdkafka loop with the same delivery semantics. Prints a
-//! markdown table; asserts nothing (DESIGN §8: speed lives in benchmarks).
+//! End-to-end throughput of the payment pipeline on the embedded broker or
+//! on Apache Kafka, against a bare rdkafka loop with the same delivery
+//! semantics. Prints a markdown table; asserts nothing (DESIGN §8: speed
+//! lives in benchmarks).
 //!
 //! ```text
 //! cargo bench -p kausal-bench --bench pipeline
+//! KAUSAL_BENCH_KAFKA=$(scripts/kafka start --nodes 1) cargo bench -p kausal-bench --bench pipeline
 //! ```
 //!
-//! For each storage engine of the embedded broker (memory, SQLite file):
+//! For each storage engine of the embedded broker (memory, SQLite file), or
+//! for the Kafka at `KAUSAL_BENCH_KAFKA`:
 //!
-//! 1. N `OrderPlaced` events with Kausal headers are produced to a
-//!    3-partition `orders` topic (many publishes in flight);
+//! 1. N `OrderPlaced` events with Kausal headers are produced to a fresh
+//!    3-partition `orders-*` topic (many publishes in flight);
 //! 2. **bare**: a plain `StreamConsumer` + idempotent `FutureProducer`
 //!    (the contract's client settings, `KafkaConfig::consumer_config` /
 //!    `producer_config`) consumes them one at a time, produces a small record
@@ -26,13 +29,22 @@
 //! Rates count from the first finished record to the N-th (the pipelined
 //! bare loop: from the first record received), so the consumer group join
 //! is left out (it is printed separately). Every pipeline gets a fresh
-//! broker with the same N orders.
+//! embedded broker with the same N orders; on Kafka, which outlives the run,
+//! a fresh input topic instead (the output topics are shared: pipelines
+//! only append to them).
 //!
 //! Environment:
-//! - `KAUSAL_BENCH_EVENTS` — N on the memory engine (default 20 000);
+//! - `KAUSAL_BENCH_KAFKA` — bootstrap servers of an external broker (Apache
+//!   Kafka: `scripts/kafka start --nodes 1|3` prints them; `scripts/bench
+//!   --kafka single|cluster --with-inprocess` starts one and sets this):
+//!   the pipelines run there instead of on the embedded engines, with N
+//!   from `KAUSAL_BENCH_EVENTS`, topics with the cluster's default
+//!   replication factor; the topics are left on it;
+//! - `KAUSAL_BENCH_EVENTS` — N on the memory engine and on Kafka (default
+//!   20 000);
 //! - `KAUSAL_BENCH_SQLITE_EVENTS` — N on the SQLite engine (default 5 000);
 //! - `KAUSAL_BENCH_ENGINES` — `sqlite,memory` (default both; SQLite always
-//!   runs first, see `Settings::from_env`);
+//!   runs first, see `Settings::from_env`; ignored with `KAUSAL_BENCH_KAFKA`);
 //! - `KAUSAL_BENCH_PIPELINES` — any of `bare`, `bare-no-linger`,
 //!   `bare-pipelined`, `kausal`, `no-receipts`, `kausal-no-linger`,
 //!   `no-receipts-no-linger`, `store`
@@ -58,7 +70,7 @@ use kausal_kafka::runtime::Outcome;
 use kausal_kafka::{ConsumerRuntime, EventProducer, EventSpec, KafkaConfig, OutgoingEvent};
 use kausal_payment::{PaymentHandler, PaymentMetrics, SimulatedGateway};
 use kausal_telemetry::Metrics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -78,6 +90,10 @@ const SCRATCH: &str = ".kausal-bench";
 enum Engine {
     Memory,
     Sqlite,
+    /// The external broker at `KAUSAL_BENCH_KAFKA`, of this many brokers.
+    Kafka {
+        brokers: usize,
+    },
 }
 
 impl Engine {
@@ -85,6 +101,17 @@ impl Engine {
         match self {
             Self::Memory => "memory",
             Self::Sqlite => "sqlite",
+            Self::Kafka { .. } => "kafka",
+        }
+    }
+
+    /// The table's engine column: on Kafka, one node and a cluster differ
+    /// (replication, min.insync.replicas), so the size is part of the name.
+    fn label(self) -> String {
+        match self {
+            Self::Kafka { brokers: 1 } => "kafka, 1 broker".to_owned(),
+            Self::Kafka { brokers } => format!("kafka, {brokers} brokers"),
+            _ => self.name().to_owned(),
         }
     }
 }
@@ -158,6 +185,8 @@ impl Pipeline {
 struct Settings {
     memory_events: u64,
     sqlite_events: u64,
+    /// Bootstrap servers of an external broker: replaces the engines.
+    kafka: Option<String>,
     engines: Vec<Engine>,
     pipelines: Vec<Pipeline>,
     keep: bool,
@@ -219,6 +248,15 @@ impl Settings {
         let mut engines = engines;
         engines.sort_by_key(|e| *e != Engine::Sqlite);
         engines.dedup();
+        let kafka = std::env::var("KAUSAL_BENCH_KAFKA")
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        if let Some(bootstrap) = &kafka {
+            engines = vec![Engine::Kafka {
+                brokers: broker_count(bootstrap)?,
+            }];
+        }
         let settings = Self {
             memory_events: number("KAUSAL_BENCH_EVENTS", if smoke { 200 } else { 20_000 })?,
             sqlite_events: number(
@@ -226,6 +264,7 @@ impl Settings {
                 if smoke { 100 } else { 5_000 },
             )?,
             smoke,
+            kafka,
             engines,
             pipelines,
             keep: std::env::var("KAUSAL_BENCH_KEEP").is_ok_and(|v| v == "1"),
@@ -238,10 +277,22 @@ impl Settings {
 
     fn events(&self, engine: Engine) -> u64 {
         match engine {
-            Engine::Memory => self.memory_events,
+            Engine::Memory | Engine::Kafka { .. } => self.memory_events,
             Engine::Sqlite => self.sqlite_events,
         }
     }
+}
+
+/// How many brokers the cluster at `bootstrap` has (metadata), for the
+/// table; also fails early when nothing answers there.
+fn broker_count(bootstrap: &str) -> Result<usize> {
+    let client: BaseConsumer = KafkaConfig::new(bootstrap)
+        .consumer_config("kausal-bench-metadata", "bench-metadata")
+        .create()?;
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(|e| format!("KAUSAL_BENCH_KAFKA={bootstrap}: no metadata: {e}"))?;
+    Ok(metadata.brokers().len())
 }
 
 /// One line of the result table.
@@ -297,15 +348,22 @@ async fn run(settings: Settings) -> Result<()> {
     if settings.smoke {
         println!("smoke run (no --bench argument): tiny sizes, the figures mean nothing");
     }
-    println!(
-        "events: {} on the memory engine, {} on the SQLite engine \
-         (KAUSAL_BENCH_EVENTS, KAUSAL_BENCH_SQLITE_EVENTS); logs: {}",
-        settings.memory_events,
-        settings.sqlite_events,
-        std::env::var("KAUSAL_BENCH_LOG_FILE")
-            .map(|p| format!("JSON layer to {p}"))
-            .unwrap_or_else(|_| "no subscriber installed".to_owned()),
-    );
+    let logs = std::env::var("KAUSAL_BENCH_LOG_FILE")
+        .map(|p| format!("JSON layer to {p}"))
+        .unwrap_or_else(|_| "no subscriber installed".to_owned());
+    match &settings.kafka {
+        Some(bootstrap) => println!(
+            "broker: external at {bootstrap} (KAUSAL_BENCH_KAFKA), {}; events: {} \
+             (KAUSAL_BENCH_EVENTS); logs: {logs}",
+            settings.engines[0].label(),
+            settings.memory_events,
+        ),
+        None => println!(
+            "events: {} on the memory engine, {} on the SQLite engine \
+             (KAUSAL_BENCH_EVENTS, KAUSAL_BENCH_SQLITE_EVENTS); logs: {logs}",
+            settings.memory_events, settings.sqlite_events,
+        ),
+    }
     let scratch = PathBuf::from(SCRATCH).join(format!("run-{}", std::process::id()));
     let mut rows = Vec::new();
     let result = run_engines(&settings, &scratch, &mut rows).await;
@@ -321,7 +379,7 @@ async fn run(settings: Settings) -> Result<()> {
 async fn run_engines(settings: &Settings, scratch: &Path, rows: &mut Vec<Row>) -> Result<()> {
     for &engine in &settings.engines {
         let n = settings.events(engine);
-        println!("\n## {} engine, {n} events", engine.name());
+        println!("\n## {} engine, {n} events", engine.label());
         let first_row = rows.len();
         let mut produced = (0u64, 0.0f64);
         for (i, &pipeline) in settings.pipelines.iter().enumerate() {
@@ -334,14 +392,24 @@ async fn run_engines(settings: &Settings, scratch: &Path, rows: &mut Vec<Row>) -
                 .join(format!("{i}-{}", pipeline.key()));
             std::fs::create_dir_all(&dir)?;
             let storage = match engine {
-                Engine::Memory => Storage::Memory,
+                Engine::Memory => Some(Storage::Memory),
                 // Relative to the working directory: tansu resolves it so.
-                Engine::Sqlite => Storage::Sqlite(dir.join("broker.db")),
+                Engine::Sqlite => Some(Storage::Sqlite(dir.join("broker.db"))),
+                Engine::Kafka { .. } => None,
             };
-            let broker = EmbeddedBroker::start(storage, 0).await?;
-            let kafka = KafkaConfig::new(broker.bootstrap_servers());
+            let broker = match storage {
+                Some(storage) => Some(EmbeddedBroker::start(storage, 0).await?),
+                None => None,
+            };
+            let kafka = match (&broker, &settings.kafka) {
+                (Some(broker), _) => KafkaConfig::new(broker.bootstrap_servers()),
+                (None, Some(bootstrap)) => KafkaConfig::new(bootstrap.clone()),
+                (None, None) => return Err("no broker for the kafka engine".into()),
+            };
             let outcome = run_pipeline(engine, pipeline, i, n, &kafka, &dir).await;
-            broker.stop().await;
+            if let Some(broker) = broker {
+                broker.stop().await;
+            }
             if !settings.keep {
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -370,7 +438,15 @@ async fn run_engines(settings: &Settings, scratch: &Path, rows: &mut Vec<Row>) -
                     seconds: produced.1,
                     startup: None,
                     bare: false,
-                    note: format!("total over {} fresh brokers", settings.pipelines.len()),
+                    note: format!(
+                        "total over {} fresh {}",
+                        settings.pipelines.len(),
+                        if settings.kafka.is_some() {
+                            "input topics"
+                        } else {
+                            "brokers"
+                        }
+                    ),
                 },
             );
         }
@@ -378,7 +454,7 @@ async fn run_engines(settings: &Settings, scratch: &Path, rows: &mut Vec<Row>) -
     Ok(())
 }
 
-/// Starts from an empty broker: topics, N orders, then one pipeline.
+/// Starts from empty input topics: topics, N orders, then one pipeline.
 /// Returns (events produced, seconds) and what the pipeline measured.
 async fn run_pipeline(
     engine: Engine,
@@ -388,10 +464,17 @@ async fn run_pipeline(
     kafka: &KafkaConfig,
     dir: &Path,
 ) -> Result<((u64, f64), Measured)> {
+    // An input topic of its own per pipeline (and per process): on Kafka,
+    // which keeps its topics between pipelines and runs, a fresh group on a
+    // reused `orders` would also read every earlier pipeline's orders.
+    let orders = format!("{}-{}-{index}", topics::ORDERS, std::process::id());
+    let dlq = format!("{orders}.dlq");
     let admin = Admin::new(kafka)?;
+    // Replication left to the broker (TopicSpec::new): 1 on the embedded
+    // broker and one Kafka node, 3 on scripts/kafka's cluster.
     let specs: Vec<TopicSpec> = [
-        topics::ORDERS,
-        "orders.dlq",
+        orders.as_str(),
+        dlq.as_str(),
         topics::PAYMENTS,
         RECEIPTS_TOPIC,
         BARE_OUT,
@@ -401,7 +484,7 @@ async fn run_pipeline(
     .collect();
     admin.ensure_topics(&specs).await?;
 
-    let (seconds, events) = pre_produce(kafka, n).await?;
+    let (seconds, events) = pre_produce(kafka, &orders, n).await?;
     println!(
         "{}: pre-produced {events} OrderPlaced in {seconds:.2} s ({:.0}/s); running {} …",
         engine.name(),
@@ -410,24 +493,24 @@ async fn run_pipeline(
     );
     let group = format!("bench-{}-{index}-{}", pipeline.key(), std::process::id());
     let measured = match pipeline {
-        Pipeline::Bare => bare(kafka, &group, n, None).await?,
-        Pipeline::BareNoLinger => bare(kafka, &group, n, Some("0")).await?,
-        Pipeline::BarePipelined => bare_pipelined(kafka, &group, n).await?,
-        Pipeline::Kausal => kausal(kafka, &group, n, true, None).await?,
-        Pipeline::NoReceipts => kausal(kafka, &group, n, false, None).await?,
+        Pipeline::Bare => bare(kafka, &orders, &group, n, None).await?,
+        Pipeline::BareNoLinger => bare(kafka, &orders, &group, n, Some("0")).await?,
+        Pipeline::BarePipelined => bare_pipelined(kafka, &orders, &group, n).await?,
+        Pipeline::Kausal => kausal(kafka, &orders, &group, n, true, None).await?,
+        Pipeline::NoReceipts => kausal(kafka, &orders, &group, n, false, None).await?,
         Pipeline::KausalNoLinger => {
             let kafka = kafka.clone().with("linger.ms", "0");
-            kausal(&kafka, &group, n, true, None).await?
+            kausal(&kafka, &orders, &group, n, true, None).await?
         }
         Pipeline::NoReceiptsNoLinger => {
             let kafka = kafka.clone().with("linger.ms", "0");
-            kausal(&kafka, &group, n, false, None).await?
+            kausal(&kafka, &orders, &group, n, false, None).await?
         }
         Pipeline::Store => {
             let path = std::env::current_dir()?.join(dir).join("idempotency.db");
             let store =
                 kausal_store::Store::connect(&format!("sqlite://{}", path.display())).await?;
-            kausal(kafka, &group, n, true, Some(store)).await?
+            kausal(kafka, &orders, &group, n, true, Some(store)).await?
         }
     };
     println!(
@@ -446,7 +529,7 @@ async fn run_pipeline(
 }
 
 /// Produces `n` OrderPlaced root events with many publishes in flight.
-async fn pre_produce(kafka: &KafkaConfig, n: u64) -> Result<(f64, u64)> {
+async fn pre_produce(kafka: &KafkaConfig, orders: &str, n: u64) -> Result<(f64, u64)> {
     let producer = EventProducer::new(kafka, "bench-orders", Metrics::new())?;
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
@@ -456,7 +539,7 @@ async fn pre_produce(kafka: &KafkaConfig, n: u64) -> Result<(f64, u64)> {
         while sent < n && in_flight.len() < PRODUCE_IN_FLIGHT {
             let order = order(sent);
             let spec = EventSpec {
-                topic: topics::ORDERS,
+                topic: orders,
                 key: Some(&order.order_id),
                 event_type: event_types::ORDER_PLACED,
                 version: ORDER_PLACED_VERSION,
@@ -495,6 +578,7 @@ fn order(i: u64) -> OrderPlaced {
 /// The bare loop: the runtime's delivery semantics with nothing else.
 async fn bare(
     kafka: &KafkaConfig,
+    orders: &str,
     group: &str,
     n: u64,
     linger_ms: Option<&str>,
@@ -506,7 +590,7 @@ async fn bare(
     }
     let producer: FutureProducer = producer_config.create()?;
     let subscribed = Instant::now();
-    consumer.subscribe(&[topics::ORDERS])?;
+    consumer.subscribe(&[orders])?;
     let commit_interval = Duration::from_millis(200);
     let mut last_commit = Instant::now();
     let mut first: Option<Instant> = None;
@@ -572,12 +656,17 @@ fn small_value<M: Message>(value: &mut String, message: &M) {
 /// started at once, and offsets are stored in consumption order as the
 /// deliveries complete (FuturesOrdered), so a record is still committed only
 /// after its output was acknowledged. Up to `IN_FLIGHT` records are open.
-async fn bare_pipelined(kafka: &KafkaConfig, group: &str, n: u64) -> Result<Measured> {
+async fn bare_pipelined(
+    kafka: &KafkaConfig,
+    orders: &str,
+    group: &str,
+    n: u64,
+) -> Result<Measured> {
     const IN_FLIGHT: usize = 256;
     let consumer: StreamConsumer = kafka.consumer_config(group, "bench-bare").create()?;
     let producer: FutureProducer = kafka.producer_config("bench-bare").create()?;
     let subscribed = Instant::now();
-    consumer.subscribe(&[topics::ORDERS])?;
+    consumer.subscribe(&[orders])?;
     let commit_interval = Duration::from_millis(200);
     let mut last_commit = Instant::now();
     let mut first: Option<Instant> = None;
@@ -589,9 +678,9 @@ async fn bare_pipelined(kafka: &KafkaConfig, group: &str, n: u64) -> Result<Meas
         tokio::select! {
             biased;
             Some(result) = open.next(), if !open.is_empty() => {
-                let (topic, partition, offset) = result?;
+                let (partition, offset) = result?;
                 let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+                tpl.add_partition_offset(orders, partition, Offset::Offset(offset + 1))?;
                 consumer.store_offsets(&tpl)?;
                 done += 1;
             }
@@ -613,7 +702,7 @@ async fn bare_pipelined(kafka: &KafkaConfig, group: &str, n: u64) -> Result<Meas
                 let offset = message.offset();
                 open.push_back(async move {
                     match delivery.await {
-                        Ok(Ok(_)) => Ok((topics::ORDERS, partition, offset)),
+                        Ok(Ok(_)) => Ok((partition, offset)),
                         Ok(Err((e, _))) => Err(BoxError::from(e)),
                         Err(_) => Err(BoxError::from("delivery future cancelled")),
                     }
@@ -656,6 +745,7 @@ struct Progress {
 /// The payment service's pipeline in-process.
 async fn kausal(
     kafka: &KafkaConfig,
+    orders: &str,
     group: &str,
     n: u64,
     receipts: bool,
@@ -694,7 +784,7 @@ async fn kausal(
         kafka.clone(),
         kausal_payment::SERVICE_NAME,
         group,
-        &[topics::ORDERS],
+        &[orders],
         handler,
         producer,
     )
@@ -813,7 +903,7 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "| {} | {} | {} | {:.2} | {:.0} | {} | {} |",
-            row.engine.name(),
+            row.engine.label(),
             pipeline,
             row.events,
             row.seconds,
