@@ -12,38 +12,60 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
 }
 
-/// Runs `scripts/kafka ARGS` on the blocking pool; its stdout, trimmed.
-async fn run(args: Vec<String>) -> String {
+/// Runs `scripts/kafka ARGS` on the blocking pool: stdout (trimmed) on
+/// success, stderr on failure.
+async fn try_run(args: Vec<String>) -> Result<String, String> {
     let shown = args.join(" ");
     let out = tokio::task::spawn_blocking(move || Command::new(script()).args(&args).output())
         .await
         .expect("scripts/kafka task")
         .unwrap_or_else(|e| panic!("scripts/kafka {shown} cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "scripts/kafka {shown} failed ({}); it needs java and mvn (scripts/test installs \
-         what is missing):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "scripts/kafka {shown} failed ({}); it needs java and mvn (scripts/test installs \
+             what is missing):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
+
+/// [`try_run`], panicking with the script's stderr on failure.
+async fn run(args: Vec<String>) -> String {
+    try_run(args).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Kafka's words for a listener whose port another process took between
+/// [`free_ports`] and the JVM's bind (tests run in parallel and all pick
+/// free ports).
+fn lost_port_race(stderr: &str) -> bool {
+    stderr.contains("Address already in use") || stderr.contains("is taken by a process")
+}
+
+/// Kafka's ports come from below the kernel's ephemeral range (32768 and
+/// up on Linux): a client connection's local port, or another test's
+/// `127.0.0.1:0` listener, can then never take a controller port between
+/// this check and the JVM's bind. Only two Kafka tests can meet here, and
+/// [`lost_port_race`] covers that.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// A base port `P` such that `P + o` is free for every offset `o`
 /// (`scripts/kafka` puts the controllers at fixed offsets from the client
 /// ports).
 fn free_ports(offsets: &[u16]) -> u16 {
+    let span = offsets.iter().max().copied().unwrap_or(0);
     for _ in 0..100 {
-        let base = crate::harness::free_port();
-        let all_free = offsets.iter().all(|o| {
-            base.checked_add(*o)
-                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
+        let base = rand::random_range(PORTS.start..PORTS.end - span);
+        let all_free = offsets
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
         if all_free {
             return base;
         }
     }
-    panic!("no run of free ports at offsets {offsets:?}");
+    panic!("no run of free ports at offsets {offsets:?} in {PORTS:?}");
 }
 
 /// Running Kafka nodes of one directory; killed on drop.
@@ -66,23 +88,38 @@ impl KafkaNode {
     }
 
     async fn start_nodes(dir: &Path, nodes: u8) -> Self {
-        let port = match nodes {
-            1 => free_ports(&[0, 1]),
-            _ => free_ports(&[0, 1, 2, 100, 101, 102]),
-        };
-        let mut node = Self {
-            dir: dir.to_path_buf(),
-            nodes,
-            port,
-            bootstrap: String::new(),
-        };
-        node.bootstrap = run(node.args("start")).await;
-        assert!(
-            node.bootstrap.starts_with(&format!("127.0.0.1:{port}")),
-            "scripts/kafka start printed {:?}, not a bootstrap address",
-            node.bootstrap
-        );
-        node
+        // A port race is the one failure a retry mends: fresh ports need a
+        // fresh directory (a formatted one keeps its ports). Any other
+        // failure, or a third lost race, fails the test with Kafka's output.
+        for attempt in 1.. {
+            let port = match nodes {
+                1 => free_ports(&[0, 1]),
+                _ => free_ports(&[0, 1, 2, 100, 101, 102]),
+            };
+            let mut node = Self {
+                dir: dir.to_path_buf(),
+                nodes,
+                port,
+                bootstrap: String::new(),
+            };
+            match try_run(node.args("start")).await {
+                Ok(bootstrap) => {
+                    assert!(
+                        bootstrap.starts_with(&format!("127.0.0.1:{port}")),
+                        "scripts/kafka start printed {bootstrap:?}, not a bootstrap address"
+                    );
+                    node.bootstrap = bootstrap;
+                    return node;
+                }
+                Err(e) if attempt < 3 && lost_port_race(&e) => {
+                    eprintln!("kafka lost a port race, retrying on other ports:\n{e}");
+                    drop(node); // kills what started
+                    std::fs::remove_dir_all(dir).expect("remove the Kafka directory");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     pub fn bootstrap_servers(&self) -> String {
