@@ -26,32 +26,42 @@ pub struct ConsoleArgs {
     /// Hours that received spans and log records are kept.
     #[arg(long, env = "KAUSAL_RETENTION_HOURS", default_value_t = 7 * 24)]
     pub retention_hours: u64,
+    /// Bearer token of the mutating endpoints (replay, discard); generated
+    /// when not given. Either way it is written to <data-dir>/console-token.
+    #[arg(long, env = "KAUSAL_CONSOLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     kausal_telemetry::logs::init_logging("kausal-console");
     let shutdown = shutdown_on_signals()?;
     let url = args.common.database_url();
-    if args.common.database.is_none() {
-        let dir = &args.common.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    std::fs::create_dir_all(&args.common.data_dir)
+        .with_context(|| format!("cannot create {}", args.common.data_dir.display()))?;
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("cannot open the console's database {url}"))?;
-    let (addr, task) = kausal_console::serve(
-        SocketAddr::new(args.bind, args.console_port),
-        store.clone(),
-        Duration::from_secs(args.retention_hours.saturating_mul(3600)),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot serve the console on {}:{} (pick another port with --console-port)",
-            args.bind, args.console_port
-        )
-    })?;
+    let token = kausal_console::token::establish(args.token.as_deref(), &args.common.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot write the console token to {}",
+                kausal_console::token::path(&args.common.data_dir).display()
+            )
+        })?;
+    let config = kausal_console::ConsoleConfig {
+        retention: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
+        kafka: Some(args.common.kafka_config()),
+        ..kausal_console::ConsoleConfig::new(SocketAddr::new(args.bind, args.console_port), token)
+    };
+    let console = kausal_console::serve(config, store.clone(), shutdown.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the console on {}:{} (pick another port with --console-port)",
+                args.bind, args.console_port
+            )
+        })?;
+    let (addr, task) = (console.http, console.task);
     // One line on stdout that scripts can wait for.
     println!("console listening on http://{addr}");
     tracing::info!(console = %format!("http://{addr}"), "console started");

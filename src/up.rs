@@ -171,6 +171,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let api_addr = port_near(args.http_port)?;
     let console_addr = port_near(args.console_port)?;
     let export = span_export(console_addr);
+    // The console's token: the user's, or a fresh one the console writes to
+    // <data-dir>/console-token and the banner prints.
+    let token = std::env::var("KAUSAL_CONSOLE_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(kausal_console::token::generate);
     // The console first, so that the services' first spans find it.
     let mut services = vec![Supervised {
         name: "console",
@@ -183,7 +189,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "--console-port".to_owned(),
             console_addr.port().to_string(),
         ],
-        env: Vec::new(),
+        env: vec![("KAUSAL_CONSOLE_TOKEN".to_owned(), token.clone())],
         log: logs.join("console.log"),
         metrics: None,
         child: None,
@@ -246,6 +252,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &services,
         console_addr,
         export.is_empty(),
+    );
+    println!(
+        "  token      {token}  (replay and discard: Authorization: Bearer <token>; also in {})",
+        kausal_console::token::path(&data_dir).display()
     );
     println!("  order API  POST http://{api_addr}/orders   GET http://{api_addr}/orders/{{id}}");
     println!(

@@ -19,18 +19,17 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::{Engine, TestBroker, scratch_dir, spawn_recorder};
 use crate::http::{request, request_bytes};
 
+/// The bearer token of the tests' consoles.
+const TOKEN: &str = "test-token";
+
 /// The console in this process over `store`.
 async fn console(store: &Store) -> (SocketAddr, CancellationToken) {
     let stop = CancellationToken::new();
-    let (addr, _) = kausal_console::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        store.clone(),
-        kausal_console::DEFAULT_RETENTION,
-        stop.clone(),
-    )
-    .await
-    .expect("console serves");
-    (addr, stop)
+    let config = kausal_console::ConsoleConfig::new("127.0.0.1:0".parse().expect("addr"), TOKEN);
+    let console = kausal_console::serve(config, store.clone(), stop.clone())
+        .await
+        .expect("console serves");
+    (console.http, stop)
 }
 
 fn span(trace: u8, id: u8) -> Span {

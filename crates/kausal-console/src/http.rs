@@ -31,6 +31,19 @@ use crate::query;
 #[derive(Debug, Clone)]
 pub struct ConsoleState {
     pub store: Store,
+    /// The bearer token of the mutating endpoints.
+    pub token: std::sync::Arc<str>,
+    pub kafka: Option<kausal_kafka::KafkaConfig>,
+}
+
+impl ConsoleState {
+    pub fn new(store: Store, config: &crate::ConsoleConfig) -> Self {
+        Self {
+            store,
+            token: config.token.as_str().into(),
+            kafka: config.kafka.clone(),
+        }
+    }
 }
 
 pub fn router(state: ConsoleState) -> Router {

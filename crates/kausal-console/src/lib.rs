@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 pub mod http;
 pub mod otlp;
 pub mod query;
+pub mod token;
 
 /// How long telemetry is kept by default: seed 001's high-resolution window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -22,22 +23,54 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// a long lock against ingest.
 pub const PRUNE_BATCH: i64 = 1_000;
 
-/// Serves the console on `addr` until `shutdown`; returns the bound
-/// address and the server task. Pruning runs beside it.
+/// How one console runs.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The API and the OTLP/HTTP receiver.
+    pub http: SocketAddr,
+    /// How long received telemetry and lineage are kept.
+    pub retention: Duration,
+    /// The bearer token the mutating endpoints (replay, discard) demand.
+    pub token: String,
+    /// The Kafka cluster replays are published to; without it, replays
+    /// answer 503 and say so.
+    pub kafka: Option<kausal_kafka::KafkaConfig>,
+}
+
+impl ConsoleConfig {
+    /// A console on `http` with the default retention, no Kafka and the
+    /// given token.
+    pub fn new(http: SocketAddr, token: impl Into<String>) -> Self {
+        Self {
+            http,
+            retention: DEFAULT_RETENTION,
+            token: token.into(),
+            kafka: None,
+        }
+    }
+}
+
+/// A console that serves.
+#[derive(Debug)]
+pub struct RunningConsole {
+    /// Where the API and the OTLP/HTTP receiver listen.
+    pub http: SocketAddr,
+    /// Ends after the shutdown token is cancelled and requests drained.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves the console until `shutdown`. Pruning runs beside it.
 pub async fn serve(
-    addr: SocketAddr,
+    config: ConsoleConfig,
     store: Store,
-    retention: Duration,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = http::router(http::ConsoleState {
-        store: store.clone(),
-    });
+) -> std::io::Result<RunningConsole> {
+    let listener = tokio::net::TcpListener::bind(config.http).await?;
+    let http = listener.local_addr()?;
+    let app = http::router(http::ConsoleState::new(store.clone(), &config));
     tokio::spawn(prune_until(
         store,
-        retention,
+        config.retention,
         Duration::from_secs(60),
         shutdown.clone(),
     ));
@@ -49,7 +82,7 @@ pub async fn serve(
             tracing::error!(error = %e, "console server failed");
         }
     });
-    Ok((bound, task))
+    Ok(RunningConsole { http, task })
 }
 
 /// Every `interval`, deletes telemetry received longer than `retention`
