@@ -17,8 +17,10 @@ mod lineage;
 mod marks;
 mod migrate;
 pub mod order_view;
+mod retention;
 pub mod telemetry;
 pub mod testing;
+pub mod topology;
 
 pub use lineage::{
     BatchCounts, DeadLetterCount, DeadLetterEntry, DeadLetterFilter, LineageEvent,
@@ -27,6 +29,7 @@ pub use lineage::{
 pub use marks::MarkWriter;
 pub use migrate::MIGRATIONS;
 pub use order_view::OrderView;
+pub use retention::PrunedLineage;
 pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};
 
 /// Which database a [`Store`] talks to.

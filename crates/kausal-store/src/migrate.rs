@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../ddl/003-order-views.sql"),
     ),
     (4, "004-telemetry", include_str!("../ddl/004-telemetry.sql")),
+    (5, "005-retention", include_str!("../ddl/005-retention.sql")),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {
