@@ -119,7 +119,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
     // Wait until the recorder has the whole story of both orders.
     let deadline = Instant::now() + Duration::from_secs(120);
     let complete = |report: &serde_json::Value, n: usize| {
-        report["reports"][0]["events"]
+        report["correlations"][0]["report"]["events"]
             .as_array()
             .map(Vec::len)
             .unwrap_or(0)
@@ -141,11 +141,11 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
         if has_rows {
             bad = trace_json(&database, "ord-no-email");
             good = trace_json(&database, "ord-fine");
-            let failures = bad["reports"][0]["failures"]
+            let failures = bad["correlations"][0]["report"]["failures"]
                 .as_array()
                 .map(Vec::len)
                 .unwrap_or(0);
-            let shipped_receipts = bad["reports"][0]["events"]
+            let shipped_receipts = bad["correlations"][0]["report"]["events"]
                 .as_array()
                 .map(|es| {
                     es.iter().all(|e| {
@@ -167,7 +167,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
     }
 
     assert_eq!(bad["matched_by"], "key");
-    let report = &bad["reports"][0];
+    let report = &bad["correlations"][0]["report"];
     assert_eq!(
         event_types(report),
         [
@@ -226,7 +226,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
         .expect("the ledger has the entry");
     assert_eq!(stored.error_type.as_deref(), Some("MissingCustomerEmail"));
 
-    let good_report = &good["reports"][0];
+    let good_report = &good["correlations"][0]["report"];
     assert!(
         event_types(good_report).contains(&"CustomerNotified".to_owned()),
         "{good_report:#}"
@@ -241,7 +241,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
     // The same answer by correlation id and by event id, and as text.
     let correlation = report["correlation_id"].as_str().expect("correlation");
     assert_eq!(
-        trace_json(&database, correlation)["reports"][0]["correlation_id"],
+        trace_json(&database, correlation)["correlations"][0]["report"]["correlation_id"],
         correlation
     );
     let event_id = report["events"][2]["event_id"].as_str().expect("event id");
@@ -761,4 +761,497 @@ async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_process
     stop.cancel();
     recorder.await.expect("recorder");
     payment.stop().await;
+}
+
+/// Waits until the ledger holds `n` dead letters (any status).
+async fn wait_for_dead_letters(store: &Store, n: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = store
+            .dead_letters(&kausal_store::DeadLetterFilter::default())
+            .await
+            .expect("ledger")
+            .len();
+        if found >= n || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+on_brokers!(spring_dead_letter_topics_reach_the_ledger_and_replay_to_their_original_topic: Memory);
+async fn spring_dead_letter_topics_reach_the_ledger_and_replay_to_their_original_topic(
+    engine: Engine,
+) {
+    use kausal_lineage::replay;
+    use rdkafka::Message;
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[("orders", 1), ("orders-dlt", 1), ("orders.DLT", 1)])
+        .await;
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("spring.db").display()
+    ))
+    .await
+    .expect("store");
+
+    // Two orders from a Spring service (a plain client: no Kausal headers
+    // but a traceparent), each failed by a Spring listener and dead-lettered
+    // by DeadLetterPublishingRecoverer: Spring Kafka 3.3+ names the topic
+    // `orders-dlt` and wraps the listener's exception; older versions name
+    // it `orders.DLT`.
+    let plain = b.plain_producer();
+    let traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let value = br#"{"order_id":"ord-spring"}"#;
+    let old_value = br#"{"order_id":"ord-spring-old"}"#;
+    let original = crate::harness::send(
+        &plain,
+        "orders",
+        Some(b"ord-spring"),
+        Some(value),
+        &[
+            ("traceparent", Some(traceparent)),
+            ("__TypeId__", Some(b"com.acme.Order")),
+        ],
+    )
+    .await;
+    let old_original = crate::harness::send(
+        &plain,
+        "orders",
+        Some(b"ord-spring-old"),
+        Some(old_value),
+        &[],
+    )
+    .await;
+    let (partition, offset) = (original.0.to_be_bytes(), original.1.to_be_bytes());
+    let timestamp = 1_700_000_000_000i64.to_be_bytes();
+    let trace = "org.springframework.kafka.listener.ListenerExecutionFailedException: \
+                 Listener method 'public void com.acme.Stock.on(com.acme.Order)' threw exception\n\
+                 \tat org.springframework.kafka.listener.KafkaMessageListenerContainer$ListenerConsumer.decorateException(KafkaMessageListenerContainer.java:2945)\n\
+                 Caused by: java.lang.IllegalStateException: stock service unavailable\n\
+                 \tat com.acme.Stock.on(Stock.java:42)\n";
+    crate::harness::send(
+        &plain,
+        "orders-dlt",
+        Some(b"ord-spring"),
+        Some(value),
+        &[
+            ("traceparent", Some(traceparent)),
+            ("__TypeId__", Some(b"com.acme.Order")),
+            ("kafka_dlt-original-topic", Some(b"orders")),
+            ("kafka_dlt-original-partition", Some(&partition)),
+            ("kafka_dlt-original-offset", Some(&offset)),
+            ("kafka_dlt-original-timestamp", Some(&timestamp)),
+            ("kafka_dlt-original-timestamp-type", Some(b"CreateTime")),
+            ("kafka_dlt-original-consumer-group", Some(b"stock-service")),
+            (
+                "kafka_dlt-exception-fqcn",
+                Some(b"org.springframework.kafka.listener.ListenerExecutionFailedException"),
+            ),
+            (
+                "kafka_dlt-exception-cause-fqcn",
+                Some(b"java.lang.IllegalStateException"),
+            ),
+            (
+                "kafka_dlt-exception-message",
+                Some(b"Listener method 'public void com.acme.Stock.on(com.acme.Order)' threw exception"),
+            ),
+            ("kafka_dlt-exception-stacktrace", Some(trace.as_bytes())),
+        ],
+    )
+    .await;
+    let (old_partition, old_offset) = (old_original.0.to_be_bytes(), old_original.1.to_be_bytes());
+    crate::harness::send(
+        &plain,
+        "orders.DLT",
+        Some(b"ord-spring-old"),
+        Some(old_value),
+        &[
+            ("kafka_dlt-original-topic", Some(b"orders")),
+            ("kafka_dlt-original-partition", Some(&old_partition)),
+            ("kafka_dlt-original-offset", Some(&old_offset)),
+            ("kafka_dlt-original-consumer-group", Some(b"legacy-stock")),
+            (
+                "kafka_dlt-exception-fqcn",
+                Some(b"com.acme.OutOfStockException"),
+            ),
+            ("kafka_dlt-exception-message", Some(b"no stock for sku-7")),
+        ],
+    )
+    .await;
+
+    // The recorder's pattern takes both topics in; they land in the ledger,
+    // not among the events.
+    let (stop, recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    assert_eq!(
+        wait_for_dead_letters(&store, 2, Duration::from_secs(60)).await,
+        2,
+        "both Spring dead letters in the ledger"
+    );
+    assert_eq!(wait_for_events(&store, 2, Duration::from_secs(30)).await, 2);
+    let ledger = store
+        .dead_letters(&kausal_store::DeadLetterFilter::default())
+        .await
+        .expect("ledger");
+    let by_topic = |topic: &str| {
+        ledger
+            .iter()
+            .find(|d| d.dlq_topic == topic)
+            .unwrap_or_else(|| panic!("a ledger entry from {topic}: {ledger:?}"))
+            .clone()
+    };
+    let recent = by_topic("orders-dlt");
+    let original_id =
+        kausal_core::EventId::for_record("orders", original.0, original.1).to_string();
+    assert_eq!(recent.source_topic, "orders");
+    assert_eq!(
+        (recent.source_partition, recent.source_offset),
+        (Some(original.0), Some(original.1))
+    );
+    assert_eq!(recent.source_timestamp_ms, Some(1_700_000_000_000));
+    assert_eq!(recent.consumer_group.as_deref(), Some("stock-service"));
+    assert_eq!(
+        recent.error_type.as_deref(),
+        Some("java.lang.IllegalStateException"),
+        "the listener's exception, not Spring's wrapper"
+    );
+    assert_eq!(
+        recent.error_message.as_deref(),
+        Some("stock service unavailable")
+    );
+    assert_eq!(recent.status, "pending");
+    assert_eq!(
+        recent.event_id, original_id,
+        "the id the recorder gave the original record"
+    );
+    assert!(
+        store.event(&original_id).await.expect("query").is_some(),
+        "the dead letter joins the original's lineage"
+    );
+    let older = by_topic("orders.DLT");
+    assert_eq!(older.source_topic, "orders");
+    assert_eq!(older.consumer_group.as_deref(), Some("legacy-stock"));
+    assert_eq!(
+        older.error_type.as_deref(),
+        Some("com.acme.OutOfStockException")
+    );
+    assert_eq!(older.error_message.as_deref(), Some("no stock for sku-7"));
+    let stats = store.dead_letter_counts().await.expect("stats");
+    assert!(
+        stats.iter().any(|c| c.source_topic == "orders"
+            && c.error_type == "java.lang.IllegalStateException"
+            && c.count == 1),
+        "{stats:?}"
+    );
+
+    // Replayed to the original topic: the original key, value and headers,
+    // without Spring's dead-letter headers, under the original's event id.
+    let replayer =
+        EventProducer::new(&b.kafka, "kausal-dlq-replay", Metrics::new()).expect("producer");
+    for entry in [&recent, &older] {
+        let replayed = replay::replay(&store, &replayer, &entry.dlq_id, 3, "test")
+            .await
+            .expect("replayed");
+        assert_eq!(replayed.topic, "orders");
+        assert_eq!(replayed.replay_count, 1);
+        assert_eq!(
+            store
+                .dead_letter(&entry.dlq_id)
+                .await
+                .expect("query")
+                .expect("entry")
+                .status,
+            "replayed"
+        );
+    }
+    let orders = b.read_all("orders", 4, Duration::from_secs(30));
+    let copies: Vec<_> = orders
+        .iter()
+        .filter(|m| crate::harness::header(m, "replay-count").as_deref() == Some("1"))
+        .collect();
+    assert_eq!(copies.len(), 2, "both replays back on orders");
+    let copy = copies
+        .iter()
+        .find(|m| m.key() == Some(&b"ord-spring"[..]))
+        .expect("the replay of ord-spring");
+    assert_eq!(copy.payload(), Some(&value[..]));
+    assert_eq!(
+        crate::harness::header(copy, "__TypeId__").as_deref(),
+        Some("com.acme.Order"),
+        "the original's own headers are kept"
+    );
+    assert!(
+        crate::harness::headers_of(copy)
+            .iter()
+            .all(|(k, _)| !k.starts_with("kafka_dlt-")),
+        "Spring's dead-letter headers are not replayed"
+    );
+    assert_eq!(
+        crate::harness::header(copy, "event-id"),
+        Some(original_id.clone()),
+        "a record that had no event id is replayed under the one the ledger gave it"
+    );
+    assert_eq!(
+        crate::harness::header(copy, "correlation-id"),
+        Some(original_id)
+    );
+    assert_eq!(
+        crate::harness::header(copy, replay::REPLAYED_FROM),
+        Some(recent.dlq_id.clone())
+    );
+    assert_eq!(
+        crate::harness::header(copy, replay::REPLAY_LINK).as_deref(),
+        Some(std::str::from_utf8(traceparent).expect("ascii"))
+    );
+    stop.cancel();
+    recorder.await.expect("recorder");
+}
+
+/// Fails every record (fatally: dead-lettered at once) while `failing`.
+struct FailWhile {
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl kausal_kafka::Handler for FailWhile {
+    async fn handle(
+        &self,
+        _event: &kausal_kafka::IncomingEvent,
+        _out: &mut kausal_kafka::Emitter,
+    ) -> Result<(), kausal_kafka::HandlerError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(kausal_kafka::HandlerError::fatal(
+                "StockServiceDown",
+                "the stock service is down",
+            ));
+        }
+        Ok(())
+    }
+}
+
+on_brokers!(a_replay_sends_its_own_span_in_a_new_trace_linked_to_the_original: Memory);
+async fn a_replay_sends_its_own_span_in_a_new_trace_linked_to_the_original(engine: Engine) {
+    use kausal_lineage::replay;
+    use kausal_telemetry::spans::attr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let spans = kausal_telemetry::testing::SpanCapture::install();
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[("orders", 1), ("orders.dlq", 1)]).await;
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("replay-trace.db").display()
+    ))
+    .await
+    .expect("store");
+    let failing = std::sync::Arc::new(AtomicBool::new(true));
+    let group = format!("stock-{}", unique());
+    let stock = start_runtime(
+        &b.kafka,
+        "stock-service",
+        &group,
+        &["orders"],
+        FailWhile {
+            failing: failing.clone(),
+        },
+        fast_retry(1),
+        CorrelationPolicy::Adopt,
+        Some(store.clone()),
+    );
+    let (stop, recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    let placed =
+        kausal_order::place_order(&producer, "orders", &order("ord-replay-trace"), None, None)
+            .await
+            .expect("order");
+    let original = placed.headers.traceparent.expect("traceparent");
+    assert_eq!(
+        wait_for_dead_letters(&store, 1, Duration::from_secs(60)).await,
+        1
+    );
+    let entry = store
+        .dead_letters(&kausal_store::DeadLetterFilter::default())
+        .await
+        .expect("ledger")
+        .remove(0);
+
+    failing.store(false, Ordering::SeqCst);
+    let replayer =
+        EventProducer::new(&b.kafka, "kausal-dlq-replay", Metrics::new()).expect("producer");
+    let replayed = replay::replay(&store, &replayer, &entry.dlq_id, 3, "test")
+        .await
+        .expect("replayed");
+    let copy = b
+        .read_all("orders", 2, Duration::from_secs(30))
+        .into_iter()
+        .find(|m| crate::harness::header(m, "replay-count").is_some())
+        .expect("the replayed record");
+    let copy_context = kausal_core::TraceParent::parse(
+        &crate::harness::header(&copy, "traceparent").expect("traceparent"),
+    )
+    .expect("a valid traceparent");
+    let new_trace = copy_context.trace_id.to_string();
+    assert_eq!(new_trace, replayed.trace_id);
+    assert_ne!(copy_context.trace_id, original.trace_id, "a new trace");
+
+    // The replay's PRODUCER span: the root of the new trace, named by the
+    // replayed record's traceparent, linked to the original record's span
+    // (which was exported, in the old trace).
+    assert!(
+        crate::harness::eventually(Duration::from_secs(30), || spans
+            .in_trace(&new_trace)
+            .iter()
+            .any(|s| s.name == "process orders"))
+        .await,
+        "the replayed record was handled: {:?}",
+        spans.in_trace(&new_trace)
+    );
+    let in_new = spans.in_trace(&new_trace);
+    let send = in_new
+        .iter()
+        .find(|s| s.name == "send orders")
+        .unwrap_or_else(|| panic!("the replay's send span: {in_new:?}"));
+    assert_eq!(format!("{:?}", send.kind), "Producer");
+    assert_eq!(send.span_id, copy_context.parent_id.to_string());
+    assert_eq!(send.parent_span_id, None, "a root: replays use links only");
+    assert_eq!(send.links, [original.parent_id.to_string()]);
+    assert!(!send.failed);
+    assert_eq!(
+        send.attribute(attr::MESSAGING_SYSTEM).as_deref(),
+        Some("kafka")
+    );
+    assert_eq!(
+        send.attribute(attr::OPERATION_TYPE).as_deref(),
+        Some("send")
+    );
+    assert_eq!(send.attribute(attr::DESTINATION).as_deref(), Some("orders"));
+    assert_eq!(
+        send.attribute(attr::MESSAGE_ID),
+        Some(placed.headers.event_id.to_string())
+    );
+    assert_eq!(
+        send.attribute(attr::CONVERSATION_ID),
+        Some(placed.headers.correlation_id.to_string())
+    );
+    assert_eq!(
+        send.attribute(attr::KEY).as_deref(),
+        Some("ord-replay-trace")
+    );
+    assert_eq!(
+        send.attribute(attr::OFFSET),
+        Some(replayed.offset.to_string())
+    );
+    let linked = spans.in_trace(&original.trace_id.to_string());
+    assert!(
+        linked
+            .iter()
+            .any(|s| s.span_id == original.parent_id.to_string() && s.name == "send orders"),
+        "the link names the original record's exported send span: {linked:?}"
+    );
+
+    // The replayed record's process span has that exported span as parent.
+    let process = in_new
+        .iter()
+        .find(|s| s.name == "process orders")
+        .expect("process span");
+    assert_eq!(process.parent_span_id.as_ref(), Some(&send.span_id));
+    assert_eq!(
+        process.attribute(attr::CONSUMER_GROUP).as_deref(),
+        Some(group.as_str())
+    );
+
+    let (_, outcomes) = stock.stop().await;
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, kausal_kafka::runtime::Outcome::Processed { .. })),
+        "handled after the replay: {outcomes:?}"
+    );
+    stop.cancel();
+    recorder.await.expect("recorder");
+}
+
+/// The console's retention task prunes lineage too (not only telemetry),
+/// and leaves the ledger and recent rows alone.
+#[tokio::test]
+async fn the_console_retention_task_prunes_old_lineage_and_keeps_the_ledger() {
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("retention.db").display()
+    ))
+    .await
+    .expect("store");
+    let now = chrono::Utc::now().timestamp_millis();
+    let long_ago = now - 30 * 24 * 3600 * 1000;
+    let event = |id: &str, offset: i64, at: i64| kausal_store::LineageEvent {
+        event_id: id.to_owned(),
+        event_type: Some("OrderPlaced".to_owned()),
+        event_version: Some(1),
+        correlation_id: id.to_owned(),
+        causation_id: None,
+        source_service: None,
+        topic: "orders".to_owned(),
+        partition: 0,
+        offset,
+        key: None,
+        trace_id: None,
+        span_id: None,
+        occurred_at_ms: at,
+        recorded_at_ms: at,
+    };
+    let kausal_lineage::record::Row::DeadLetter(letter) = kausal_lineage::record::classify(
+        &kausal_lineage::record::Record {
+            topic: "orders.dlq".to_owned(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: Some(long_ago),
+            key: None,
+            value: None,
+            headers: vec![("dlq-original-topic".to_owned(), Some(b"orders".to_vec()))],
+        },
+        long_ago,
+    ) else {
+        panic!("a dead letter");
+    };
+    store
+        .record_batch(
+            &[event("old", 0, long_ago), event("new", 1, now)],
+            &[],
+            &[letter],
+        )
+        .await
+        .expect("rows");
+    store
+        .mark_processed("g", "old", long_ago)
+        .await
+        .expect("mark");
+    store.mark_processed("g", "new", now).await.expect("mark");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(kausal_console::prune_until(
+        store.clone(),
+        Duration::from_secs(7 * 24 * 3600),
+        Duration::from_millis(100),
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.event("old").await.expect("query").is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.expect("retention task");
+    assert!(store.event("old").await.expect("query").is_none());
+    assert!(store.event("new").await.expect("query").is_some());
+    assert!(!store.is_processed("g", "old").await.expect("query"));
+    assert!(store.is_processed("g", "new").await.expect("query"));
+    assert_eq!(
+        store
+            .lineage_row_counts()
+            .await
+            .expect("counts")
+            .dead_letters,
+        1,
+        "the ledger is never pruned"
+    );
 }

@@ -1,5 +1,7 @@
 //! The recorder: its own consumer group over every topic (business topics,
-//! `.dlq` topics, `kausal.receipts`; new topics are picked up by pattern),
+//! dead-letter topics — Kausal's `.dlq` and Spring Kafka's `-dlt`/`.DLT`,
+//! see [`crate::record::DEAD_LETTER_SUFFIXES`] — and `kausal.receipts`; new
+//! topics are picked up by pattern),
 //! writing rows in batches and committing offsets only after the batch is
 //! durable. If the database is down it keeps the batch, stops committing,
 //! backs off and retries: nothing is lost, and re-reading creates no
@@ -20,6 +22,8 @@ use crate::record::{Record, Row, classify};
 /// The recorder's consumer group.
 pub const GROUP: &str = "kausal-lineage-recorder";
 /// Every topic that does not start with `_` (Kafka's internal topics do).
+/// It takes in dead-letter topics of every dialect (`orders.dlq`,
+/// `orders-dlt`, `orders.DLT`); [`classify`] tells them apart by name.
 pub const TOPIC_PATTERN: &str = "^[^_].*";
 
 #[derive(Debug, Clone)]

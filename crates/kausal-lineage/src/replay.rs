@@ -7,6 +7,13 @@
 //! same event id and correlation id, and `replay-count` incremented. Past the
 //! cap it refuses: an event that keeps failing must be fixed or discarded,
 //! not looped.
+//!
+//! The fresh trace starts with the replay's own `send <topic>` PRODUCER
+//! span (DESIGN §6), a root with an OpenTelemetry link to the original
+//! record's context; the replayed record's `traceparent` names that span,
+//! so the consumer's `process` span has a parent that is exported, and the
+//! old trace and the new one are joined by the link (replays use links
+//! only, never a parent across traces).
 
 use base64::Engine;
 use kausal_core::TraceParent;
@@ -14,6 +21,7 @@ use kausal_core::dlq::DeadLetterOrigin;
 use kausal_core::headers::{self, RawHeader};
 use kausal_kafka::EventProducer;
 use kausal_store::{DeadLetterEntry, Store};
+use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use rdkafka::message::{Header, OwnedHeaders};
 
 /// Header carrying the original `traceparent` of a replayed event (the link
@@ -161,13 +169,21 @@ pub async fn replay(
         .find(|h| h.name.eq_ignore_ascii_case(headers::TRACEPARENT))
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    let trace = TraceParent::new(
+    let mut trace = TraceParent::new(
         kausal_kafka::ids::new_trace_id(),
         kausal_kafka::ids::new_span_id(),
         true,
     );
+    let original_context = old_trace
+        .as_deref()
+        .and_then(|t| TraceParent::parse(t).ok());
+    let span = spans::enabled().then(|| send_span(&entry, &target, trace, original_context));
+    // Downstream parent-based samplers follow this span's decision.
+    if let Some(span) = &span {
+        trace.flags = u8::from(span.sampled());
+    }
 
-    let mut out = OwnedHeaders::new_with_capacity(original.len() + 4);
+    let mut out = OwnedHeaders::new_with_capacity(original.len() + 6);
     for (name, value) in &original {
         if !replaced_on_replay(name) {
             out = out.insert(Header {
@@ -175,6 +191,28 @@ pub async fn replay(
                 value: value.as_deref(),
             });
         }
+    }
+    // A record from a plain client (a Spring service) has no `event-id` or
+    // `correlation-id`: the ledger names it by its original position. The
+    // replay carries those names, so that it keeps the same event id and
+    // correlation id as the original (instead of the id of its new offset)
+    // and consumers and the lineage see the same event again.
+    let has = |name: &str| original.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !has(headers::EVENT_ID) {
+        out = out.insert(Header {
+            key: headers::EVENT_ID,
+            value: Some(entry.event_id.as_bytes()),
+        });
+    }
+    if let Some(correlation) = entry
+        .correlation_id
+        .as_deref()
+        .filter(|_| !has(headers::CORRELATION_ID))
+    {
+        out = out.insert(Header {
+            key: headers::CORRELATION_ID,
+            value: Some(correlation.as_bytes()),
+        });
     }
     let trace_text = trace.to_string();
     let count_text = (count + 1).to_string();
@@ -196,7 +234,7 @@ pub async fn replay(
             value: Some(link.as_bytes()),
         });
     }
-    let delivery = producer
+    let published = producer
         .publish_raw(
             &target,
             entry.key.as_deref(),
@@ -204,11 +242,21 @@ pub async fn replay(
             out,
             entry.event_type.as_deref().unwrap_or("unknown"),
         )
-        .await
-        .map_err(|source| LedgerError::Publish {
-            id: entry.dlq_id.clone(),
-            source: Box::new(source),
-        })?;
+        .await;
+    if let Some(mut span) = span {
+        match &published {
+            Ok(d) => {
+                span.set_attribute(attr::PARTITION, d.partition.to_string());
+                span.set_attribute(attr::OFFSET, d.offset);
+            }
+            Err(e) => span.fail(&e.error_type(), &e.to_string()),
+        }
+        span.end();
+    }
+    let delivery = published.map_err(|source| LedgerError::Publish {
+        id: entry.dlq_id.clone(),
+        source: Box::new(source),
+    })?;
     let now = chrono::Utc::now().timestamp_millis();
     store
         .set_dead_letter_status(&entry.dlq_id, "replayed", now, Some(by), None)
@@ -224,6 +272,37 @@ pub async fn replay(
     })
 }
 
+/// The replay's `send <topic>` span: the root of a new trace (`own`), linked
+/// to the original record's context when its `traceparent` was readable.
+fn send_span(
+    entry: &DeadLetterEntry,
+    topic: &str,
+    own: TraceParent,
+    original: Option<TraceParent>,
+) -> KausalSpan {
+    let mut start = SpanStart::new(format!("send {topic}"), Kind::Producer, own)
+        .link(original)
+        .attr(attr::MESSAGING_SYSTEM, "kafka")
+        .attr(attr::OPERATION_NAME, "send")
+        .attr(attr::OPERATION_TYPE, "send")
+        .attr(attr::DESTINATION, topic.to_owned())
+        .attr(attr::MESSAGE_ID, entry.event_id.clone());
+    if let Some(correlation) = &entry.correlation_id {
+        start = start.attr(attr::CONVERSATION_ID, correlation.clone());
+    }
+    if let Some(key) = entry
+        .key
+        .as_deref()
+        .and_then(|k| std::str::from_utf8(k).ok())
+    {
+        start = start.attr(attr::KEY, key.to_owned());
+    }
+    if let Some(event_type) = &entry.event_type {
+        start = start.attr(attr::EVENT_TYPE, event_type.clone());
+    }
+    start.start()
+}
+
 /// Marks a pending dead letter discarded, with the reason.
 pub async fn discard(
     store: &Store,
@@ -236,5 +315,38 @@ pub async fn discard(
     store
         .set_dead_letter_status(dlq_id, "discarded", now, Some(by), Some(reason))
         .await?;
+    Ok(())
+}
+
+/// The `replay-count` a record's headers carry (0 when none).
+fn replay_count_of(headers: &StoredHeaders) -> u32 {
+    headers
+        .iter()
+        .rev()
+        .find(|(name, _)| name.eq_ignore_ascii_case(headers::REPLAY_COUNT))
+        .and_then(|(_, value)| value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// What [`discard`] would check, without changing anything: the entry
+/// exists and is pending.
+pub async fn check_pending(store: &Store, dlq_id: &str) -> Result<(), LedgerError> {
+    pending_entry(store, dlq_id).await.map(|_| ())
+}
+
+/// What [`replay`] would check, without publishing: the entry exists, is
+/// pending, has readable headers and is under the replay cap.
+pub async fn check(store: &Store, dlq_id: &str, cap: u32) -> Result<(), LedgerError> {
+    let entry = pending_entry(store, dlq_id).await?;
+    let count = replay_count_of(&stored_headers(&entry)?);
+    if count >= cap {
+        return Err(LedgerError::CapReached {
+            id: entry.dlq_id,
+            count,
+            cap,
+        });
+    }
     Ok(())
 }
