@@ -172,17 +172,45 @@ impl Drop for OtelGuard {
 /// With no endpoint configured it installs nothing and returns an idle
 /// guard.
 pub fn init_tracing(service: &str) -> Result<OtelGuard, String> {
-    let Some(settings) = OtelSettings::from_env(|k| std::env::var(k).ok())? else {
-        return Ok(OtelGuard::default());
+    init_tracing_at(service, None)
+}
+
+/// [`init_tracing`], but with `endpoint` (a base URL such as
+/// `http://127.0.0.1:8080`) spans go there over OTLP/HTTP whatever the
+/// environment names, unless it disables the SDK: the console exports its
+/// own replay spans to itself this way (and forwards them on).
+pub fn init_tracing_at(service: &str, endpoint: Option<&str>) -> Result<OtelGuard, String> {
+    let var = |k: &str| std::env::var(k).ok();
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let (settings, endpoint) = match endpoint {
+        Some(base) if !disabled => {
+            let settings = OtelSettings {
+                protocol: Protocol::HttpProtobuf,
+                sampler: SamplerSpec::parse(
+                    var("OTEL_TRACES_SAMPLER").as_deref(),
+                    var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+                )?,
+            };
+            let url = format!("{}/v1/traces", base.trim_end_matches('/'));
+            (settings, Some(url))
+        }
+        _ => match OtelSettings::from_env(var)? {
+            Some(settings) => (settings, None),
+            None => return Ok(OtelGuard::default()),
+        },
     };
     let exporter = match settings.protocol {
         Protocol::HttpProtobuf => {
             use opentelemetry_otlp::WithExportConfig;
-            opentelemetry_otlp::SpanExporter::builder()
+            let builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()
-                .map_err(|e| format!("cannot build the OTLP/HTTP span exporter: {e}"))?
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            match endpoint {
+                Some(url) => builder.with_endpoint(url),
+                None => builder,
+            }
+            .build()
+            .map_err(|e| format!("cannot build the OTLP/HTTP span exporter: {e}"))?
         }
         Protocol::Grpc => {
             // tonic's lazy channel spawns its worker on the current tokio
