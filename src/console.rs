@@ -20,6 +20,18 @@ pub struct ConsoleArgs {
     /// Port of the API and the OTLP/HTTP receiver (`/v1/traces`, `/v1/logs`).
     #[arg(long, env = "KAUSAL_CONSOLE_PORT", default_value_t = 8080)]
     pub console_port: u16,
+    /// Port of the OTLP/gRPC receiver (`TraceService`, `LogsService`), on
+    /// the same --bind address; 0 turns it off. Not given: 4317, or no
+    /// gRPC receiver (said on stdout) when 4317 is taken — a port given here
+    /// that cannot be bound is an error.
+    #[arg(long, env = "KAUSAL_OTLP_GRPC_PORT")]
+    pub otlp_grpc_port: Option<u16>,
+    /// Forward every OTLP request the console accepts to this OTLP/HTTP
+    /// endpoint as well (`http://collector:4318`; `/v1/traces` and
+    /// `/v1/logs` are appended), so a Jaeger or Tempo behind it still gets
+    /// every span.
+    #[arg(long, env = "KAUSAL_FORWARD_OTLP")]
+    pub forward_otlp: Option<String>,
     /// Address to listen on; 0.0.0.0 to be reachable from other hosts.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
@@ -32,8 +44,44 @@ pub struct ConsoleArgs {
     pub token: Option<String>,
 }
 
+/// The OTLP/gRPC port of the specification and of every collector.
+pub const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
+
+/// Where the gRPC receiver listens: the port given (0: nowhere), or 4317
+/// if it is free. A local collector or Jaeger often holds 4317; the console
+/// then still serves its API and OTLP/HTTP instead of refusing to start.
+fn grpc_addr(bind: IpAddr, port: Option<u16>) -> Option<SocketAddr> {
+    match port {
+        Some(0) => None,
+        Some(port) => Some(SocketAddr::new(bind, port)),
+        None => {
+            let addr = SocketAddr::new(bind, DEFAULT_OTLP_GRPC_PORT);
+            match std::net::TcpListener::bind(addr) {
+                Ok(probe) => {
+                    drop(probe);
+                    Some(addr)
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "the OTLP/gRPC receiver is off: its default port is taken");
+                    None
+                }
+            }
+        }
+    }
+}
+
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     kausal_telemetry::logs::init_logging("kausal-console");
+    let forward = args
+        .forward_otlp
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(kausal_console::forward::ForwardConfig::new);
+    if let Some(forward) = &forward {
+        forward.validate().context("--forward-otlp")?;
+    }
+    let forwarding = forward.as_ref().map(|f| f.endpoint.clone());
     let shutdown = shutdown_on_signals()?;
     let url = args.common.database_url();
     std::fs::create_dir_all(&args.common.data_dir)
@@ -51,20 +99,53 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     let config = kausal_console::ConsoleConfig {
         retention: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
         kafka: Some(args.common.kafka_config()),
+        grpc: grpc_addr(args.bind, args.otlp_grpc_port),
+        forward,
         ..kausal_console::ConsoleConfig::new(SocketAddr::new(args.bind, args.console_port), token)
     };
     let console = kausal_console::serve(config, store.clone(), shutdown.clone())
         .await
         .with_context(|| {
             format!(
-                "cannot serve the console on {}:{} (pick another port with --console-port)",
-                args.bind, args.console_port
+                "cannot serve the console on {} (HTTP port {}, OTLP/gRPC port {}: pick others \
+                 with --console-port and --otlp-grpc-port; --otlp-grpc-port 0 turns gRPC off)",
+                args.bind,
+                args.console_port,
+                args.otlp_grpc_port.unwrap_or(DEFAULT_OTLP_GRPC_PORT)
             )
         })?;
     let (addr, task) = (console.http, console.task);
+    // Replays through the API send their own `send <topic>` span: the
+    // console exports it to itself (and so to a forward target).
+    let own = SocketAddr::new(
+        if addr.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        },
+        addr.port(),
+    );
+    let _otel =
+        kausal_telemetry::otel::init_tracing_at("kausal-console", Some(&format!("http://{own}")))
+            .map_err(anyhow::Error::msg)?;
     // One line on stdout that scripts can wait for.
     println!("console listening on http://{addr}");
-    tracing::info!(console = %format!("http://{addr}"), "console started");
+    match console.grpc {
+        Some(grpc) => println!("OTLP/gRPC listening on {grpc}"),
+        None if args.otlp_grpc_port.is_none() => println!(
+            "OTLP/gRPC off: port {DEFAULT_OTLP_GRPC_PORT} is taken (choose one with --otlp-grpc-port)"
+        ),
+        None => {}
+    }
+    if let Some(forward) = &forwarding {
+        println!("forwarding OTLP to {forward}");
+    }
+    tracing::info!(
+        console = %format!("http://{addr}"),
+        otlp_grpc = ?console.grpc,
+        forward = ?forwarding,
+        "console started"
+    );
     shutdown.cancelled().await;
     let _ = task.await;
     store.close().await;

@@ -58,6 +58,11 @@ pub struct UpArgs {
     /// service exports spans to (or any free port when taken).
     #[arg(long, default_value_t = 8080)]
     pub console_port: u16,
+    /// Port of the console's OTLP/gRPC receiver (or any free port when
+    /// taken). The services export over OTLP/HTTP; this one is for other
+    /// exporters.
+    #[arg(long, default_value_t = 4317)]
+    pub otlp_grpc_port: u16,
     /// First /metrics port; each service takes the next one (or any free
     /// port when taken).
     #[arg(long, default_value_t = 9101)]
@@ -170,7 +175,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ];
     let api_addr = port_near(args.http_port)?;
     let console_addr = port_near(args.console_port)?;
+    let grpc_addr = port_near(args.otlp_grpc_port)?;
     let export = span_export(console_addr);
+    let forward = user_endpoint()?;
     // The console's token: the user's, or a fresh one the console writes to
     // <data-dir>/console-token and the banner prints.
     let token = std::env::var("KAUSAL_CONSOLE_TOKEN")
@@ -182,13 +189,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         name: "console",
         args: vec![
             "console".to_owned(),
+            // Replays and the lag board need the cluster.
+            "--kafka".to_owned(),
+            bootstrap.clone(),
             "--database".to_owned(),
             database.clone(),
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
             "--console-port".to_owned(),
             console_addr.port().to_string(),
-        ],
+            "--otlp-grpc-port".to_owned(),
+            grpc_addr.port().to_string(),
+        ]
+        .into_iter()
+        .chain(
+            forward
+                .iter()
+                .flat_map(|f| ["--forward-otlp".to_owned(), f.endpoint.clone()]),
+        )
+        .collect(),
         env: vec![("KAUSAL_CONSOLE_TOKEN".to_owned(), token.clone())],
         log: logs.join("console.log"),
         metrics: None,
@@ -251,8 +270,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &data_dir,
         &services,
         console_addr,
-        export.is_empty(),
     );
+    print_otlp(console_addr, grpc_addr, forward.as_ref());
     println!(
         "  token      {token}  (replay and discard: Authorization: Bearer <token>; also in {})",
         kausal_console::token::path(&data_dir).display()
@@ -334,23 +353,67 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The OTLP settings of every service: spans to the console, all of them
-/// (`up` is for looking at the system). A user who set
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` keeps it: the services then export there
-/// and the console gets no spans (forwarding from the console is not built
-/// yet).
+/// The OTLP settings of every service: spans and log records to the
+/// console over OTLP/HTTP, all of them (`up` is for looking at the system).
+/// The per-signal endpoints and protocols are set as well, so that a user's
+/// own `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` cannot divert them: what the
+/// user's `OTEL_EXPORTER_OTLP_ENDPOINT` names gets everything through the
+/// console's forwarding instead ([`user_endpoint`]).
 fn span_export(console: SocketAddr) -> Vec<(String, String)> {
-    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        return Vec::new();
-    }
+    let base = format!("http://{console}");
     [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{console}")),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.clone()),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{base}/v1/traces"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            format!("{base}/v1/logs"),
+        ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/protobuf".to_owned(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+            "http/protobuf".to_owned(),
+        ),
         ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
+}
+
+/// Where the console forwards: the user's `OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// if set. Forwarding speaks OTLP/HTTP; `grpc` says the user's protocol was
+/// gRPC, which the banner warns about.
+struct UserEndpoint {
+    endpoint: String,
+    grpc: bool,
+}
+
+/// Checked here, so that a bad one stops `up` with the reason instead of
+/// leaving its console restarting.
+fn user_endpoint() -> anyhow::Result<Option<UserEndpoint>> {
+    let Some(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(None);
+    };
+    kausal_console::forward::ForwardConfig::new(endpoint.clone())
+        .validate()
+        .context(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is where the console forwards; give an OTLP/HTTP URL \
+             such as http://localhost:4318, or unset it",
+        )?;
+    let grpc = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .is_ok_and(|p| p.trim().eq_ignore_ascii_case("grpc"));
+    Ok(Some(UserEndpoint { endpoint, grpc }))
 }
 
 /// Whether something accepts connections on `addr` within `timeout`.
@@ -399,7 +462,6 @@ fn print_banner(
     data_dir: &Path,
     services: &[Supervised],
     console: SocketAddr,
-    user_export: bool,
 ) {
     println!("kausal is up");
     println!(
@@ -421,10 +483,25 @@ fn print_banner(
     println!(
         "  console    http://{console}  (API: /api/search?q=<order id>, /api/correlations/<id>)"
     );
-    if user_export {
-        println!("             spans go to OTEL_EXPORTER_OTLP_ENDPOINT, not to the console");
-    } else {
-        println!("             every service exports its spans to http://{console}/v1/traces");
+}
+
+/// The banner's lines under the console's: where OTLP goes.
+fn print_otlp(console: SocketAddr, grpc: SocketAddr, forward: Option<&UserEndpoint>) {
+    println!(
+        "             every service exports its spans and logs to http://{console}/v1/traces, /v1/logs"
+    );
+    println!("             OTLP/gRPC receiver on {grpc}");
+    if let Some(forward) = forward {
+        println!(
+            "             forwarded unchanged to {} (OTEL_EXPORTER_OTLP_ENDPOINT, OTLP/HTTP)",
+            forward.endpoint
+        );
+        if forward.grpc {
+            println!(
+                "             warning: forwarding speaks OTLP/HTTP, not the gRPC that \
+                 OTEL_EXPORTER_OTLP_PROTOCOL asks for: point it at an OTLP/HTTP port (4318)"
+            );
+        }
     }
 }
 

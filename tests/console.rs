@@ -387,6 +387,8 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
             &free().to_string(),
             "--console-port",
             &free().to_string(),
+            "--otlp-grpc-port",
+            &free().to_string(),
             "--http-port",
             &free().to_string(),
         ],
@@ -451,7 +453,114 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
     // correlation.
     let order_id = doc["keys"][0].as_str().unwrap_or_default().to_owned();
     let (_, search) = get_json(console, &format!("/api/search?q={order_id}")).await;
+    // The estate around it: lag of every group (sampled every 5 s, so the
+    // correlation's groups get theirs too) and the topology.
+    let mut lag = serde_json::Value::Null;
+    let mut lagged_doc = serde_json::Value::Null;
+    for _ in 0..30 {
+        lag = get_json(console, "/api/lag").await.1;
+        let correlation = doc["correlation_id"].as_str().unwrap_or_default();
+        lagged_doc = get_json(console, &format!("/api/correlations/{correlation}"))
+            .await
+            .1;
+        let groups = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+        if groups(&lag["groups"]) >= 4 && groups(&lagged_doc["lag"]) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (topology_status, topology) = get_json(console, "/api/topology?window_seconds=600").await;
+    // Replay needs the token the banner printed and the data dir keeps.
+    let token = up
+        .seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("token")?.split_whitespace().next())
+        .expect("the banner prints the token")
+        .to_owned();
+    let replay_path = format!(
+        "/api/dlq/{}/replay",
+        doc["dead_letters"][0]["id"].as_str().unwrap_or_default()
+    );
+    let (refused, _, _) = request(console, "POST", &replay_path, &[], "").await;
+    let bearer = format!("Bearer {token}");
+    let (dry_status, _, dry) = request(
+        console,
+        "POST",
+        &replay_path,
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"dry_run":true}"#,
+    )
+    .await;
     let status = up.interrupt();
+    assert_eq!(refused, 401, "no token, no replay");
+    assert_eq!(dry_status, 200, "{dry}");
+    assert!(dry.contains("would_replay"), "{dry}");
+    let token_file = data_dir.join("console-token");
+    assert_eq!(
+        std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim(),
+        token
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    }
+    let lagged: Vec<&str> = lag["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["group"].as_str()).collect())
+        .unwrap_or_default();
+    for group in [
+        "payment-service",
+        "notification-service",
+        "inventory-service",
+    ] {
+        assert!(lagged.contains(&group), "{group} in /api/lag: {lag}");
+    }
+    assert!(
+        lag["groups"][0]["history"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{lag}"
+    );
+    assert!(
+        lagged_doc["lag"].as_array().is_some_and(|l| !l.is_empty()),
+        "the correlation document carries its groups' lag: {}",
+        lagged_doc["lag"]
+    );
+    assert_eq!(topology_status, 200, "{topology}");
+    assert!(
+        topology["produces"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|e| e["service"] == "order-service" && e["topic"] == "orders")),
+        "{topology}"
+    );
+    let notification = topology["consumes"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|e| e["consumer_group"] == "notification-service")
+        })
+        .unwrap_or_else(|| panic!("the notification edge: {topology}"));
+    assert!(
+        notification["dead_lettered"].as_u64() >= Some(1),
+        "{notification}"
+    );
+    assert!(
+        notification["error_rate"].as_f64() > Some(0.0),
+        "{notification}"
+    );
+    assert!(
+        notification["p95_ms"].as_f64() > Some(0.0),
+        "{notification}"
+    );
     assert_eq!(status.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
     assert_eq!(
         search["matches"][0]["correlation_id"], doc["correlation_id"],
@@ -475,7 +584,7 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
     assert!(
         doc["dead_letters"]
             .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["dlq_id"] == dlq_id)),
+            .is_some_and(|d| d.iter().any(|d| d["id"] == dlq_id)),
         "{}",
         doc["dead_letters"]
     );
@@ -531,5 +640,44 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
             .as_str()
             .is_some_and(|n| n.starts_with("process")),
         "{failed}"
+    );
+
+    // `kausal trace` answers from the same query: its JSON holds the API's
+    // document (everything the API had, and whatever arrived since), and
+    // its text shows the spans and the failure's log line.
+    let cli = crate::process::cli_json(&["trace", &order_id, "--database", &database]);
+    let cli_doc = &cli["correlations"][0];
+    assert_eq!(cli_doc["correlation_id"], doc["correlation_id"], "{cli:#}");
+    let ids =
+        |d: &serde_json::Value, field: &str, id: &str| -> std::collections::BTreeSet<String> {
+            d[field]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x[id].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+    assert!(ids(cli_doc, "spans", "span_id").is_superset(&ids(&doc, "spans", "span_id")));
+    assert_eq!(
+        ids(cli_doc, "events", "event_id"),
+        ids(&doc, "events", "event_id")
+    );
+    assert_eq!(
+        ids(cli_doc, "dead_letters", "id"),
+        ids(&doc, "dead_letters", "id")
+    );
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
+        .args(["trace", &order_id, "--database", &database])
+        .output()
+        .expect("kausal trace runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("spans of trace {trace}")), "{text}");
+    assert!(text.contains("! notification-service process"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("errorType=MissingCustomerEmail")),
+        "the failure's log line: {text}"
     );
 }

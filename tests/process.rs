@@ -333,7 +333,7 @@ async fn kausal_up_runs_on_a_kafka_cluster_and_postgresql() {
         stats.to_string().contains("MissingCustomerEmail"),
         "dlq stats count it: {stats}"
     );
-    let report = &trace["reports"][0];
+    let report = &trace["correlations"][0]["report"];
     let types: Vec<&str> = report["events"]
         .as_array()
         .expect("events")

@@ -12,6 +12,8 @@ mod alerts;
 mod batch;
 mod broker;
 mod console;
+mod console_dlq;
+mod console_ingest;
 mod history;
 mod http;
 mod interop;

@@ -1,5 +1,6 @@
 //! Kausal's console (DESIGN §7): receives the services' spans and log
-//! records over OTLP/HTTP, keeps them in the lineage database next to
+//! records over OTLP (HTTP and gRPC, `ingest`; forwarded on to the user's
+//! own endpoint when asked, `forward`), keeps them in the lineage database next to
 //! events, receipts and dead letters, and answers one correlation id with
 //! all of it (`query`), over a JSON API (`http`).
 //!
@@ -12,10 +13,17 @@ use std::time::Duration;
 use kausal_store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub mod dlq;
+pub mod forward;
 pub mod http;
+mod http_dlq;
+mod http_ops;
+pub mod ingest;
+pub mod lag;
 pub mod otlp;
 pub mod query;
 pub mod token;
+pub mod topology;
 
 /// How long telemetry is kept by default: seed 001's high-resolution window.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -23,11 +31,18 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// a long lock against ingest.
 pub const PRUNE_BATCH: i64 = 1_000;
 
+/// How often the console samples consumer lag.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How one console runs.
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
     /// The API and the OTLP/HTTP receiver.
     pub http: SocketAddr,
+    /// The OTLP/gRPC receiver (`TraceService`, `LogsService`); `None`: off.
+    pub grpc: Option<SocketAddr>,
+    /// Where every accepted OTLP request is forwarded; `None`: nowhere.
+    pub forward: Option<forward::ForwardConfig>,
     /// How long received telemetry and lineage are kept.
     pub retention: Duration,
     /// The bearer token the mutating endpoints (replay, discard) demand.
@@ -38,11 +53,13 @@ pub struct ConsoleConfig {
 }
 
 impl ConsoleConfig {
-    /// A console on `http` with the default retention, no Kafka and the
-    /// given token.
+    /// A console on `http` with the default retention, no Kafka, no gRPC
+    /// receiver, no forwarding and the given token.
     pub fn new(http: SocketAddr, token: impl Into<String>) -> Self {
         Self {
             http,
+            grpc: None,
+            forward: None,
             retention: DEFAULT_RETENTION,
             token: token.into(),
             kafka: None,
@@ -55,9 +72,17 @@ impl ConsoleConfig {
 pub struct RunningConsole {
     /// Where the API and the OTLP/HTTP receiver listen.
     pub http: SocketAddr,
-    /// Ends after the shutdown token is cancelled and requests drained.
+    /// Where the OTLP/gRPC receiver listens, when it runs.
+    pub grpc: Option<SocketAddr>,
+    /// What forwarding did so far, when it runs.
+    pub forwarding: Option<forward::ForwardStatus>,
+    /// Ends after the shutdown token is cancelled, requests drained and the
+    /// forwarding queue sent (for at most [`FORWARD_GRACE`]).
     pub task: tokio::task::JoinHandle<()>,
 }
+
+/// How long a stopping console keeps forwarding what it queued.
+pub const FORWARD_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the console until `shutdown`. Pruning runs beside it.
 pub async fn serve(
@@ -67,7 +92,53 @@ pub async fn serve(
 ) -> std::io::Result<RunningConsole> {
     let listener = tokio::net::TcpListener::bind(config.http).await?;
     let http = listener.local_addr()?;
-    let app = http::router(http::ConsoleState::new(store.clone(), &config));
+    let grpc_listener = match config.grpc {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("the OTLP/gRPC receiver cannot listen on {addr}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let grpc = grpc_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
+    let (forwarder, worker) = match config.forward.clone() {
+        Some(forward) => {
+            let (forwarder, worker) =
+                forward::Forwarder::start(forward).map_err(std::io::Error::other)?;
+            (Some(forwarder), Some(worker))
+        }
+        None => (None, None),
+    };
+    let forwarding = worker.as_ref().map(forward::ForwardWorker::status);
+    let mut state =
+        http::ConsoleState::new(store.clone(), &config).map_err(std::io::Error::other)?;
+    state.forward = forwarder.clone();
+    if let Some(kafka) = &config.kafka {
+        let admin = kausal_kafka::admin::Admin::new(kafka).map_err(std::io::Error::other)?;
+        let monitor =
+            kausal_monitor::LagMonitor::new(admin, Default::default()).with_store(store.clone());
+        state.lag = lag::LagBoard::watched();
+        tokio::spawn(lag::watch(
+            monitor,
+            state.lag.clone(),
+            LAG_INTERVAL,
+            shutdown.clone(),
+        ));
+    }
+    let app = http::router(state);
+    let grpc_task = grpc_listener.map(|listener| {
+        let receiver = ingest::GrpcReceiver::new(store.clone(), forwarder);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ingest::serve_grpc(listener, receiver, shutdown).await {
+                tracing::error!(error = %e, "console OTLP/gRPC server failed");
+            }
+        })
+    });
     tokio::spawn(prune_until(
         store,
         config.retention,
@@ -81,8 +152,20 @@ pub async fn serve(
         {
             tracing::error!(error = %e, "console server failed");
         }
+        if let Some(grpc) = grpc_task {
+            let _ = grpc.await;
+        }
+        // Both receivers are gone, so is every sender: the queue closes.
+        if let Some(worker) = worker {
+            worker.finish(FORWARD_GRACE).await;
+        }
     });
-    Ok(RunningConsole { http, task })
+    Ok(RunningConsole {
+        http,
+        grpc,
+        forwarding,
+        task,
+    })
 }
 
 /// Every `interval`, deletes telemetry received longer than `retention`
@@ -106,6 +189,19 @@ pub async fn prune_until(
                 }
             }
             // Let ingest in between batches.
+            tokio::task::yield_now().await;
+        }
+        // Lineage events, receipts and idempotency keys by the same age;
+        // the DLQ ledger is never pruned (kausal-store's `retention`).
+        loop {
+            match store.prune_lineage(before, PRUNE_BATCH).await {
+                Ok(pruned) if pruned.total() == 0 => break,
+                Ok(pruned) => tracing::debug!(rows = pruned.total(), "pruned lineage"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning lineage failed; retrying later");
+                    break;
+                }
+            }
             tokio::task::yield_now().await;
         }
         tokio::select! {

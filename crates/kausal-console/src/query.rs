@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kausal_lineage::{TraceReport, build_report};
-use kausal_store::{DeadLetterEntry, LineageEvent, LogRow, Receipt, SpanRow, Store};
+use kausal_store::{LineageEvent, LogRow, Receipt, SpanRow, Store};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -219,53 +219,21 @@ pub struct CorrelationDocument {
     pub events: Vec<LineageEvent>,
     pub edges: Vec<Edge>,
     pub receipts: Vec<Receipt>,
-    pub dead_letters: Vec<DeadLetterView>,
+    /// The dead letters without their bytes (those are at `/api/dlq/{id}`).
+    pub dead_letters: Vec<crate::dlq::DeadLetterSummary>,
     pub spans: Vec<SpanView>,
     pub logs: Vec<LogView>,
     pub hops: Vec<Hop>,
     pub groups: Vec<GroupOnPath>,
     pub failures: Vec<kausal_lineage::report::Failure>,
     pub missing: Vec<Missing>,
+    /// The lag of the consumer groups on the path, from the console's lag
+    /// monitor; empty where no monitor runs (`kausal trace`).
+    pub lag: Vec<crate::lag::GroupView>,
     /// The lineage report `kausal trace` prints (timeline per event).
     pub report: TraceReport,
     /// True when a bound above cut spans, traces or logs.
     pub truncated: bool,
-}
-
-/// A dead letter without its bytes (those are at `/api/dlq/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetterView {
-    pub dlq_id: String,
-    pub event_id: String,
-    pub event_type: Option<String>,
-    pub source_topic: String,
-    pub consumer_group: Option<String>,
-    pub service: Option<String>,
-    pub error_type: Option<String>,
-    pub error_message: Option<String>,
-    pub attempts: Option<i64>,
-    pub failed_at_ms: i64,
-    pub status: String,
-    pub replay_count: i64,
-}
-
-impl From<&DeadLetterEntry> for DeadLetterView {
-    fn from(d: &DeadLetterEntry) -> Self {
-        Self {
-            dlq_id: d.dlq_id.clone(),
-            event_id: d.event_id.clone(),
-            event_type: d.event_type.clone(),
-            source_topic: d.source_topic.clone(),
-            consumer_group: d.consumer_group.clone(),
-            service: d.service.clone(),
-            error_type: d.error_type.clone(),
-            error_message: d.error_message.clone(),
-            attempts: d.attempts,
-            failed_at_ms: d.failed_at_ms,
-            status: d.status.clone(),
-            replay_count: d.replay_count,
-        }
-    }
 }
 
 /// The document for `correlation_id`; `None` when nothing is recorded for it
@@ -323,7 +291,10 @@ pub async fn correlation(
         groups: groups(&receipts),
         failures: report.failures.clone(),
         missing,
-        dead_letters: dead.iter().map(DeadLetterView::from).collect(),
+        dead_letters: dead
+            .iter()
+            .map(crate::dlq::DeadLetterSummary::from)
+            .collect(),
         spans: spans.into_iter().map(SpanView::from).collect(),
         logs: logs
             .into_values()
@@ -332,6 +303,7 @@ pub async fn correlation(
             .collect(),
         events,
         receipts,
+        lag: Vec::new(),
         report,
         truncated,
     }))

@@ -1,0 +1,529 @@
+//! Forwarding: what the console accepts over OTLP also goes to the user's
+//! own OTLP/HTTP endpoint (an OpenTelemetry Collector, Jaeger, Tempo), so
+//! pointing the services at the console takes nothing away downstream.
+//!
+//! An OTLP/HTTP request is forwarded as it came: the same bytes, the same
+//! `Content-Type` and `Content-Encoding`. An OTLP/gRPC request is forwarded
+//! as OTLP/HTTP protobuf, re-encoded from the decoded request (the same
+//! message; the bytes may differ from the exporter's). Only what the console
+//! answered with success is forwarded: a request it refused, the exporter
+//! sends again, and forwarding it as well would send it twice.
+//!
+//! Forwarding never blocks or fails ingest. A request goes into a bounded
+//! queue (by count and by bytes) and the handler answers at once; one task
+//! sends the queue in order, retrying 429, 502, 503, 504, timeouts and
+//! connection errors with exponential backoff and jitter. What does not fit
+//! in the queue, what runs out of attempts and what is refused for good is
+//! counted as lost and logged as a WARN with the totals — never silently.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use kausal_core::failure::ErrorClass;
+use kausal_core::retry::{RetryDecision, RetryPolicy};
+use tokio::sync::mpsc;
+
+/// The header a forwarding console adds: the ids of the consoles a request
+/// went through, comma-separated. A console that finds its own id there
+/// stores the request but does not forward it again (a console pointed at
+/// itself, or two pointed at each other, would loop forever).
+pub const FORWARDED_BY: &str = "kausal-forwarded-by";
+
+/// How often a loss that was not yet reported is logged, at most.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where and how forwarding sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// The OTLP/HTTP base URL, as in `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (`http://collector:4318`); `/v1/traces` and `/v1/logs` are appended.
+    pub endpoint: String,
+    /// Requests waiting to be sent, at most.
+    pub queue_requests: usize,
+    /// Bytes of requests waiting to be sent, at most.
+    pub queue_bytes: usize,
+    /// Attempts per request and the backoff between them.
+    pub retry: RetryPolicy,
+    /// One attempt's time limit.
+    pub timeout: Duration,
+}
+
+impl ForwardConfig {
+    /// Forwarding to `endpoint` with the defaults: 1 024 requests or 64 MiB
+    /// queued, 6 attempts 250 ms to 8 s apart, 10 s per attempt.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            queue_requests: 1024,
+            queue_bytes: 64 << 20,
+            retry: RetryPolicy {
+                max_attempts: 6,
+                initial_backoff: Duration::from_millis(250),
+                max_backoff: Duration::from_secs(8),
+                multiplier: 2.0,
+                jitter: 0.2,
+            },
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The URL a signal is posted to: the endpoint with `path` appended,
+    /// as the OTLP exporter specification appends `v1/traces`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint.trim_end_matches('/'))
+    }
+
+    /// Checks the endpoint: an absolute `http` or `https` URL.
+    pub fn validate(&self) -> Result<(), ForwardError> {
+        let url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| ForwardError::Endpoint(self.endpoint.clone(), e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ForwardError::Endpoint(
+                self.endpoint.clone(),
+                "not an http:// or https:// URL with a host".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cannot forward to {0:?}: {1}")]
+    Endpoint(String, String),
+    #[error("cannot build the forwarding client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Counts shared by the queue, the sending task and [`ForwardStatus`].
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    sent: AtomicU64,
+    lost: AtomicU64,
+    /// `lost` when it was last logged, and when (ms since the epoch).
+    reported: AtomicU64,
+    reported_at_ms: AtomicI64,
+    /// Why the latest request was lost.
+    last_reason: Mutex<String>,
+    loop_warned: AtomicBool,
+}
+
+impl Counters {
+    /// Counts `n` lost requests and logs it, unless a WARN went out less
+    /// than [`WARN_INTERVAL`] ago (then [`report`](Self::report) will).
+    fn lose(&self, n: u64, reason: &str) {
+        if let Ok(mut last) = self.last_reason.lock() {
+            reason.clone_into(&mut last);
+        }
+        self.lost.fetch_add(n, Ordering::Relaxed);
+        let now = crate::now_ms();
+        let last = self.reported_at_ms.load(Ordering::Relaxed);
+        let interval = i64::try_from(WARN_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(last) >= interval
+            && self
+                .reported_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.warn();
+        }
+    }
+
+    /// Logs losses not logged yet.
+    fn report(&self) {
+        if self.lost.load(Ordering::Relaxed) > self.reported.load(Ordering::Relaxed) {
+            self.reported_at_ms
+                .store(crate::now_ms(), Ordering::Relaxed);
+            self.warn();
+        }
+    }
+
+    fn warn(&self) {
+        let reason = self
+            .last_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        let lost = self.lost.load(Ordering::Relaxed);
+        let before = self.reported.swap(lost, Ordering::Relaxed);
+        tracing::warn!(
+            lost_total = lost,
+            lost_since_last_warning = lost.saturating_sub(before),
+            sent_total = self.sent.load(Ordering::Relaxed),
+            queued = self.queued.load(Ordering::Relaxed),
+            last_reason = reason,
+            "OTLP forwarding lost requests: they are stored in the console but did not reach the forwarding endpoint"
+        );
+    }
+}
+
+/// What forwarding did so far; cheap to clone, readable after shutdown.
+#[derive(Debug, Clone)]
+pub struct ForwardStatus(Arc<Counters>);
+
+impl ForwardStatus {
+    /// Requests the endpoint accepted.
+    pub fn sent(&self) -> u64 {
+        self.0.sent.load(Ordering::Relaxed)
+    }
+
+    /// Requests that will never reach the endpoint: the queue was full,
+    /// every attempt failed, or the endpoint refused them for good.
+    pub fn lost(&self) -> u64 {
+        self.0.lost.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// One request waiting to be forwarded.
+#[derive(Debug)]
+struct Outgoing {
+    /// `/v1/traces` or `/v1/logs`.
+    path: &'static str,
+    body: Bytes,
+    content_type: HeaderValue,
+    content_encoding: Option<HeaderValue>,
+    forwarded_by: HeaderValue,
+}
+
+/// The receiving side's handle: puts accepted requests in the queue.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    queue: mpsc::Sender<Outgoing>,
+    counters: Arc<Counters>,
+    queue_bytes: usize,
+    /// This console's id in [`FORWARDED_BY`].
+    id: Arc<str>,
+}
+
+/// The sending task; [`finish`](Self::finish) it after the receivers
+/// stopped.
+#[derive(Debug)]
+pub struct ForwardWorker {
+    task: tokio::task::JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl Forwarder {
+    /// Starts the sending task on the current runtime.
+    pub fn start(config: ForwardConfig) -> Result<(Self, ForwardWorker), ForwardError> {
+        config.validate()?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let (queue, receiver) = mpsc::channel(config.queue_requests.max(1));
+        let counters = Arc::new(Counters {
+            reported_at_ms: AtomicI64::new(i64::MIN),
+            ..Counters::default()
+        });
+        let forwarder = Self {
+            queue,
+            counters: counters.clone(),
+            queue_bytes: config.queue_bytes,
+            id: uuid::Uuid::new_v4().simple().to_string().into(),
+        };
+        let task = tokio::spawn(send_queue(receiver, client, config, counters.clone()));
+        Ok((forwarder, ForwardWorker { task, counters }))
+    }
+
+    pub fn status(&self) -> ForwardStatus {
+        ForwardStatus(self.counters.clone())
+    }
+
+    /// Queues an OTLP/HTTP request's body as it came, with its content type
+    /// and encoding, unless it already went through this console.
+    pub fn forward_http(&self, path: &'static str, headers: &HeaderMap, body: Bytes) {
+        let Some(content_type) = headers.get(header::CONTENT_TYPE).cloned() else {
+            return; // Refused before: the receiver demands a content type.
+        };
+        let previous = headers
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if previous.split(',').any(|id| id.trim() == &*self.id) {
+            if !self.counters.loop_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    path,
+                    "this console received a request it forwarded itself (the forwarding endpoint \
+                     leads back here): it is stored, not forwarded again; further ones are not logged"
+                );
+            }
+            return;
+        }
+        let chain = if previous.trim().is_empty() {
+            self.id.to_string()
+        } else {
+            format!("{previous},{}", self.id)
+        };
+        let Ok(forwarded_by) = HeaderValue::from_str(&chain) else {
+            self.counters
+                .lose(1, "the request's kausal-forwarded-by header is not valid");
+            return;
+        };
+        self.enqueue(Outgoing {
+            path,
+            body,
+            content_type,
+            content_encoding: headers.get(header::CONTENT_ENCODING).cloned(),
+            forwarded_by,
+        });
+    }
+
+    /// Queues a request received over gRPC, re-encoded as OTLP/HTTP
+    /// protobuf. `encoded_len` is checked against the queue's byte budget
+    /// before `encode` runs.
+    pub fn forward_protobuf(
+        &self,
+        path: &'static str,
+        encoded_len: usize,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) {
+        if !self.reserve(encoded_len) {
+            return;
+        }
+        let outgoing = Outgoing {
+            path,
+            body: Bytes::from(encode()),
+            content_type: HeaderValue::from_static("application/x-protobuf"),
+            content_encoding: None,
+            forwarded_by: HeaderValue::from_str(&self.id)
+                .unwrap_or(HeaderValue::from_static("kausal")),
+        };
+        self.send_reserved(outgoing, encoded_len);
+    }
+
+    fn enqueue(&self, outgoing: Outgoing) {
+        let len = outgoing.body.len();
+        if self.reserve(len) {
+            self.send_reserved(outgoing, len);
+        }
+    }
+
+    /// Takes `len` bytes of the queue's budget; counts a loss when they are
+    /// not there.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before.saturating_add(len) > self.queue_bytes {
+            self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.counters
+                .lose(1, "the forwarding queue is full (bytes)");
+            return false;
+        }
+        true
+    }
+
+    fn send_reserved(&self, outgoing: Outgoing, len: usize) {
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.queue.try_send(outgoing) {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => "the forwarding queue is full (requests)",
+                mpsc::error::TrySendError::Closed(_) => "forwarding has stopped",
+            };
+            self.counters.lose(1, reason);
+        }
+    }
+}
+
+impl ForwardWorker {
+    pub fn status(&self) -> ForwardStatus {
+        ForwardStatus(self.counters.clone())
+    }
+
+    /// Waits until the queue is sent, for at most `grace` (the receivers
+    /// must have stopped: the queue closes when the last [`Forwarder`] is
+    /// dropped). What is still queued then is counted as lost and logged.
+    pub async fn finish(self, grace: Duration) {
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            abort.abort();
+            let left = self.counters.queued.swap(0, Ordering::Relaxed);
+            if left > 0 {
+                self.counters.lose(
+                    u64::try_from(left).unwrap_or(u64::MAX),
+                    "still queued when the console stopped",
+                );
+            }
+        }
+        self.counters.report();
+    }
+}
+
+/// Sends the queue in order until it is closed and empty, logging losses
+/// not yet logged every [`WARN_INTERVAL`].
+async fn send_queue(
+    mut queue: mpsc::Receiver<Outgoing>,
+    client: reqwest::Client,
+    config: ForwardConfig,
+    counters: Arc<Counters>,
+) {
+    let mut report = tokio::time::interval(WARN_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let outgoing = tokio::select! {
+            next = queue.recv() => match next {
+                Some(outgoing) => outgoing,
+                None => break,
+            },
+            _ = report.tick() => {
+                counters.report();
+                continue;
+            }
+        };
+        let result = send_with_retries(&client, &config, &outgoing).await;
+        counters.queued.fetch_sub(1, Ordering::Relaxed);
+        counters
+            .queued_bytes
+            .fetch_sub(outgoing.body.len(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => counters.lose(1, &reason),
+        }
+    }
+    counters.report();
+}
+
+/// One request, with retries; `Err` with the last reason when it is lost.
+async fn send_with_retries(
+    client: &reqwest::Client,
+    config: &ForwardConfig,
+    outgoing: &Outgoing,
+) -> Result<(), String> {
+    let url = config.url(outgoing.path);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let mut request = client
+            .post(&url)
+            .header(header::CONTENT_TYPE, outgoing.content_type.clone())
+            .header(FORWARDED_BY, outgoing.forwarded_by.clone())
+            .body(outgoing.body.clone());
+        if let Some(encoding) = &outgoing.content_encoding {
+            request = request.header(header::CONTENT_ENCODING, encoding.clone());
+        }
+        let (class, reason, retry_after) = match request.send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = response.text().await.unwrap_or_default();
+                let reason = format!(
+                    "{url} answered {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                );
+                (status_class(status), reason, retry_after)
+            }
+            Err(e) => {
+                let class = if e.is_builder() {
+                    ErrorClass::Fatal
+                } else {
+                    ErrorClass::Retryable
+                };
+                (class, format!("{url}: {}", error_chain(&e)), None)
+            }
+        };
+        match config.retry.decide(attempt, class, rand::random::<f64>()) {
+            RetryDecision::RetryAfter(backoff) => {
+                let wait = retry_after
+                    .map_or(backoff, |r| r.max(backoff))
+                    .min(config.retry.max_backoff);
+                tracing::debug!(attempt, ?wait, reason, "forwarding failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            RetryDecision::GiveUp(_) => {
+                // Logged by the loss count's WARN (at most one per interval).
+                tracing::debug!(attempt, reason, "forwarding gave up");
+                return Err(format!("after {attempt} attempt(s): {reason}"));
+            }
+        }
+    }
+}
+
+/// An error and its sources: reqwest's own message ("error sending
+/// request") does not say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// OTLP/HTTP's retryable answers: 429, 502, 503, 504. Anything else is a
+/// refusal that sending again cannot change.
+fn status_class(status: StatusCode) -> ErrorClass {
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => ErrorClass::Retryable,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_append_the_signal_path_as_the_exporters_do() {
+        for (endpoint, want) in [
+            ("http://c:4318", "http://c:4318/v1/traces"),
+            ("http://c:4318/", "http://c:4318/v1/traces"),
+            ("https://c/otlp", "https://c/otlp/v1/traces"),
+        ] {
+            assert_eq!(ForwardConfig::new(endpoint).url("/v1/traces"), want);
+        }
+    }
+
+    #[test]
+    fn only_http_urls_with_a_host_are_endpoints() {
+        assert!(
+            ForwardConfig::new("http://127.0.0.1:4318")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            ForwardConfig::new("https://otlp.example")
+                .validate()
+                .is_ok()
+        );
+        for bad in ["127.0.0.1:4318", "grpc://c:4317", "", "http://"] {
+            assert!(ForwardConfig::new(bad).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_otlp_retryable_answers_are_retried() {
+        for (code, class) in [
+            (429, ErrorClass::Retryable),
+            (502, ErrorClass::Retryable),
+            (503, ErrorClass::Retryable),
+            (504, ErrorClass::Retryable),
+            (400, ErrorClass::Fatal),
+            (413, ErrorClass::Fatal),
+            (500, ErrorClass::Fatal),
+        ] {
+            let status = StatusCode::from_u16(code).expect("status");
+            assert_eq!(status_class(status), class, "{code}");
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The console's dead-letter API (issue 12): the ledger the recorder wrote
+//! from a real payment outage, read over HTTP; replay and discard refused
+//! without the token or with a wrong one, a dry run that changes nothing,
+//! then a replay that reaches the original topic and a discard, each with
+//! its actor recorded in the ledger.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use kausal_contracts::topics;
+use kausal_kafka::EventProducer;
+use kausal_payment::{PaymentHandler, PaymentMetrics};
+use kausal_store::{DeadLetterFilter, Store};
+use kausal_telemetry::Metrics;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{Engine, TestBroker, header, scratch_dir, spawn_recorder, unique};
+use crate::http::request;
+use crate::runtime::{ScriptedGateway, fast_retry, order, start_runtime};
+
+const TOKEN: &str = "dlq-test-token";
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    let (status, _, body) = request(addr, method, path, &headers, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_token_only() {
+    let b = TestBroker::start(Engine::Sqlite).await;
+    let mut names = vec![(kausal_kafka::receipt::RECEIPTS_TOPIC.to_owned(), 3)];
+    for t in topics::ALL {
+        names.push((t.to_owned(), 3));
+        names.push((kausal_core::dlq::dlq_topic(t), 3));
+    }
+    let refs: Vec<(&str, i32)> = names.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    b.create_topics(&refs).await;
+    let dir = scratch_dir();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("ledger.db").display()
+    ))
+    .await
+    .expect("store");
+
+    // A payment outage dead-letters two orders; the recorder ledgers them.
+    let script = crate::runtime::Script::default();
+    script.down.store(true, Ordering::SeqCst);
+    let gateway = ScriptedGateway(std::sync::Arc::new(script));
+    let _payment = start_runtime(
+        &b.kafka,
+        "payment-service",
+        "payment-service",
+        &[topics::ORDERS],
+        PaymentHandler::new(gateway.clone(), PaymentMetrics::register(&Metrics::new())),
+        fast_retry(2),
+        kausal_kafka::CorrelationPolicy::Adopt,
+        Some(store.clone()),
+    );
+    let (_stop_recorder, _recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
+    for (id, correlation) in [
+        ("ord-api-1", "checkout-api-1"),
+        ("ord-api-2", "checkout-api-2"),
+    ] {
+        kausal_order::place_order(
+            &producer,
+            topics::ORDERS,
+            &order(id),
+            Some(correlation.parse().expect("id")),
+            None,
+        )
+        .await
+        .expect("order");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pending = || async {
+        store
+            .dead_letters(&DeadLetterFilter {
+                status: Some("pending".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+    };
+    while pending().await.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pending().await.len(), 2, "both dead letters in the ledger");
+    gateway.0.down.store(false, Ordering::SeqCst);
+
+    let stop = CancellationToken::new();
+    let config = kausal_console::ConsoleConfig {
+        kafka: Some(b.kafka.clone()),
+        ..kausal_console::ConsoleConfig::new("127.0.0.1:0".parse().expect("addr"), TOKEN)
+    };
+    let console = kausal_console::serve(config, store.clone(), stop.clone())
+        .await
+        .expect("console");
+    let addr = console.http;
+
+    // Reads: the dashboard, the list with the CLI's filters, one entry.
+    let (status, stats) = call(addr, "GET", "/api/dlq/stats", None, "").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["pending"], 2, "{stats}");
+    assert_eq!(
+        stats["pending_by_source_topic"][topics::ORDERS],
+        2,
+        "{stats}"
+    );
+    let (status, list) = call(
+        addr,
+        "GET",
+        "/api/dlq?correlation_id=checkout-api-1&since=1h",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let first = list.as_array().expect("list");
+    assert_eq!(first.len(), 1, "the filter selects one entry: {list}");
+    let replay_id = first[0]["id"].as_str().expect("id").to_owned();
+    let (_, other) = call(
+        addr,
+        "GET",
+        "/api/dlq?correlation_id=checkout-api-2",
+        None,
+        "",
+    )
+    .await;
+    let discard_id = other[0]["id"].as_str().expect("id").to_owned();
+    let (status, detail) = call(addr, "GET", &format!("/api/dlq/{replay_id}"), None, "").await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["payload"]["encoding"], "json", "{detail}");
+    assert_eq!(
+        detail["payload"]["value"]["order_id"], "ord-api-1",
+        "{detail}"
+    );
+    assert_eq!(detail["key"]["value"], "ord-api-1", "{detail}");
+    assert!(
+        detail["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .any(|h| h["name"] == "event-type" && h["value"]["value"] == "OrderPlaced"),
+        "{detail}"
+    );
+    assert!(
+        !detail["lineage"].as_array().expect("lineage").is_empty(),
+        "{detail}"
+    );
+    let (status, _) = call(addr, "GET", "/api/dlq?status=lost", None, "").await;
+    assert_eq!(status, 400);
+    let (status, _) = call(addr, "GET", "/api/dlq/no-such-entry", None, "").await;
+    assert_eq!(status, 404);
+
+    // Mutations: no token, a wrong token → 401, and nothing changes.
+    let replay_path = format!("/api/dlq/{replay_id}/replay");
+    for token in [None, Some("wrong-token")] {
+        let (status, body) = call(addr, "POST", &replay_path, token, "{}").await;
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = call(
+            addr,
+            "POST",
+            "/api/dlq/replay",
+            token,
+            r#"{"source_topic":"orders"}"#,
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, _) = call(
+            addr,
+            "POST",
+            &format!("/api/dlq/{discard_id}/discard"),
+            token,
+            r#"{"reason":"test"}"#,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(pending().await.len(), 2, "refused requests changed nothing");
+
+    // A bulk dry run names both entries and publishes nothing.
+    let (status, dry) = call(
+        addr,
+        "POST",
+        "/api/dlq/replay",
+        Some(TOKEN),
+        r#"{"source_topic":"orders","dry_run":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["done"], 2, "{dry}");
+    assert!(
+        dry["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .all(|o| o["result"] == "would_replay"),
+        "{dry}"
+    );
+    assert_eq!(pending().await.len(), 2, "a dry run changes nothing");
+
+    // The replay: 200, the record back on its topic, processed once, the
+    // actor in the ledger.
+    let (status, done) = call(
+        addr,
+        "POST",
+        &replay_path,
+        Some(TOKEN),
+        r#"{"actor":"alice"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["outcomes"][0]["result"], "replayed", "{done}");
+    let paid = b.read_all(topics::PAYMENTS, 1, Duration::from_secs(60));
+    assert_eq!(paid.len(), 1, "the replayed order was processed once");
+    assert_eq!(
+        header(&paid[0], "correlation-id").as_deref(),
+        Some("checkout-api-1")
+    );
+    let entry = store
+        .dead_letter(&replay_id)
+        .await
+        .expect("read")
+        .expect("entry");
+    assert_eq!(entry.status, "replayed");
+    assert_eq!(entry.status_by.as_deref(), Some("console:alice"));
+    // Again: refused (not pending) with the reason, 409.
+    let (status, again) = call(addr, "POST", &replay_path, Some(TOKEN), "").await;
+    assert_eq!(status, 409, "{again}");
+    assert!(
+        again["outcomes"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not pending")),
+        "{again}"
+    );
+
+    // The discard needs a reason, then records it and the actor.
+    let discard_path = format!("/api/dlq/{discard_id}/discard");
+    let (status, _) = call(
+        addr,
+        "POST",
+        &discard_path,
+        Some(TOKEN),
+        r#"{"reason":" "}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = call(
+        addr,
+        "POST",
+        &discard_path,
+        Some(TOKEN),
+        r#"{"reason":"customer cancelled","actor":"bob"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let entry = store
+        .dead_letter(&discard_id)
+        .await
+        .expect("read")
+        .expect("entry");
+    assert_eq!(entry.status, "discarded");
+    assert_eq!(entry.status_by.as_deref(), Some("console:bob"));
+    assert_eq!(entry.status_reason.as_deref(), Some("customer cancelled"));
+    assert_eq!(
+        gateway.charges("ord-api-2"),
+        2,
+        "a discard publishes nothing"
+    );
+    stop.cancel();
+}
