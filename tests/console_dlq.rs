@@ -14,9 +14,8 @@ use kausal_payment::{PaymentHandler, PaymentMetrics};
 use kausal_store::{DeadLetterFilter, Store};
 use kausal_telemetry::Metrics;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Engine, TestBroker, header, scratch_dir, spawn_recorder, unique};
+use crate::harness::{Engine, KillOnDrop, TestBroker, header, scratch_dir, spawn_recorder, unique};
 use crate::http::request;
 use crate::runtime::{ScriptedGateway, fast_retry, order, start_runtime};
 
@@ -49,12 +48,8 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
     let refs: Vec<(&str, i32)> = names.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     b.create_topics(&refs).await;
     let dir = scratch_dir();
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("ledger.db").display()
-    ))
-    .await
-    .expect("store");
+    let database = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let store = Store::connect(&database).await.expect("store");
 
     // A payment outage dead-letters two orders; the recorder ledgers them.
     let script = crate::runtime::Script::default();
@@ -102,15 +97,26 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
     assert_eq!(pending().await.len(), 2, "both dead letters in the ledger");
     gateway.0.down.store(false, Ordering::SeqCst);
 
-    let stop = CancellationToken::new();
-    let config = kausal_console::ConsoleConfig {
-        kafka: Some(b.kafka.clone()),
-        ..kausal_console::ConsoleConfig::new("127.0.0.1:0".parse().expect("addr"), TOKEN)
-    };
-    let console = kausal_console::serve(config, store.clone(), stop.clone())
-        .await
-        .expect("console");
-    let addr = console.http;
+    // The console as a user runs it, with the store and the cluster.
+    let port = crate::harness::free_port();
+    let mut console = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
+            .args(["console", "--console-port", &port.to_string()])
+            .args(["--kafka", &b.kafka.bootstrap_servers])
+            .args(["--database", &database, "--otlp-grpc-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("KAUSAL_CONSOLE_TOKEN", TOKEN)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("kausal console starts"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let listening = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() && Instant::now() < listening {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Reads: the dashboard, the list with the CLI's filters, one entry.
     let (status, stats) = call(addr, "GET", "/api/dlq/stats", None, "").await;
@@ -282,5 +288,49 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
         2,
         "a discard publishes nothing"
     );
-    stop.cancel();
+
+    // The replay's own `send orders` span reached the console (it exports
+    // to itself), in a new trace the correlation document reaches, with a
+    // link to the original record's trace.
+    let original_trace = store
+        .chain("checkout-api-1")
+        .await
+        .expect("chain")
+        .first()
+        .and_then(|e| e.trace_id.clone())
+        .expect("the order's trace id");
+    let mut replay_span = Value::Null;
+    let mut doc = Value::Null;
+    for _ in 0..60 {
+        doc = call(addr, "GET", "/api/correlations/checkout-api-1", None, "")
+            .await
+            .1;
+        if let Some(span) = doc["spans"].as_array().and_then(|s| {
+            s.iter()
+                .find(|s| s["kind"] == "producer" && s["service"] == "kausal-console")
+        }) {
+            replay_span = span.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(replay_span["name"], "send orders", "{doc:#}");
+    assert_ne!(
+        replay_span["trace_id"],
+        original_trace.as_str(),
+        "a new trace"
+    );
+    assert!(replay_span["parent_span_id"].is_null(), "{replay_span}");
+    assert!(
+        replay_span["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["trace_id"] == original_trace.as_str())),
+        "linked to the original trace: {replay_span}"
+    );
+    assert!(
+        console
+            .terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "the console stops cleanly"
+    );
 }

@@ -94,7 +94,9 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_co
     let mut console = KillOnDrop(
         Command::new(BIN)
             .args(["console", "--console-port", &port.to_string()])
-            .args(["--database", &database])
+            .args(["--database", &database, "--otlp-grpc-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
