@@ -248,31 +248,43 @@ pub async fn correlation(
     let report = build_report(correlation_id, &events, &receipts, &dead);
 
     // Traces: those the events were sent in, those whose spans name the
-    // correlation, and one step along links (batches, replays).
-    let mut traces: BTreeSet<String> = events.iter().filter_map(|e| e.trace_id.clone()).collect();
-    traces.extend(
+    // correlation, and one step along links (batches, replays); the direct
+    // ones first, so a cut keeps them.
+    let mut traces: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let direct = events.iter().filter_map(|e| e.trace_id.clone()).chain(
         store
             .span_traces_for_correlation(correlation_id, MAX_TRACES as i64)
             .await?,
     );
-    for trace in traces.clone() {
-        traces.extend(store.linked_traces(&trace).await?);
-    }
-    let truncated_traces = traces.len() > MAX_TRACES;
-    let traces: Vec<String> = traces.into_iter().take(MAX_TRACES).collect();
-
-    let mut spans = Vec::new();
-    let mut logs: BTreeMap<(i64, String), LogRow> = BTreeMap::new();
-    let mut truncated = truncated_traces;
-    for trace in &traces {
-        let found = store.spans_for_trace(trace, MAX_SPANS_PER_TRACE).await?;
-        truncated |= found.len() as i64 == MAX_SPANS_PER_TRACE;
-        spans.extend(found);
-        for log in store.logs_for_trace(trace, MAX_LOGS).await? {
-            logs.insert((log.time_ns, log.log_id.clone()), log);
+    for trace in direct {
+        if seen.insert(trace.clone()) {
+            traces.push(trace);
         }
     }
-    for log in store.logs_for_correlation(correlation_id, MAX_LOGS).await? {
+    let mut truncated = traces.len() > MAX_TRACES;
+    traces.truncate(MAX_TRACES);
+    for trace in store.linked_traces_of(&traces).await? {
+        if seen.insert(trace.clone()) {
+            traces.push(trace);
+        }
+    }
+    truncated |= traces.len() > MAX_TRACES;
+    traces.truncate(MAX_TRACES);
+
+    let mut spans = store.spans_for_traces(&traces, MAX_SPANS_PER_TRACE).await?;
+    let mut per_trace: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in &spans {
+        *per_trace.entry(s.trace_id.as_str()).or_default() += 1;
+    }
+    truncated |= per_trace.values().any(|n| *n >= MAX_SPANS_PER_TRACE);
+    let mut logs: BTreeMap<(i64, String), LogRow> = BTreeMap::new();
+    for log in store
+        .logs_for_traces(&traces, MAX_LOGS)
+        .await?
+        .into_iter()
+        .chain(store.logs_for_correlation(correlation_id, MAX_LOGS).await?)
+    {
         logs.insert((log.time_ns, log.log_id.clone()), log);
     }
     truncated |= logs.len() as i64 >= MAX_LOGS;

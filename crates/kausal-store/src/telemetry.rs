@@ -228,6 +228,72 @@ impl Store {
         rows.iter().map(log_from).collect()
     }
 
+    /// The spans of `trace_ids`, at most `per_trace` of each, in start
+    /// order: one query for all of them.
+    pub async fn spans_for_traces(
+        &self,
+        trace_ids: &[String],
+        per_trace: i64,
+    ) -> Result<Vec<SpanRow>> {
+        let rows = self
+            .for_traces(
+                include_str!("../sql/spans_for_traces.sql"),
+                trace_ids,
+                Some(per_trace),
+            )
+            .await?;
+        rows.iter().map(span_from).collect()
+    }
+
+    /// Log records of `trace_ids` in time order, at most `limit` in all.
+    pub async fn logs_for_traces(&self, trace_ids: &[String], limit: i64) -> Result<Vec<LogRow>> {
+        let rows = self
+            .for_traces(
+                include_str!("../sql/log_records_for_traces.sql"),
+                trace_ids,
+                Some(limit),
+            )
+            .await?;
+        rows.iter().map(log_from).collect()
+    }
+
+    /// Traces joined by a span link, either way, to any of `trace_ids`.
+    pub async fn linked_traces_of(&self, trace_ids: &[String]) -> Result<Vec<String>> {
+        let rows = self
+            .for_traces(
+                include_str!("../sql/span_linked_traces_of.sql"),
+                trace_ids,
+                None,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("trace_id")?))
+            .collect()
+    }
+
+    /// Runs a many-trace query: `$1` is `number` when there is one, and
+    /// `$IDS` becomes the next placeholders, one bound id each. No ids, no
+    /// rows (and no query).
+    async fn for_traces(
+        &self,
+        sql: &'static str,
+        trace_ids: &[String],
+        number: Option<i64>,
+    ) -> Result<Vec<AnyRow>> {
+        if trace_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = if number.is_some() { 2 } else { 1 };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(id_list(sql, first, trace_ids.len())));
+        if let Some(n) = number {
+            q = q.bind(n);
+        }
+        for id in trace_ids {
+            q = q.bind(id);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
     /// Log records naming the correlation id, in time order, at most `limit`.
     pub async fn logs_for_correlation(
         &self,
@@ -299,4 +365,23 @@ fn log_from(row: &AnyRow) -> Result<LogRow> {
         attributes_json: row.try_get("attributes_json")?,
         received_at_ms: row.try_get("received_at_ms")?,
     })
+}
+
+/// `sql` with every `$IDS` replaced by `$first, …, $(first+n-1)`:
+/// placeholders only, every id is bound.
+fn id_list(sql: &str, first: usize, n: usize) -> String {
+    let ids: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    sql.replace("$IDS", &ids.join(", "))
+}
+
+#[cfg(test)]
+mod id_list_tests {
+    #[test]
+    fn ids_are_numbered_after_the_first_parameter() {
+        assert_eq!(
+            super::id_list("a IN ($IDS) AND b IN ($IDS) LIMIT $1", 2, 3),
+            "a IN ($2, $3, $4) AND b IN ($2, $3, $4) LIMIT $1"
+        );
+        assert_eq!(super::id_list("IN ($IDS)", 1, 1), "IN ($1)");
+    }
 }

@@ -135,6 +135,51 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
             "{}",
             db.label
         );
+        // The many-trace forms: one query for all, the per-trace bound
+        // applied to each trace, links both ways.
+        let both = [t1.clone(), t2.clone()];
+        assert_eq!(
+            store.spans_for_traces(&both, 100).await.expect(db.label),
+            spans.to_vec(),
+            "{}: every span of both, in start order",
+            db.label
+        );
+        let first_of_each = store.spans_for_traces(&both, 1).await.expect(db.label);
+        assert_eq!(
+            first_of_each,
+            vec![spans[0].clone(), spans[2].clone()],
+            "{}: at most one per trace",
+            db.label
+        );
+        let mut linked = store.linked_traces_of(&both).await.expect(db.label);
+        linked.sort();
+        let mut expected = both.to_vec();
+        expected.sort();
+        assert_eq!(linked, expected, "{}", db.label);
+        assert_eq!(
+            store
+                .linked_traces_of(std::slice::from_ref(&t1))
+                .await
+                .expect(db.label),
+            vec![t2.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.logs_for_traces(&both, 10).await.expect(db.label),
+            logs[..1].to_vec(),
+            "{}",
+            db.label
+        );
+        assert!(
+            store
+                .spans_for_traces(&[], 10)
+                .await
+                .expect(db.label)
+                .is_empty(),
+            "{}",
+            db.label
+        );
         assert_eq!(
             store
                 .logs_for_correlation("corr-1", 10)
