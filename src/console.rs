@@ -78,6 +78,11 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(kausal_console::forward::ForwardConfig::new);
+    // Authentication for a hosted endpoint travels in the standard variable.
+    let forward = match (forward, std::env::var("OTEL_EXPORTER_OTLP_HEADERS")) {
+        (Some(f), Ok(spec)) => Some(f.with_headers(&spec)?),
+        (f, _) => f,
+    };
     if let Some(forward) = &forward {
         forward.validate().context("--forward-otlp")?;
     }

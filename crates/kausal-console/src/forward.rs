@@ -49,6 +49,9 @@ pub struct ForwardConfig {
     pub retry: RetryPolicy,
     /// One attempt's time limit.
     pub timeout: Duration,
+    /// Headers sent with every request (authentication for a hosted
+    /// endpoint), from `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: HeaderMap,
 }
 
 impl ForwardConfig {
@@ -67,7 +70,16 @@ impl ForwardConfig {
                 jitter: 0.2,
             },
             timeout: Duration::from_secs(10),
+            headers: HeaderMap::new(),
         }
+    }
+
+    /// Adds the headers of `OTEL_EXPORTER_OTLP_HEADERS` syntax:
+    /// `key1=value1,key2=value2`, values percent-decoded (the OTLP exporter
+    /// specification's format).
+    pub fn with_headers(mut self, spec: &str) -> Result<Self, ForwardError> {
+        self.headers = parse_headers(spec)?;
+        Ok(self)
     }
 
     /// The URL a signal is posted to: the endpoint with `path` appended,
@@ -90,8 +102,39 @@ impl ForwardConfig {
     }
 }
 
+/// Parses `key1=value1,key2=value2` (values percent-encoded) into headers.
+pub fn parse_headers(spec: &str) -> Result<HeaderMap, ForwardError> {
+    let mut headers = HeaderMap::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| ForwardError::Headers(format!("{why} in {:?}", redact(pair)));
+        let (key, value) = pair.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .map_err(|_| bad("a value that is not UTF-8 once decoded"))?;
+        let name = axum::http::HeaderName::from_bytes(key.trim().as_bytes())
+            .map_err(|_| bad("an invalid header name"))?;
+        let mut value =
+            HeaderValue::from_str(&value).map_err(|_| bad("an invalid header value"))?;
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// `key=…`: a header's name without its secret, for error messages.
+fn redact(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((key, _)) => format!("{}=…", key.trim()),
+        None => "…".to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    #[error(
+        "OTEL_EXPORTER_OTLP_HEADERS: {0}; use key1=value1,key2=value2 with values percent-encoded"
+    )]
+    Headers(String),
     #[error("cannot forward to {0:?}: {1}")]
     Endpoint(String, String),
     #[error("cannot build the forwarding client: {0}")]
@@ -220,6 +263,7 @@ impl Forwarder {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
+            .default_headers(config.headers.clone())
             .build()?;
         let (queue, receiver) = mpsc::channel(config.queue_requests.max(1));
         let counters = Arc::new(Counters {
@@ -482,6 +526,19 @@ fn status_class(status: StatusCode) -> ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_headers_parse_decode_and_refuse_bad_pairs_without_leaking_them() {
+        let h = parse_headers("api-key=s3cr%3Dt, x-tenant = blue ,").expect("headers");
+        assert_eq!(h["api-key"], "s3cr=t");
+        assert_eq!(h["x-tenant"], "blue");
+        assert!(h["api-key"].is_sensitive());
+        assert!(parse_headers("").expect("none").is_empty());
+        for bad in ["novalue", "bad name=x", "k=%FF"] {
+            let e = parse_headers(bad).expect_err(bad).to_string();
+            assert!(!e.contains("%FF") && !e.contains("=x"), "{e}");
+        }
+    }
 
     #[test]
     fn urls_append_the_signal_path_as_the_exporters_do() {
