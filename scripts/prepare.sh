@@ -8,7 +8,8 @@
 #   Debian packages  a C toolchain, pkg-config, libsqlite3-dev, zlib (rdkafka
 #                    and sqlx build from source), prometheus (promtool for the
 #                    alert tests), postgresql-client (psql), Java 17 and Maven
-#                    (Apache Kafka from Maven Central)
+#                    (Apache Kafka from Maven Central), chromium and
+#                    chromium-driver (the console's browser tests)
 #   servers          PostgreSQL and RabbitMQ, started (scripts/servers)
 #   Python           a virtual environment with the pinned packages of
 #                    tests/requirements.txt (confluent-kafka,
@@ -36,6 +37,12 @@ command -v psql >/dev/null || _need+=(postgresql-client)
 command -v java >/dev/null || _need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || _need+=(maven)
 command -v python3 >/dev/null || _need+=(python3 python3-venv)
+# Headless Chromium and its WebDriver for the console's browser tests
+# (tests/browser.rs). Pinned by the Debian release: whatever version this
+# release's `chromium` and `chromium-driver` carry (one source package, so
+# the driver always matches the browser); never a downloaded browser build.
+command -v chromium >/dev/null || _need+=(chromium)
+command -v chromedriver >/dev/null || _need+=(chromium-driver)
 if [ ${#_need[@]} -gt 0 ]; then
   _prepare_log "installing ${_need[*]}"
   export DEBIAN_FRONTEND=noninteractive

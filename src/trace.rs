@@ -102,7 +102,7 @@ fn waterfall(spans: &[SpanView], width: usize) -> String {
             .unwrap_or(start);
         let total = (end - start).max(1) as f64;
         let _ = writeln!(out, "\nspans of trace {trace}  ({:.1} ms)", total / 1e6);
-        for (depth, s) in tree_order(&spans) {
+        for (depth, s) in query::span_tree(&spans) {
             let offset = (s.start_ns - start) as f64;
             let from = ((offset / total) * width as f64).floor() as usize;
             let len = (((s.duration_ms * 1e6) / total) * width as f64)
@@ -126,32 +126,6 @@ fn waterfall(spans: &[SpanView], width: usize) -> String {
                 s.service.as_deref().unwrap_or("?"),
                 s.name
             );
-        }
-    }
-    out
-}
-
-/// Spans depth-first from the roots (a span whose parent is not among them
-/// is a root), each with its depth; siblings in start order.
-fn tree_order<'a>(spans: &[&'a SpanView]) -> Vec<(usize, &'a SpanView)> {
-    let ids: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
-    let mut children: BTreeMap<Option<&str>, Vec<&'a SpanView>> = BTreeMap::new();
-    for s in spans {
-        let parent = s.parent_span_id.as_deref().filter(|p| ids.contains(p));
-        children.entry(parent).or_default().push(s);
-    }
-    for c in children.values_mut() {
-        c.sort_by_key(|s| (s.start_ns, s.span_id.clone()));
-    }
-    let mut out = Vec::with_capacity(spans.len());
-    let mut stack: Vec<(usize, &'a SpanView)> = children
-        .get(&None)
-        .map(|roots| roots.iter().rev().map(|s| (0, *s)).collect())
-        .unwrap_or_default();
-    while let Some((depth, s)) = stack.pop() {
-        out.push((depth, s));
-        if let Some(kids) = children.get(&Some(s.span_id.as_str())) {
-            stack.extend(kids.iter().rev().map(|k| (depth + 1, *k)));
         }
     }
     out

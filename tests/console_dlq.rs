@@ -37,8 +37,31 @@ async fn call(
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_token_only() {
+/// A payment outage that dead-lettered some orders, recorded in a ledger:
+/// the embedded broker with the reference topics, a SQLite store, the
+/// payment service (in-process, its gateway down while the orders went
+/// through, up again afterwards) and the lineage recorder. Shared by the
+/// DLQ API test and the console's browser test (`browser.rs`).
+///
+/// End it with [`Outage::stop`]: the recorder commits synchronously, and a
+/// commit to a broker that is already gone waits forever (fields drop in
+/// order, so the broker goes last in any case).
+pub(crate) struct Outage {
+    recorder: Option<(
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<kausal_lineage::recorder::RecorderSummary>,
+    )>,
+    payment: Option<crate::runtime::Running>,
+    pub(crate) gateway: ScriptedGateway,
+    pub(crate) store: Store,
+    pub(crate) database: String,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) broker: TestBroker,
+}
+
+/// Places `orders` (order id, correlation id) while the payment gateway is
+/// down and waits until each is a pending dead letter in the ledger.
+pub(crate) async fn payment_outage(orders: &[(&str, &str)]) -> Outage {
     let b = TestBroker::start(Engine::Sqlite).await;
     let mut names = vec![(kausal_kafka::receipt::RECEIPTS_TOPIC.to_owned(), 3)];
     for t in topics::ALL {
@@ -51,11 +74,11 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
     let database = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let store = Store::connect(&database).await.expect("store");
 
-    // A payment outage dead-letters two orders; the recorder ledgers them.
+    // A payment outage dead-letters the orders; the recorder ledgers them.
     let script = crate::runtime::Script::default();
     script.down.store(true, Ordering::SeqCst);
     let gateway = ScriptedGateway(std::sync::Arc::new(script));
-    let _payment = start_runtime(
+    let payment = start_runtime(
         &b.kafka,
         "payment-service",
         "payment-service",
@@ -65,12 +88,9 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
         kausal_kafka::CorrelationPolicy::Adopt,
         Some(store.clone()),
     );
-    let (_stop_recorder, _recorder) = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
+    let recorder = spawn_recorder(&b, &store, &format!("rec-{}", unique()));
     let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
-    for (id, correlation) in [
-        ("ord-api-1", "checkout-api-1"),
-        ("ord-api-2", "checkout-api-2"),
-    ] {
+    for (id, correlation) in orders {
         kausal_order::place_order(
             &producer,
             topics::ORDERS,
@@ -81,42 +101,97 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
         .await
         .expect("order");
     }
+    let outage = Outage {
+        recorder: Some(recorder),
+        payment: Some(payment),
+        gateway,
+        store,
+        database,
+        dir,
+        broker: b,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    let pending = || async {
-        store
+    while outage.pending().await.len() < orders.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        outage.pending().await.len(),
+        orders.len(),
+        "every order dead-lettered in the ledger"
+    );
+    outage.gateway.0.down.store(false, Ordering::SeqCst);
+    outage
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        // Not stopped (a failed assertion): at least no further commit.
+        if let Some((stop, _)) = &self.recorder {
+            stop.cancel();
+        }
+    }
+}
+
+impl Outage {
+    /// Stops the recorder and the payment service while the broker still
+    /// runs, then the broker.
+    pub(crate) async fn stop(mut self) {
+        if let Some((stop, task)) = self.recorder.take() {
+            stop.cancel();
+            task.await.expect("the recorder stops");
+        }
+        if let Some(payment) = self.payment.take() {
+            payment.stop().await;
+        }
+    }
+
+    /// The pending entries of the ledger.
+    pub(crate) async fn pending(&self) -> Vec<kausal_store::DeadLetterEntry> {
+        self.store
             .dead_letters(&DeadLetterFilter {
                 status: Some("pending".into()),
                 ..Default::default()
             })
             .await
             .expect("list")
-    };
-    while pending().await.len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(pending().await.len(), 2, "both dead letters in the ledger");
-    gateway.0.down.store(false, Ordering::SeqCst);
 
-    // The console as a user runs it, with the store and the cluster.
-    let port = crate::harness::free_port();
-    let mut console = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
-            .args(["console", "--console-port", &port.to_string()])
-            .args(["--kafka", &b.kafka.bootstrap_servers])
-            .args(["--database", &database, "--otlp-grpc-port", "0"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("KAUSAL_CONSOLE_TOKEN", TOKEN)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("kausal console starts"),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let listening = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(addr).is_err() && Instant::now() < listening {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    /// `kausal console` as a user runs it, with the store and the cluster
+    /// and `token`, once it listens.
+    pub(crate) async fn start_console(&self, token: &str) -> (KillOnDrop, SocketAddr) {
+        let port = crate::harness::free_port();
+        let console = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
+                .args(["console", "--console-port", &port.to_string()])
+                .args(["--kafka", &self.broker.kafka.bootstrap_servers])
+                .args(["--database", &self.database, "--otlp-grpc-port", "0"])
+                .arg("--data-dir")
+                .arg(self.dir.path())
+                .env("KAUSAL_CONSOLE_TOKEN", token)
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("kausal console starts"),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let listening = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() && Instant::now() < listening {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (console, addr)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_token_only() {
+    let outage = payment_outage(&[
+        ("ord-api-1", "checkout-api-1"),
+        ("ord-api-2", "checkout-api-2"),
+    ])
+    .await;
+    let (b, store, gateway) = (&outage.broker, &outage.store, &outage.gateway);
+    let pending = || outage.pending();
+    let (mut console, addr) = outage.start_console(TOKEN).await;
 
     // Reads: the dashboard, the list with the CLI's filters, one entry.
     let (status, stats) = call(addr, "GET", "/api/dlq/stats", None, "").await;
@@ -333,4 +408,5 @@ async fn dead_letters_are_read_replayed_and_discarded_over_the_api_with_the_toke
             .is_some_and(|s| s.success()),
         "the console stops cleanly"
     );
+    outage.stop().await;
 }

@@ -11,6 +11,7 @@ mod harness;
 mod alerts;
 mod batch;
 mod broker;
+mod browser;
 mod console;
 mod console_dlq;
 mod console_ingest;

@@ -60,6 +60,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/api/traces/{trace_id}", get(trace))
         .merge(crate::http_dlq::routes())
         .merge(crate::http_ops::routes())
+        .merge(crate::pages::routes())
         .route("/api/openapi.yaml", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         // One byte over the limit is how the receiver tells "too large".
@@ -137,15 +138,7 @@ async fn correlation(
         .await
         .map_err(unavailable)?
     {
-        Some(mut doc) => {
-            let groups: Vec<&str> = doc
-                .groups
-                .iter()
-                .map(|g| g.consumer_group.as_str())
-                .collect();
-            doc.lag = state.lag.document(Some(&groups)).groups;
-            Ok(axum::Json(doc).into_response())
-        }
+        Some(doc) => Ok(axum::Json(doc.with_lag(&state.lag)).into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(

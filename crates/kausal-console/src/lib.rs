@@ -21,6 +21,7 @@ mod http_ops;
 pub mod ingest;
 pub mod lag;
 pub mod otlp;
+pub mod pages;
 pub mod query;
 pub mod token;
 pub mod topology;

@@ -321,6 +321,21 @@ pub async fn correlation(
     }))
 }
 
+impl CorrelationDocument {
+    /// Fills [`lag`](Self::lag) with the groups on the path, as `board`
+    /// has them.
+    pub fn with_lag(mut self, board: &crate::lag::LagBoard) -> Self {
+        let groups: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|g| g.consumer_group.as_str())
+            .collect();
+        let lag = board.document(Some(&groups)).groups;
+        self.lag = lag;
+        self
+    }
+}
+
 /// Causation edges between recorded events of the chain.
 fn edges(events: &[LineageEvent]) -> Vec<Edge> {
     let known: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
@@ -410,6 +425,46 @@ async fn missing_hops(
         }
     }
     Ok(out)
+}
+
+/// Spans depth-first from the roots, as a waterfall shows them (a span whose parent is not among them
+/// is a root), each with its depth; siblings in start order.
+pub fn span_tree<'a>(spans: &[&'a SpanView]) -> Vec<(usize, &'a SpanView)> {
+    let ids: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: BTreeMap<Option<&str>, Vec<&'a SpanView>> = BTreeMap::new();
+    for s in spans {
+        let parent = s
+            .parent_span_id
+            .as_deref()
+            .filter(|p| ids.contains(p) && *p != s.span_id);
+        children.entry(parent).or_default().push(s);
+    }
+    for c in children.values_mut() {
+        c.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<(usize, &'a SpanView)> = children
+        .get(&None)
+        .map(|roots| roots.iter().rev().map(|s| (0, *s)).collect())
+        .unwrap_or_default();
+    while let Some((depth, s)) = stack.pop() {
+        if !seen.insert(s.span_id.as_str()) {
+            continue;
+        }
+        out.push((depth, s));
+        if let Some(kids) = children.get(&Some(s.span_id.as_str())) {
+            stack.extend(kids.iter().rev().map(|k| (depth + 1, *k)));
+        }
+    }
+    // Spans in a parent cycle (malformed input) have no root: show them
+    // at the top level rather than drop them.
+    for s in spans {
+        if !seen.contains(s.span_id.as_str()) {
+            out.push((0, s));
+        }
+    }
+    out
 }
 
 fn parse(json: &str) -> Value {
