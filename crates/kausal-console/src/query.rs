@@ -15,6 +15,9 @@ use serde_json::Value;
 pub const MAX_TRACES: usize = 50;
 pub const MAX_SPANS_PER_TRACE: i64 = 2_000;
 pub const MAX_LOGS: i64 = 2_000;
+/// The groups expected to receive an event of a type are those that
+/// handled one of the latest this many events of that type.
+pub const MISSING_SAMPLE: i64 = 1_000;
 
 /// How an id matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -407,7 +410,9 @@ async fn missing_hops(
             continue;
         };
         if !by_type.contains_key(event_type) {
-            let groups = store.receipt_groups_for_event_type(event_type).await?;
+            let groups = store
+                .receipt_groups_for_event_type(event_type, MISSING_SAMPLE)
+                .await?;
             by_type.insert(event_type, groups);
         }
         for (group, service) in &by_type[event_type] {

@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (4, "004-telemetry", include_str!("../ddl/004-telemetry.sql")),
     (5, "005-retention", include_str!("../ddl/005-retention.sql")),
+    (
+        6,
+        "006-recent-events-by-type",
+        include_str!("../ddl/006-recent-events-by-type.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

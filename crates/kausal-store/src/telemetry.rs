@@ -98,7 +98,11 @@ impl Store {
         let mut counts = TelemetryCounts::default();
         let mut tx = self.pool.begin().await?;
         for chunk in spans.chunks(CHUNK_ROWS) {
-            let sql = multi_row(include_str!("../sql/span_insert.sql"), chunk.len());
+            let sql = multi_row(
+                include_str!("../sql/span_insert.sql"),
+                chunk.len(),
+                self.backend,
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for s in chunk {
                 q = q
@@ -123,7 +127,11 @@ impl Store {
             counts.spans += q.execute(&mut *tx).await?.rows_affected();
         }
         for chunk in links.chunks(CHUNK_ROWS) {
-            let sql = multi_row(include_str!("../sql/span_link_insert.sql"), chunk.len());
+            let sql = multi_row(
+                include_str!("../sql/span_link_insert.sql"),
+                chunk.len(),
+                self.backend,
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for l in chunk {
                 q = q
@@ -136,7 +144,11 @@ impl Store {
             counts.links += q.execute(&mut *tx).await?.rows_affected();
         }
         for chunk in logs.chunks(CHUNK_ROWS) {
-            let sql = multi_row(include_str!("../sql/log_record_insert.sql"), chunk.len());
+            let sql = multi_row(
+                include_str!("../sql/log_record_insert.sql"),
+                chunk.len(),
+                self.backend,
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for l in chunk {
                 q = q

@@ -581,3 +581,64 @@ async fn recording_the_same_batch_twice_adds_nothing_the_second_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_groups_expected_for_an_event_type_are_those_of_its_latest_events() {
+    for (label, store, _db) in stores().await {
+        // Three OrderPlaced events: the oldest handled by `legacy` only,
+        // the two newest by `payment`; another type by `shipping`.
+        let placed = |id: &str, at: i64| LineageEvent {
+            event_type: Some("OrderPlaced".to_owned()),
+            ..event(id, None, id, ("orders", 0, at), at)
+        };
+        let events = vec![
+            placed("old", 1_000),
+            placed("new-1", 2_000),
+            placed("new-2", 3_000),
+            event("other", None, "other", ("payments", 0, 1), 2_500),
+        ];
+        let by = |id: &str, event: &str, group: &str| Receipt {
+            consumer_group: group.to_owned(),
+            service: format!("{group}-service"),
+            ..receipt(id, event, 4_000)
+        };
+        let receipts = vec![
+            by("r1", "old", "legacy"),
+            by("r2", "new-1", "payment"),
+            by("r3", "new-2", "payment"),
+            by("r4", "other", "shipping"),
+        ];
+        store
+            .record_batch(&events, &receipts, &[])
+            .await
+            .expect(label);
+        let groups = |n| {
+            let store = store.clone();
+            async move {
+                store
+                    .receipt_groups_for_event_type("OrderPlaced", n)
+                    .await
+                    .expect("groups")
+            }
+        };
+        let pair = |g: &str| (g.to_owned(), format!("{g}-service"));
+        assert_eq!(
+            groups(2).await,
+            vec![pair("payment")],
+            "{label}: the latest two"
+        );
+        assert_eq!(
+            groups(10).await,
+            vec![pair("legacy"), pair("payment")],
+            "{label}: all three"
+        );
+        assert!(
+            store
+                .receipt_groups_for_event_type("Unknown", 10)
+                .await
+                .expect(label)
+                .is_empty(),
+            "{label}"
+        );
+    }
+}
