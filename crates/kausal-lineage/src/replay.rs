@@ -148,21 +148,7 @@ pub async fn replay(
     let target = DeadLetterOrigin::from_headers(&raw)
         .map(|o| o.topic)
         .unwrap_or_else(|_| entry.source_topic.clone());
-    let count = raw
-        .iter()
-        .rev()
-        .find(|h| h.name.eq_ignore_ascii_case(headers::REPLAY_COUNT))
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    if count >= cap {
-        return Err(LedgerError::CapReached {
-            id: entry.dlq_id,
-            count,
-            cap,
-        });
-    }
+    let count = count_under_cap(&entry, &original, cap)?;
     let old_trace = raw
         .iter()
         .rev()
@@ -318,16 +304,29 @@ pub async fn discard(
     Ok(())
 }
 
-/// The `replay-count` a record's headers carry (0 when none).
-fn replay_count_of(headers: &StoredHeaders) -> u32 {
-    headers
+/// The `replay-count` the stored headers carry (0 when none), or
+/// [`LedgerError::CapReached`] when it is at `cap` already.
+fn count_under_cap(
+    entry: &DeadLetterEntry,
+    stored: &StoredHeaders,
+    cap: u32,
+) -> Result<u32, LedgerError> {
+    let count = stored
         .iter()
         .rev()
         .find(|(name, _)| name.eq_ignore_ascii_case(headers::REPLAY_COUNT))
         .and_then(|(_, value)| value.as_deref())
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    if count >= cap {
+        return Err(LedgerError::CapReached {
+            id: entry.dlq_id.clone(),
+            count,
+            cap,
+        });
+    }
+    Ok(count)
 }
 
 /// What [`discard`] would check, without changing anything: the entry
@@ -340,13 +339,5 @@ pub async fn check_pending(store: &Store, dlq_id: &str) -> Result<(), LedgerErro
 /// pending, has readable headers and is under the replay cap.
 pub async fn check(store: &Store, dlq_id: &str, cap: u32) -> Result<(), LedgerError> {
     let entry = pending_entry(store, dlq_id).await?;
-    let count = replay_count_of(&stored_headers(&entry)?);
-    if count >= cap {
-        return Err(LedgerError::CapReached {
-            id: entry.dlq_id,
-            count,
-            cap,
-        });
-    }
-    Ok(())
+    count_under_cap(&entry, &stored_headers(&entry)?, cap).map(|_| ())
 }
