@@ -10,12 +10,11 @@ use kausal_store::Store;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::console_ingest::{gzip, span, traces};
 use crate::harness::{Engine, TestBroker, scratch_dir, spawn_recorder};
 use crate::http::{request, request_bytes};
 
@@ -32,45 +31,9 @@ async fn console(store: &Store) -> (SocketAddr, CancellationToken) {
     (console.http, stop)
 }
 
-fn span(trace: u8, id: u8) -> Span {
-    Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![id; 8],
-        name: "send orders".to_owned(),
-        kind: 4,
-        start_time_unix_nano: 1,
-        end_time_unix_nano: 2,
-        ..Span::default()
-    }
-}
-
+/// An export of `spans` as protobuf bytes.
 fn export(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".to_owned(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("probe".to_owned())),
-                    }),
-                }],
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(bytes).expect("gzip");
-    gz.finish().expect("gzip")
+    traces(spans).encode_to_vec()
 }
 
 const PROTOBUF: (&str, &str) = ("Content-Type", "application/x-protobuf");
@@ -659,15 +622,25 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
                 })
                 .unwrap_or_default()
         };
-    assert!(ids(cli_doc, "spans", "span_id").is_superset(&ids(&doc, "spans", "span_id")));
-    assert_eq!(
-        ids(cli_doc, "events", "event_id"),
-        ids(&doc, "events", "event_id")
-    );
-    assert_eq!(
-        ids(cli_doc, "dead_letters", "id"),
-        ids(&doc, "dead_letters", "id")
-    );
+    // The CLI ran after everything stopped; the API answered while orders
+    // still flowed: the CLI's document holds all the API's, and has its
+    // shape field for field.
+    let fields = |d: &serde_json::Value| -> Vec<String> {
+        d.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(fields(cli_doc), fields(&lagged_doc), "{cli_doc:#}");
+    for (field, id) in [
+        ("spans", "span_id"),
+        ("events", "event_id"),
+        ("dead_letters", "id"),
+        ("receipts", "receipt_id"),
+    ] {
+        let (cli, api) = (ids(cli_doc, field, id), ids(&lagged_doc, field, id));
+        assert!(!api.is_empty(), "the API's {field}");
+        assert!(cli.is_superset(&api), "{field}: CLI {cli:?} ⊉ API {api:?}");
+    }
     let text = std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
         .args(["trace", &order_id, "--database", &database])
         .output()

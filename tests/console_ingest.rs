@@ -117,7 +117,7 @@ fn string(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn span(trace: u8, id: u8) -> Span {
+pub(crate) fn span(trace: u8, id: u8) -> Span {
     Span {
         trace_id: vec![trace; 16],
         span_id: vec![id; 8],
@@ -129,7 +129,7 @@ fn span(trace: u8, id: u8) -> Span {
     }
 }
 
-fn traces(spans: Vec<Span>) -> ExportTraceServiceRequest {
+pub(crate) fn traces(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -170,7 +170,7 @@ fn logs(trace: u8, body: &str) -> ExportLogsServiceRequest {
     }
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(bytes).expect("gzip");
