@@ -208,7 +208,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .flat_map(|f| ["--forward-otlp".to_owned(), f.endpoint.clone()]),
         )
         .collect(),
-        env: vec![("KAUSAL_CONSOLE_TOKEN".to_owned(), token.clone())],
+        // The console's own log lines go where everyone's go: to itself
+        // (and, forwarded, to the user's endpoint), not around it.
+        env: export
+            .iter()
+            .cloned()
+            .chain([("KAUSAL_CONSOLE_TOKEN".to_owned(), token.clone())])
+            .collect(),
         log: logs.join("console.log"),
         metrics: None,
         child: None,
