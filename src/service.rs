@@ -119,6 +119,11 @@ pub struct ServiceArgs {
     /// order: fraction of orders without customer_email.
     #[arg(long, default_value_t = 0.05)]
     pub missing_email_rate: f64,
+    /// notification: what to do with a payment whose order has no email —
+    /// dead-letter it (the seeds' bug) or tell the customer in the app
+    /// (the fix).
+    #[arg(long, value_enum, default_value_t = kausal_notification::WithoutEmail::DeadLetter)]
+    pub notify_without_email: kausal_notification::WithoutEmail,
     /// payment: fraction of charge attempts that fail transiently.
     #[arg(long, default_value_t = 0.2)]
     pub payment_failure_rate: f64,
@@ -344,7 +349,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                 &producer,
                 consumes,
                 &dlq_topic,
-                kausal_notification::NotificationHandler,
+                kausal_notification::NotificationHandler::new(args.notify_without_email),
                 &shutdown,
             )
             .await?;

@@ -48,6 +48,11 @@ pub struct UpArgs {
     /// Fraction of orders without a customer email.
     #[arg(long, default_value_t = 0.05)]
     pub missing_email_rate: f64,
+    /// What notification-service does with a payment whose order has no
+    /// email: `dead-letter` (the seeds' bug) or `in-app` (the fix; restart
+    /// `kausal up` with it, then replay the dead letters from the console).
+    #[arg(long, value_enum, default_value_t = kausal_notification::WithoutEmail::DeadLetter)]
+    pub notify_without_email: kausal_notification::WithoutEmail,
     /// Port of the embedded broker.
     #[arg(long, default_value_t = 9092)]
     pub broker_port: u16,
@@ -239,6 +244,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 args.payment_failure_rate.to_string(),
                 "--payment-decline-rate".into(),
                 args.payment_decline_rate.to_string(),
+            ],
+            ServiceName::Notification => vec![
+                "--notify-without-email".into(),
+                args.notify_without_email
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default(),
             ],
             _ => Vec::new(),
         };

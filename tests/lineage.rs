@@ -86,7 +86,7 @@ async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: E
             "notification-service",
             "notification-service",
             &[topics::PAYMENTS],
-            kausal_notification::NotificationHandler,
+            kausal_notification::NotificationHandler::default(),
             retry.clone(),
             adopt,
             Some(store.clone()),

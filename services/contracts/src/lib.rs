@@ -108,7 +108,12 @@ pub struct InventoryReserved {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerNotified {
     pub order_id: String,
-    pub email: String,
+    /// The address written to; absent when the customer was told another
+    /// way (`channel` says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// `email`, or `in-app` (the customer's inbox in the app, for an order
+    /// without an email when the service is told to fall back to it).
     pub channel: String,
     pub notified_at: String,
 }

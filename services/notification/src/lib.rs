@@ -2,7 +2,11 @@
 //! Consumes `payments`; on `PaymentProcessed` publishes `CustomerNotified` on
 //! `notifications`. An order placed without a customer email cannot be
 //! notified: that is the seeds' bug, and the event ends in `payments.dlq`
-//! with error type `MissingCustomerEmail`.
+//! with error type `MissingCustomerEmail` — unless the service is run with
+//! the fix, [`WithoutEmail::InApp`], which tells such customers in the
+//! app's inbox instead. The on-call story of the console (README) deploys
+//! the fix by restarting the service with it, then replays the dead
+//! letters.
 
 use kausal_contracts::{
     CUSTOMER_NOTIFIED_VERSION, CustomerNotified, PaymentProcessed, event_types, now_rfc3339, topics,
@@ -14,9 +18,28 @@ pub const GROUP: &str = "notification-service";
 pub const INPUT_TOPICS: [&str; 1] = [topics::PAYMENTS];
 pub const OUTPUT_TOPICS: [&str; 1] = [topics::NOTIFICATIONS];
 
+/// What to do with a payment whose order has no email.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WithoutEmail {
+    /// Give up on the event: a fatal error, dead-lettered at once (the
+    /// seeds' behaviour, and the default).
+    #[default]
+    DeadLetter,
+    /// Tell the customer in the app's inbox (`channel: "in-app"`).
+    InApp,
+}
+
 /// Handles payment events.
 #[derive(Debug, Default)]
-pub struct NotificationHandler;
+pub struct NotificationHandler {
+    pub without_email: WithoutEmail,
+}
+
+impl NotificationHandler {
+    pub fn new(without_email: WithoutEmail) -> Self {
+        Self { without_email }
+    }
+}
 
 impl Handler for NotificationHandler {
     async fn handle(&self, event: &IncomingEvent, out: &mut Emitter) -> Result<(), HandlerError> {
@@ -26,17 +49,22 @@ impl Handler for NotificationHandler {
             other => return Err(HandlerError::unknown_event_type(other)),
         }
         let payment: PaymentProcessed = event.json()?;
-        let Some(email) = payment.customer_email.filter(|e| e.contains('@')) else {
+        let email = payment.customer_email.filter(|e| e.contains('@'));
+        let channel = match (&email, self.without_email) {
+            (Some(_), _) => "email",
+            (None, WithoutEmail::InApp) => "in-app",
             // Retrying cannot invent an address: dead-letter at once.
-            return Err(HandlerError::fatal(
-                "MissingCustomerEmail",
-                format!(
-                    "order {} has no customer email; cannot send the confirmation",
-                    payment.order_id
-                ),
-            ));
+            (None, WithoutEmail::DeadLetter) => {
+                return Err(HandlerError::fatal(
+                    "MissingCustomerEmail",
+                    format!(
+                        "order {} has no customer email; cannot send the confirmation",
+                        payment.order_id
+                    ),
+                ));
+            }
         };
-        tracing::info!(orderId = %payment.order_id, "confirmation email sent");
+        tracing::info!(orderId = %payment.order_id, channel, "customer notified");
         out.emit(
             topics::NOTIFICATIONS,
             Some(&payment.order_id),
@@ -45,7 +73,7 @@ impl Handler for NotificationHandler {
             &CustomerNotified {
                 order_id: payment.order_id.clone(),
                 email,
-                channel: "email".to_owned(),
+                channel: channel.to_owned(),
                 notified_at: now_rfc3339(),
             },
         )
