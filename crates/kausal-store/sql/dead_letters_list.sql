@@ -9,6 +9,7 @@ WHERE ($1 = '' OR source_topic = $1)
   AND ($2 = '' OR error_type = $2)
   AND ($3 = '' OR status = $3)
   AND ($4 = '' OR correlation_id = $4)
+  AND ($7 = '' OR consumer_group = $7)
   AND failed_at_ms >= $5
 ORDER BY failed_at_ms DESC, dlq_id
 LIMIT $6

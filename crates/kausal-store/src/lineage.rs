@@ -480,6 +480,8 @@ pub struct DeadLetterFilter {
     pub error_type: Option<String>,
     pub status: Option<String>,
     pub correlation_id: Option<String>,
+    /// The consumer group that gave up on the event.
+    pub consumer_group: Option<String>,
     /// Failed at or after, ms since the epoch.
     pub since_ms: Option<i64>,
     pub limit: Option<i64>,
@@ -506,6 +508,7 @@ impl Store {
             .bind(text(&filter.correlation_id))
             .bind(filter.since_ms.unwrap_or(0))
             .bind(filter.limit.unwrap_or(i64::MAX))
+            .bind(text(&filter.consumer_group))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(DeadLetterEntry::from_row).collect()
@@ -545,6 +548,17 @@ impl Store {
             sqlx::query_scalar(include_str!("../sql/dead_letters_outflow.sql"))
                 .bind(since_ms)
                 .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// When each entry that left `pending` at or after `since_ms` did so,
+    /// oldest first.
+    pub async fn dead_letter_outflow_times_since(&self, since_ms: i64) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar(include_str!("../sql/dead_letters_outflow_times.sql"))
+                .bind(since_ms)
+                .fetch_all(&self.pool)
                 .await?,
         )
     }

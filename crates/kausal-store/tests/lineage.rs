@@ -9,7 +9,9 @@
 //!                         └─ c3
 //! ```
 
-use kausal_store::{BatchCounts, DeadLetterEntry, LineageEvent, Receipt, Store, testing};
+use kausal_store::{
+    BatchCounts, DeadLetterEntry, DeadLetterFilter, LineageEvent, Receipt, Store, testing,
+};
 
 fn event(
     id: &str,
@@ -515,6 +517,164 @@ async fn dead_letter_status_and_replay_count_survive_re_recording() {
             store.dead_letter("dlq-1").await.expect(label),
             Some(expected),
             "{label}"
+        );
+    }
+}
+
+/// Every filter of `kausal dlq list`, the API and the `/dlq` page narrows
+/// the list on its own and together with the others, newest first.
+#[tokio::test]
+async fn dead_letters_are_filtered_by_each_field_and_by_all_of_them() {
+    for (label, store, _db) in stores().await {
+        let entry = |id: &str, at: i64, topic: &str, error: &str, group: &str| DeadLetterEntry {
+            source_topic: topic.to_owned(),
+            error_type: Some(error.to_owned()),
+            consumer_group: Some(group.to_owned()),
+            correlation_id: Some(format!("corr-{id}")),
+            ..dead_letter(id, at)
+        };
+        let entries = [
+            entry("d1", 1000, "orders", "Timeout", "payment"),
+            entry("d2", 2000, "orders", "Timeout", "invoice"),
+            entry("d3", 3000, "payments", "Timeout", "invoice"),
+            entry("d4", 4000, "orders", "Declined", "invoice"),
+        ];
+        store.record_batch(&[], &[], &entries).await.expect(label);
+        store
+            .set_dead_letter_status("d4", "discarded", 5000, Some("ops"), None)
+            .await
+            .expect(label);
+        let ids = |filter: DeadLetterFilter| {
+            let store = &store;
+            async move {
+                store
+                    .dead_letters(&filter)
+                    .await
+                    .expect(label)
+                    .into_iter()
+                    .map(|e| e.dlq_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            ids(DeadLetterFilter::default()).await,
+            ["d4", "d3", "d2", "d1"],
+            "{label}: newest first"
+        );
+        let cases = [
+            (
+                DeadLetterFilter {
+                    consumer_group: some("invoice"),
+                    ..Default::default()
+                },
+                vec!["d4", "d3", "d2"],
+            ),
+            (
+                DeadLetterFilter {
+                    source_topic: some("orders"),
+                    ..Default::default()
+                },
+                vec!["d4", "d2", "d1"],
+            ),
+            (
+                DeadLetterFilter {
+                    error_type: some("Timeout"),
+                    ..Default::default()
+                },
+                vec!["d3", "d2", "d1"],
+            ),
+            (
+                DeadLetterFilter {
+                    status: some("pending"),
+                    ..Default::default()
+                },
+                vec!["d3", "d2", "d1"],
+            ),
+            (
+                DeadLetterFilter {
+                    correlation_id: some("corr-d2"),
+                    ..Default::default()
+                },
+                vec!["d2"],
+            ),
+            (
+                DeadLetterFilter {
+                    since_ms: Some(2000),
+                    ..Default::default()
+                },
+                vec!["d4", "d3", "d2"],
+            ),
+            (
+                DeadLetterFilter {
+                    limit: Some(2),
+                    ..Default::default()
+                },
+                vec!["d4", "d3"],
+            ),
+            (
+                DeadLetterFilter {
+                    consumer_group: some("invoice"),
+                    source_topic: some("orders"),
+                    status: some("pending"),
+                    ..Default::default()
+                },
+                vec!["d2"],
+            ),
+            (
+                DeadLetterFilter {
+                    consumer_group: some("shipping"),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(ids(filter.clone()).await, expected, "{label}: {filter:?}");
+        }
+    }
+}
+
+/// The dashboard's hourly outflow: when each entry left `pending`, from a
+/// time on, oldest first; pending entries and earlier changes are not in it.
+#[tokio::test]
+async fn dead_letter_outflow_times_are_the_status_changes_since_a_time() {
+    for (label, store, _db) in stores().await {
+        let entries: Vec<_> = ["dlq-1", "dlq-2", "dlq-3", "dlq-4"]
+            .iter()
+            .map(|id| dead_letter(id, 1000))
+            .collect();
+        store.record_batch(&[], &[], &entries).await.expect(label);
+        for (id, status, at) in [
+            ("dlq-1", "replayed", 9000),
+            ("dlq-2", "discarded", 7000),
+            ("dlq-3", "replayed", 4000),
+        ] {
+            assert!(
+                store
+                    .set_dead_letter_status(id, status, at, Some("ops"), None)
+                    .await
+                    .expect(label),
+                "{label}"
+            );
+        }
+        assert_eq!(
+            store
+                .dead_letter_outflow_times_since(5000)
+                .await
+                .expect(label),
+            [7000, 9000],
+            "{label}"
+        );
+        assert_eq!(
+            store.dead_letter_outflow_times_since(0).await.expect(label),
+            [4000, 7000, 9000],
+            "{label}"
+        );
+        assert_eq!(
+            store.dead_letter_outflow_since(5000).await.expect(label),
+            2,
+            "{label}: the count agrees"
         );
     }
 }
