@@ -1,6 +1,7 @@
 //! What the topology of an estate is made from: who produced to which topic
 //! and which group handled what, over a recent window. The console turns
-//! these rows into a service → topic → group graph with rates.
+//! these rows into a service → topic → group graph with rates, and links
+//! each group to its newest failure.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -25,6 +26,17 @@ pub struct Produced {
     pub service: Option<String>,
     pub topic: String,
     pub events: i64,
+}
+
+/// The newest dead letter of one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LatestFailure {
+    pub consumer_group: String,
+    pub dlq_id: String,
+    pub correlation_id: Option<String>,
+    pub event_id: String,
+    pub error_type: Option<String>,
+    pub failed_at_ms: i64,
 }
 
 impl Store {
@@ -61,6 +73,27 @@ impl Store {
                     service: r.try_get("source_service")?,
                     topic: r.try_get("topic")?,
                     events: r.try_get("events")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest dead letter of each consumer group that failed at or
+    /// after `since_ms` (entries without a group are left out), by group.
+    pub async fn latest_failures_since(&self, since_ms: i64) -> Result<Vec<LatestFailure>> {
+        let rows = sqlx::query(include_str!("../sql/topology_latest_failures_since.sql"))
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestFailure {
+                    consumer_group: r.try_get("consumer_group")?,
+                    dlq_id: r.try_get("dlq_id")?,
+                    correlation_id: r.try_get("correlation_id")?,
+                    event_id: r.try_get("event_id")?,
+                    error_type: r.try_get("error_type")?,
+                    failed_at_ms: r.try_get("failed_at_ms")?,
                 })
             })
             .collect()
