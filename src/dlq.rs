@@ -31,6 +31,9 @@ pub struct FilterArgs {
     /// Only entries of this correlation id.
     #[arg(long)]
     pub correlation_id: Option<String>,
+    /// Only entries the consumer group gave up on.
+    #[arg(long)]
+    pub consumer_group: Option<String>,
     /// Only entries that failed since: RFC 3339 time or a duration (30m, 2h, 7d).
     #[arg(long)]
     pub since: Option<String>,
@@ -107,6 +110,7 @@ fn filter_of(
         error_type: f.error_type.clone(),
         status,
         correlation_id: f.correlation_id.clone(),
+        consumer_group: f.consumer_group.clone(),
         since_ms,
         limit,
     })

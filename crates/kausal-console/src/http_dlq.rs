@@ -33,22 +33,23 @@ const MAX_REASON_LEN: usize = 1_000;
 /// Entries a list answers by default.
 const DEFAULT_LIMIT: i64 = 50;
 
-/// The CLI's filters (`kausal dlq list`).
-#[derive(Debug, Default, Deserialize)]
+/// The CLI's filters (`kausal dlq list`); the `/dlq` page takes them too.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Filters {
+pub(crate) struct Filters {
     /// `pending` (default), `replayed`, `discarded` or `all`.
-    status: Option<String>,
-    source_topic: Option<String>,
-    error_type: Option<String>,
-    correlation_id: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) source_topic: Option<String>,
+    pub(crate) error_type: Option<String>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) consumer_group: Option<String>,
     /// RFC 3339 or a duration back from now (`30m`, `2h`, `7d`).
-    since: Option<String>,
-    limit: Option<i64>,
+    pub(crate) since: Option<String>,
+    pub(crate) limit: Option<i64>,
 }
 
 impl Filters {
-    fn to_filter(&self, default_status: &str) -> Result<DeadLetterFilter, ApiError> {
+    pub(crate) fn to_filter(&self, default_status: &str) -> Result<DeadLetterFilter, ApiError> {
         let status = self.status.as_deref().unwrap_or(default_status);
         if status != "all" && !dlq::STATUSES.contains(&status) {
             return Err(ApiError(
@@ -80,6 +81,7 @@ impl Filters {
             error_type: text(&self.error_type)?,
             status: (status != "all").then(|| status.to_owned()),
             correlation_id: text(&self.correlation_id)?,
+            consumer_group: text(&self.consumer_group)?,
             since_ms,
             limit: Some(limit),
         })
@@ -212,6 +214,7 @@ struct ReplayMatching {
     source_topic: Option<String>,
     error_type: Option<String>,
     correlation_id: Option<String>,
+    consumer_group: Option<String>,
     since: Option<String>,
     /// Most entries selected by the filters.
     limit: Option<i64>,
@@ -228,6 +231,7 @@ impl ReplayMatching {
             source_topic: self.source_topic.clone(),
             error_type: self.error_type.clone(),
             correlation_id: self.correlation_id.clone(),
+            consumer_group: self.consumer_group.clone(),
             since: self.since.clone(),
             limit: Some(self.limit.unwrap_or(dlq::MAX_ENTRIES)),
         }
