@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod browse;
 pub mod config;
 pub mod event;
 pub mod group;
