@@ -159,27 +159,44 @@ impl Outage {
     /// `kausal console` as a user runs it, with the store and the cluster
     /// and `token`, once it listens.
     pub(crate) async fn start_console(&self, token: &str) -> (KillOnDrop, SocketAddr) {
-        let port = crate::harness::free_port();
-        let console = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
-                .args(["console", "--console-port", &port.to_string()])
-                .args(["--kafka", &self.broker.kafka.bootstrap_servers])
-                .args(["--database", &self.database, "--otlp-grpc-port", "0"])
-                .arg("--data-dir")
-                .arg(self.dir.path())
-                .env("KAUSAL_CONSOLE_TOKEN", token)
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("kausal console starts"),
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let listening = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(addr).is_err() && Instant::now() < listening {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (console, addr)
+        start_console(
+            &self.database,
+            &self.broker.kafka.bootstrap_servers,
+            self.dir.path(),
+            token,
+        )
+        .await
     }
+}
+
+/// `kausal console` as a user runs it on `database` and the cluster at
+/// `kafka`, keeping its token file in `data_dir`, once it listens.
+pub(crate) async fn start_console(
+    database: &str,
+    kafka: &str,
+    data_dir: &std::path::Path,
+    token: &str,
+) -> (KillOnDrop, SocketAddr) {
+    let port = crate::harness::free_port();
+    let console = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kausal"))
+            .args(["console", "--console-port", &port.to_string()])
+            .args(["--kafka", kafka])
+            .args(["--database", database, "--otlp-grpc-port", "0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("KAUSAL_CONSOLE_TOKEN", token)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("kausal console starts"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let listening = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() && Instant::now() < listening {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (console, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,7 @@ async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
+pub(crate) fn string(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue {

@@ -93,8 +93,7 @@ pub fn stats_of(
     }
     let mut trend = [0usize; 24];
     for t in failures_ms {
-        let hours_ago = ((now_ms - t) / HOUR_MS).clamp(0, 23) as usize;
-        trend[23 - hours_ago] += 1;
+        trend[hour_of(*t, now_ms)] += 1;
     }
     DlqStats {
         pending: pending.iter().map(|c| c.count).sum(),
@@ -109,6 +108,65 @@ pub fn stats_of(
         pending_by_error_type: by_error,
         hourly_inflow_last_24h: trend,
     }
+}
+
+/// The slot of time `t_ms` among the last 24 hours at `now_ms`: 23 for
+/// the last hour, 0 for the 24th hour back (and anything older).
+fn hour_of(t_ms: i64, now_ms: i64) -> usize {
+    23 - ((now_ms - t_ms) / HOUR_MS).clamp(0, 23) as usize
+}
+
+/// One hour of the dashboard's 24-hour trend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrendHour {
+    /// When the hour ends, ms since the epoch (the last one ends now).
+    pub end_ms: i64,
+    /// Entries that failed in the hour.
+    pub inflow: usize,
+    /// Entries that left `pending` (replayed or discarded) in the hour.
+    pub outflow: usize,
+    /// Entries pending when the hour ended, worked back from the pending
+    /// total now: an entry that failed after the hour's end was not
+    /// pending yet, one that left after it still was.
+    pub pending_at_end: i64,
+}
+
+/// The last 24 hours of the ledger, oldest first, around `stats` taken at
+/// `now_ms`: inflow, outflow and pending per hour.
+pub async fn trend(
+    store: &Store,
+    stats: &DlqStats,
+    now_ms: i64,
+) -> kausal_store::Result<Vec<TrendHour>> {
+    let outflow = store
+        .dead_letter_outflow_times_since(now_ms - 24 * HOUR_MS)
+        .await?;
+    Ok(trend_of(stats, &outflow, now_ms))
+}
+
+/// The trend from the dashboard's hourly inflow and the times entries left
+/// `pending` in the last 24 hours.
+pub fn trend_of(stats: &DlqStats, outflow_ms: &[i64], now_ms: i64) -> Vec<TrendHour> {
+    let mut outflow = [0usize; 24];
+    for t in outflow_ms {
+        outflow[hour_of(*t, now_ms)] += 1;
+    }
+    let mut pending = stats.pending;
+    let mut hours: Vec<TrendHour> = (0..24)
+        .rev()
+        .map(|i| {
+            let hour = TrendHour {
+                end_ms: now_ms - (23 - i as i64) * HOUR_MS,
+                inflow: stats.hourly_inflow_last_24h[i],
+                outflow: outflow[i],
+                pending_at_end: pending.max(0),
+            };
+            pending = pending - hour.inflow as i64 + hour.outflow as i64;
+            hour
+        })
+        .collect();
+    hours.reverse();
+    hours
 }
 
 /// One ledger entry without its bytes.
@@ -448,6 +506,38 @@ mod tests {
         assert_eq!(s.hourly_inflow_last_24h[23], 1);
         assert_eq!(s.hourly_inflow_last_24h[21], 1);
         assert_eq!(s.hourly_inflow_last_24h[0], 1);
+    }
+
+    #[test]
+    fn the_trend_works_pending_back_from_now_hour_by_hour() {
+        let now = 100 * HOUR_MS;
+        // Now: 2 pending. In the last hour 1 failed and 2 left; in the third
+        // hour back 3 failed; in the 24th hour back 1 left.
+        let counts = [count("pending", "orders", "Timeout", 2, now - 2 * HOUR_MS)];
+        let failures = [
+            now - 2 * HOUR_MS - 3,
+            now - 2 * HOUR_MS - 2,
+            now - 2 * HOUR_MS - 1,
+            now - 5,
+        ];
+        let outflow = [now - 10, now - 20, now - 23 * HOUR_MS];
+        let s = stats_of(&counts, &failures, 2, now);
+        let t = trend_of(&s, &outflow, now);
+        assert_eq!(t.len(), 24);
+        assert_eq!(t[23].end_ms, now);
+        assert_eq!(t[0].end_ms, now - 23 * HOUR_MS);
+        let row = |i: usize| (t[i].inflow, t[i].outflow, t[i].pending_at_end);
+        assert_eq!(row(23), (1, 2, 2));
+        // Before the last hour: one fewer failed, two not yet gone.
+        assert_eq!(row(22), (0, 0, 3));
+        assert_eq!(row(21), (3, 0, 3));
+        assert_eq!(row(20), (0, 0, 0));
+        assert_eq!(row(0), (0, 1, 0));
+        assert_eq!(
+            t.iter().map(|h| h.inflow).sum::<usize>(),
+            s.hourly_inflow_last_24h.iter().sum::<usize>(),
+            "the same inflow as the stats"
+        );
     }
 
     #[test]

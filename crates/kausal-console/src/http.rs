@@ -22,6 +22,8 @@ pub struct ConsoleState {
     pub token: std::sync::Arc<str>,
     /// Publishes replays; `None` when the console was given no Kafka.
     pub producer: Option<std::sync::Arc<kausal_kafka::EventProducer>>,
+    /// The cluster the topic pages read from; `None` without Kafka.
+    pub kafka: Option<kausal_kafka::KafkaConfig>,
     /// Where accepted OTLP requests are forwarded; set by [`crate::serve`].
     pub forward: Option<crate::forward::Forwarder>,
     /// The lag monitor's latest report and last hour; set by
@@ -46,6 +48,7 @@ impl ConsoleState {
             store,
             token: config.token.as_str().into(),
             producer,
+            kafka: config.kafka.clone(),
             forward: None,
             lag: crate::lag::LagBoard::unwatched(),
         })
@@ -155,34 +158,16 @@ async fn trace(
 ) -> Result<Response, ApiError> {
     let Path(trace_id) = trace_id.map_err(bad_request)?;
     let trace_id = checked_id(&trace_id)?.to_ascii_lowercase();
-    let spans = state
-        .store
-        .spans_for_trace(&trace_id, query::MAX_SPANS_PER_TRACE)
+    match query::trace(&state.store, &trace_id)
         .await
-        .map_err(unavailable)?;
-    if spans.is_empty() {
-        return Err(ApiError(
+        .map_err(unavailable)?
+    {
+        Some(doc) => Ok(axum::Json(doc).into_response()),
+        None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no span of trace {trace_id:?} was received"),
-        ));
+        )),
     }
-    let logs = state
-        .store
-        .logs_for_trace(&trace_id, query::MAX_LOGS)
-        .await
-        .map_err(unavailable)?;
-    let linked = state
-        .store
-        .linked_traces(&trace_id)
-        .await
-        .map_err(unavailable)?;
-    Ok(axum::Json(serde_json::json!({
-        "trace_id": trace_id,
-        "spans": spans.into_iter().map(query::SpanView::from).collect::<Vec<_>>(),
-        "logs": logs.into_iter().map(query::LogView::from).collect::<Vec<_>>(),
-        "linked_traces": linked,
-    }))
-    .into_response())
 }
 
 async fn openapi() -> Response {

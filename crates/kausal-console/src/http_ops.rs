@@ -22,10 +22,6 @@ async fn lag(State(state): State<ConsoleState>) -> Response {
     axum::Json(state.lag.document(None)).into_response()
 }
 
-/// The window a topology covers by default, and its bounds.
-const DEFAULT_WINDOW_SECONDS: u64 = 900;
-const MAX_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Window {
@@ -37,13 +33,8 @@ async fn topology(
     window: Result<Query<Window>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(window) = window.map_err(bad_request)?;
-    let seconds = window.window_seconds.unwrap_or(DEFAULT_WINDOW_SECONDS);
-    if !(1..=MAX_WINDOW_SECONDS).contains(&seconds) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("window_seconds {seconds}: use 1 to {MAX_WINDOW_SECONDS}"),
-        ));
-    }
+    let seconds = topology::checked_window(window.window_seconds)
+        .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, reason))?;
     let graph = topology::topology(&state.store, crate::now_ms(), seconds)
         .await
         .map_err(unavailable)?;

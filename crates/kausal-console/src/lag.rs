@@ -60,6 +60,15 @@ pub struct LagDocument {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub groups: Vec<GroupView>,
+    /// Whether a lag monitor fills the board (the console has Kafka); the
+    /// page tells "off" from "waiting for the first sample" by it. Not in
+    /// the API's answer (`note` says it there).
+    #[serde(skip)]
+    pub watched: bool,
+    /// Why the last sample failed, while it does (the page shows it beside
+    /// the last good sample). Not in the API's answer (`note` says it).
+    #[serde(skip)]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +167,8 @@ impl LagBoard {
             sampled_at_ms: inner.sampled_at_ms,
             note,
             groups,
+            watched: self.watched,
+            last_error: inner.last_error.clone(),
         }
     }
 }
@@ -305,5 +316,32 @@ mod tests {
         );
         assert_eq!(board.document(Some(&["b"])).groups.len(), 0);
         assert!(LagBoard::unwatched().document(None).note.is_some());
+    }
+
+    #[test]
+    fn the_document_says_whether_anything_watches_and_why_the_last_sample_failed() {
+        let off = LagBoard::unwatched().document(None);
+        assert!(!off.watched);
+        let board = LagBoard::watched();
+        let waiting = board.document(None);
+        assert!(waiting.watched && waiting.sampled_at_ms.is_none());
+        assert_eq!(waiting.last_error, None);
+        board.failed("broker unreachable".into());
+        let failing = board.document(None);
+        assert_eq!(failing.last_error.as_deref(), Some("broker unreachable"));
+        let json = serde_json::to_value(&failing).expect("json");
+        let mut fields: Vec<&String> = json.as_object().expect("object").keys().collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            ["groups", "note", "sampled_at_ms"],
+            "the API's fields are unchanged: {json}"
+        );
+        board.record(Vec::new(), 5);
+        assert_eq!(
+            board.document(None).last_error,
+            None,
+            "a good sample clears it"
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod lag;
 pub mod otlp;
 pub mod pages;
 pub mod query;
+pub mod records;
 pub mod token;
 pub mod topology;
 

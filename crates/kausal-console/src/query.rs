@@ -324,6 +324,53 @@ pub async fn correlation(
     }))
 }
 
+/// Everything about one trace: what `GET /api/traces/{trace_id}` answers
+/// and the trace page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceDocument {
+    pub trace_id: String,
+    /// In start order, at most [`MAX_SPANS_PER_TRACE`].
+    pub spans: Vec<SpanView>,
+    /// In time order, at most [`MAX_LOGS`].
+    pub logs: Vec<LogView>,
+    /// Traces joined to this one by a span link, either way.
+    pub linked_traces: Vec<String>,
+    /// The correlation ids its spans and log lines name.
+    pub correlation_ids: Vec<String>,
+    /// True when the trace has more spans or log lines than the bounds.
+    pub truncated: bool,
+}
+
+/// The document of `trace_id` (lowercase hex); `None` when no span of it
+/// was received.
+pub async fn trace(store: &Store, trace_id: &str) -> kausal_store::Result<Option<TraceDocument>> {
+    // One more than the bound says whether the bound cut.
+    let mut spans = store
+        .spans_for_trace(trace_id, MAX_SPANS_PER_TRACE + 1)
+        .await?;
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let mut logs = store.logs_for_trace(trace_id, MAX_LOGS + 1).await?;
+    let truncated = spans.len() as i64 > MAX_SPANS_PER_TRACE || logs.len() as i64 > MAX_LOGS;
+    spans.truncate(MAX_SPANS_PER_TRACE as usize);
+    logs.truncate(MAX_LOGS as usize);
+    let linked_traces = store.linked_traces(trace_id).await?;
+    let correlation_ids: BTreeSet<String> = spans
+        .iter()
+        .filter_map(|s| s.correlation_id.clone())
+        .chain(logs.iter().filter_map(|l| l.correlation_id.clone()))
+        .collect();
+    Ok(Some(TraceDocument {
+        trace_id: trace_id.to_owned(),
+        spans: spans.into_iter().map(SpanView::from).collect(),
+        logs: logs.into_iter().map(LogView::from).collect(),
+        linked_traces,
+        correlation_ids: correlation_ids.into_iter().collect(),
+        truncated,
+    }))
+}
+
 impl CorrelationDocument {
     /// Fills [`lag`](Self::lag) with the groups on the path, as `board`
     /// has them.

@@ -17,22 +17,19 @@ use percent_encoding::utf8_percent_encode;
 
 use super::layout::{self, Section};
 use super::{Page, SEGMENT, clock_ms, rfc3339_ms, shorten, trace_href};
-use crate::http::{ConsoleState, checked_id};
+use crate::http::ConsoleState;
 use crate::lag::{GroupView, Trend};
-use crate::query::{self, CorrelationDocument, Hop};
+use crate::query::{self, CorrelationDocument, Hop, LogView};
 
 pub(super) async fn page(
     State(state): State<ConsoleState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let Path(id) = match id {
+    let id = match super::path_id(id) {
         Ok(id) => id,
-        Err(e) => return super::bad_request(&e.body_text()).into_response(),
+        Err(page) => return page.into_response(),
     };
-    let id = match checked_id(&id) {
-        Ok(id) => id,
-        Err(e) => return super::bad_request(&e.1).into_response(),
-    };
+    let id = id.as_str();
     match query::correlation(&state.store, id).await {
         Err(e) => super::unavailable(e).into_response(),
         Ok(None) => Page::error(
@@ -226,7 +223,7 @@ fn all_clear(doc: &CorrelationDocument) -> String {
     s
 }
 
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
@@ -408,6 +405,11 @@ fn logs(doc: &CorrelationDocument) -> Markup {
             }
         };
     }
+    log_table(&doc.logs)
+}
+
+/// Log lines as a table: time, level, service, message, `errorType`.
+pub(super) fn log_table(logs: &[LogView]) -> Markup {
     html! {
         div.scroll {
             table.logs {
@@ -421,7 +423,7 @@ fn logs(doc: &CorrelationDocument) -> Markup {
                     }
                 }
                 tbody {
-                    @for l in &doc.logs {
+                    @for l in logs {
                         @let level = l.level.as_deref().unwrap_or("-");
                         @let error_type = l.attributes["errorType"].as_str();
                         tr class={ "level-" (level.to_ascii_lowercase()) } {
@@ -444,86 +446,8 @@ fn dead_letters(doc: &CorrelationDocument) -> Markup {
     }
     let pending = doc.dead_letters.iter().any(|d| d.status == "pending");
     html! {
-        @if pending {
-            form #token-form.token {
-                label for="token" { "Console token" }
-                input #token type="password" autocomplete="off" spellcheck="false"
-                    placeholder="paste the token kausal up printed";
-                button type="submit" { "Use for this tab" }
-                button #token-forget type="button" hidden { "Forget" }
-                output #token-state aria-live="polite" {}
-                p.hint {
-                    "Replay and discard need the console's token (printed by " code { "kausal up" }
-                    "; also in " code { "<data-dir>/console-token" } "). It is kept in this tab's "
-                    "session storage and sent as " code { "Authorization: Bearer" } ", nowhere else."
-                }
-            }
-            noscript { p.note { "Replay and discard need JavaScript; without it use " code { "kausal dlq replay <id>" } "." } }
-        }
-        div.scroll {
-            table.dead-letters {
-                thead {
-                    tr {
-                        th scope="col" { "dead letter" }
-                        th scope="col" { "status" }
-                        th scope="col" { "failed in" }
-                        th scope="col" { "event" }
-                        th scope="col" { "error" }
-                        th.num scope="col" { "attempts" }
-                        th scope="col" { "failed at (UTC)" }
-                        th.num scope="col" { "replays" }
-                        th scope="col" { "actions" }
-                    }
-                }
-                tbody {
-                    @for d in &doc.dead_letters {
-                        tr id=(dead_letter_anchor(&d.id).0) data-dlq-id=(d.id) data-topic=(d.source_topic) {
-                            td { span.id { (d.id) } }
-                            td { span class={ "status " (d.status) } data-status { (d.status) } }
-                            td {
-                                (d.service.as_deref().unwrap_or("?"))
-                                @if let Some(g) = &d.consumer_group { br; code { (g) } }
-                            }
-                            td {
-                                a href=(event_anchor(&d.event_id).1) { (d.event_type.as_deref().unwrap_or("event")) }
-                                br; code { (d.source_topic)
-                                    @if let (Some(p), Some(o)) = (d.source_partition, d.source_offset) { "[" (p) "]@" (o) } }
-                            }
-                            td {
-                                @if let Some(t) = &d.error_type { code.err { (t) } }
-                                @if let Some(m) = &d.error_message { br; span.error-message { (shorten(m, 300)) } }
-                            }
-                            td.num { (d.attempts.map(|a| a.to_string()).unwrap_or_default()) }
-                            td { time datetime=(rfc3339_ms(d.failed_at_ms)) { (clock_ms(d.failed_at_ms)) } }
-                            td.num { (d.replay_count) }
-                            td.actions {
-                                @if d.status == "pending" {
-                                    div.buttons {
-                                        button type="button" data-action="replay-dry" { "Replay (dry run)" }
-                                        button.primary type="button" data-action="replay" hidden { "Replay now" }
-                                    }
-                                    div.buttons {
-                                        label.visually-hidden for={ "reason-" (d.id) } { "Reason to discard" }
-                                        input.reason id={ "reason-" (d.id) } type="text" maxlength="1000"
-                                            placeholder="reason to discard";
-                                        button type="button" data-action="discard-dry" { "Discard (dry run)" }
-                                        button.danger type="button" data-action="discard" hidden { "Discard now" }
-                                    }
-                                } @else {
-                                    span.meta {
-                                        (d.status)
-                                        @if let Some(by) = &d.status_by { " by " (by) }
-                                        @if let Some(at) = &d.status_changed_at { " at " (at) }
-                                        @if let Some(r) = &d.status_reason { ": " (r) }
-                                    }
-                                }
-                                output.result aria-live="polite" {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        @if pending { (super::dlq::action_forms()) }
+        (super::dlq::dead_letter_table(&doc.dead_letters, super::dlq::Around::Correlation))
     }
 }
 

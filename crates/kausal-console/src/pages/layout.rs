@@ -15,9 +15,7 @@ pub enum Section {
     None,
 }
 
-/// The navigation: label, path, section. Dead letters, lag, services and
-/// topics are later slices of issue 13; until they exist their links
-/// answer 404.
+/// The navigation: label, path, section.
 const NAV: [(&str, &str, Section); 5] = [
     ("Search", "/", Section::Search),
     ("Dead letters", "/dlq", Section::DeadLetters),
@@ -29,6 +27,23 @@ const NAV: [(&str, &str, Section); 5] = [
 /// A whole document around `main`. `script`: the page has buttons that
 /// call the API (the console's script is loaded, deferred).
 pub fn page(title: &str, current: Section, script: bool, main: Markup) -> Markup {
+    document(title, current, script, None, main)
+}
+
+/// [`page`] refreshed live every `seconds` (`assets/refresh.js`, so the
+/// script is loaded): its `[data-live][id]` elements are replaced by their
+/// namesakes from a fresh copy of the page.
+pub fn live_page(title: &str, current: Section, seconds: u32, main: Markup) -> Markup {
+    document(title, current, true, Some(seconds), main)
+}
+
+fn document(
+    title: &str,
+    current: Section,
+    script: bool,
+    refresh_seconds: Option<u32>,
+    main: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -65,7 +80,27 @@ pub fn page(title: &str, current: Section, script: bool, main: Markup) -> Markup
                         }
                     }
                 }
-                main { (main) }
+                main data-refresh-seconds=[refresh_seconds] { (main) }
+            }
+        }
+    }
+}
+
+/// The form where the user pastes the console's token once per tab, for
+/// every button that changes something (`assets/token.js`).
+pub fn token_form() -> Markup {
+    html! {
+        form #token-form.token {
+            label for="token" { "Console token" }
+            input #token type="password" autocomplete="off" spellcheck="false"
+                placeholder="the token kausal up printed";
+            button type="submit" { "Use for this tab" }
+            button #token-forget type="button" hidden { "Forget" }
+            output #token-state aria-live="polite" {}
+            p.hint {
+                "Replay and discard need the console's token (printed by " code { "kausal up" }
+                "; also in " code { "<data-dir>/console-token" } "). It is kept in this tab's "
+                "session storage and sent as " code { "Authorization: Bearer" } ", nowhere else."
             }
         }
     }

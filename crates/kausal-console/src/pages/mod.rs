@@ -7,10 +7,11 @@
 //! strict Content-Security-Policy: no inline script or style, nothing from
 //! another origin.
 //!
-//! Built: search (`/`, `/search?q=`) and the correlation page
-//! (`/correlations/{id}`). The navigation also links the pages of later
-//! slices (dead letters, lag, services, topics, traces), which answer 404
-//! until they exist.
+//! One module per page (search, correlation, trace, dead letters, lag,
+//! services, topics); `assets/` holds the stylesheet and the script, one
+//! file per page, bundled into one of each at compile time (every script
+//! file is a self-contained function that does nothing on a page without
+//! its elements).
 
 use std::sync::LazyLock;
 
@@ -24,9 +25,14 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::http::ConsoleState;
 
 mod correlation;
+mod dlq;
+mod lag;
 mod layout;
 mod search;
+mod services;
 mod svg;
+mod topics;
+mod trace;
 mod waterfall;
 
 pub use correlation::{Finding, findings, render_correlation};
@@ -41,14 +47,37 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/", get(search::index))
         .route("/search", get(search::search))
         .route("/correlations/{id}", get(correlation::page))
+        .route("/traces/{trace_id}", get(trace::page))
+        .route("/dlq", get(dlq::index))
+        .route("/dlq/{id}", get(dlq::detail))
+        .route("/lag", get(lag::page))
+        .route("/services", get(services::page))
+        .route("/topics", get(topics::index))
+        .route("/topics/{name}", get(topics::topic))
         .route(CSS_PATH, get(stylesheet))
         .route(JS_PATH, get(script))
 }
 
 const CSS_PATH: &str = "/assets/console.css";
 const JS_PATH: &str = "/assets/console.js";
-const CSS: &str = include_str!("console.css");
-const JS: &str = include_str!("console.js");
+/// The stylesheet: the frame and shared parts first, then each page's.
+const CSS: &str = concat!(
+    include_str!("assets/console.css"),
+    include_str!("assets/trace.css"),
+    include_str!("assets/dlq.css"),
+    include_str!("assets/lag.css"),
+    include_str!("assets/services.css"),
+    include_str!("assets/topics.css"),
+);
+/// The script: the token first (the others use `window.Kausal.token`).
+const JS: &str = concat!(
+    include_str!("assets/token.js"),
+    include_str!("assets/actions.js"),
+    include_str!("assets/refresh.js"),
+    include_str!("assets/dlq.js"),
+    include_str!("assets/lag.js"),
+    include_str!("assets/topics.js"),
+);
 
 /// The stylesheet's URL, with a hash of its content so that a new build's
 /// stylesheet is fetched despite the long cache lifetime.
@@ -176,6 +205,17 @@ pub(crate) fn bad_request(reason: &str) -> Page {
     )
 }
 
+/// The id in a page's path, checked as the API checks ids, or the 400
+/// page that says why not.
+pub(crate) fn path_id(
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, Page> {
+    let axum::extract::Path(id) = id.map_err(|e| bad_request(&e.body_text()))?;
+    crate::http::checked_id(&id)
+        .map(str::to_owned)
+        .map_err(|e| bad_request(&e.1))
+}
+
 /// Characters kept as they are in a path segment; every other byte is
 /// percent-encoded (ids come from message headers: anything can be in
 /// them).
@@ -190,9 +230,19 @@ pub fn correlation_href(id: &str) -> String {
     format!("/correlations/{}", utf8_percent_encode(id, SEGMENT))
 }
 
-/// The trace page of `trace_id` (a later slice: 404 until it exists).
+/// The trace page of `trace_id`.
 pub fn trace_href(trace_id: &str) -> String {
     format!("/traces/{}", utf8_percent_encode(trace_id, SEGMENT))
+}
+
+/// The detail page of dead letter `id`.
+pub fn dead_letter_href(id: &str) -> String {
+    format!("/dlq/{}", utf8_percent_encode(id, SEGMENT))
+}
+
+/// The records page of topic `name`.
+pub fn topic_href(name: &str) -> String {
+    format!("/topics/{}", utf8_percent_encode(name, SEGMENT))
 }
 
 /// A time in milliseconds since the epoch as `HH:MM:SS.mmm` (UTC).
@@ -221,7 +271,7 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -239,6 +289,19 @@ mod tests {
         assert!(css_href().starts_with("/assets/console.css?v="));
         assert_eq!(css_href().len(), CSS_PATH.len() + 3 + 16);
         assert_ne!(css_href()[CSS_PATH.len()..], js_href()[JS_PATH.len()..]);
+    }
+
+    /// The console's routes over HTTP on a free port, serving `store`: the
+    /// base URL and the server's task (abort it at the end).
+    pub(crate) async fn serve(
+        store: kausal_store::Store,
+    ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let state = ConsoleState::new(store, &crate::ConsoleConfig::new(addr, "t")).expect("state");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(axum::serve(listener, crate::http::router(state)).into_future());
+        (base, server)
     }
 
     /// The routes over HTTP against a real SQLite store: statuses, the
@@ -268,11 +331,7 @@ mod tests {
             .record_batch(&[event], &[], &[])
             .await
             .expect("record");
-        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let state = ConsoleState::new(store, &crate::ConsoleConfig::new(addr, "t")).expect("state");
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let server = tokio::spawn(axum::serve(listener, crate::http::router(state)).into_future());
+        let (base, server) = serve(store).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

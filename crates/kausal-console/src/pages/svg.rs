@@ -19,13 +19,14 @@ use crate::query::CorrelationDocument;
 const LABEL_W: i64 = 170;
 /// Width of one causation step.
 const COL_W: i64 = 230;
-const NODE_W: i64 = 196;
+/// The size of a node's box, in every graph the console draws.
+pub(super) const NODE_W: i64 = 196;
 const NODE_H: i64 = 42;
 /// Vertical room per node stacked in one lane and column.
 const SLOT_H: i64 = 54;
 const LANE_PAD: i64 = 10;
 /// Characters of a label that fit in a node.
-const LABEL_CHARS: usize = 26;
+pub(super) const LABEL_CHARS: usize = 26;
 /// Causation deeper than this is drawn in the last column (lineage walks
 /// are capped at depth 64 too).
 const MAX_DEPTH: usize = 64;
@@ -35,6 +36,24 @@ enum NodeKind {
     Event,
     Failed,
     Missing,
+}
+
+impl NodeKind {
+    fn node_class(self) -> &'static str {
+        match self {
+            Self::Event => "node event",
+            Self::Failed => "node fail",
+            Self::Missing => "node fail missing",
+        }
+    }
+
+    fn edge_class(self) -> &'static str {
+        match self {
+            Self::Event => "edge",
+            Self::Failed => "edge fail",
+            Self::Missing => "edge fail missing",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -244,20 +263,11 @@ impl Layout {
             .map(|i| tops.get(i + 1).copied().unwrap_or(height) - tops[i])
             .collect();
         html! {
-            svg.causal-graph xmlns="http://www.w3.org/2000/svg" role="img"
+            svg.graph.causal-graph xmlns="http://www.w3.org/2000/svg" role="img"
                 width=(width) height=(height) viewBox={ "0 0 " (width) " " (height) }
                 aria-labelledby="graph-title" {
                 title #graph-title { "Causal graph of correlation " (correlation_id) }
-                defs {
-                    marker #arrow viewBox="0 0 10 10" refX="10" refY="5"
-                        markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
-                        path.arrowhead d="M0,0 L10,5 L0,10 z" {}
-                    }
-                    marker #arrow-fail viewBox="0 0 10 10" refX="10" refY="5"
-                        markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
-                        path.arrowhead.fail d="M0,0 L10,5 L0,10 z" {}
-                    }
-                }
+                (arrowheads())
                 @for (i, lane) in self.lanes.iter().enumerate() {
                     g.lane.odd[i % 2 == 1] {
                         rect x="0" y=(tops[i]) width=(width) height=(lane_heights[i]) {}
@@ -268,26 +278,78 @@ impl Layout {
                     }
                 }
                 @for a in &self.arrows {
-                    @let (fx, fy) = at(&self.nodes[a.from]);
-                    @let (tx, ty) = at(&self.nodes[a.to]);
-                    @let (x1, y1, x2, y2) = (fx + NODE_W, fy + NODE_H / 2, tx, ty + NODE_H / 2);
-                    @let bend = ((x2 - x1).abs() / 2).max(24);
-                    path.edge.fail[a.kind != NodeKind::Event].missing[a.kind == NodeKind::Missing]
-                        d={ "M" (x1) "," (y1) " C" (x1 + bend) "," (y1) " " (x2 - bend) "," (y2) " " (x2) "," (y2) }
-                        marker-end=(if a.kind == NodeKind::Event { "url(#arrow)" } else { "url(#arrow-fail)" }) {}
+                    (edge(a.kind.edge_class(), at(&self.nodes[a.from]), at(&self.nodes[a.to]), a.kind != NodeKind::Event, None))
                 }
                 @for n in &self.nodes {
-                    @let (x, y) = at(n);
-                    a href=(n.href) {
-                        g.node.event[n.kind == NodeKind::Event].fail[n.kind != NodeKind::Event]
-                            .missing[n.kind == NodeKind::Missing] {
-                            title { (n.title) }
-                            rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="6" {}
-                            text.node-label x=(x + 10) y=(y + 17) { (n.label) }
-                            text.node-sub x=(x + 10) y=(y + 33) { (n.sub) }
-                        }
-                    }
+                    (node(n.kind.node_class(), at(n), &n.label, &n.sub, &n.title, &n.href))
                 }
+            }
+        }
+    }
+}
+
+/// The arrowheads edges end with: `url(#arrow)`, and `url(#arrow-fail)`
+/// for a hop that failed.
+pub(super) fn arrowheads() -> Markup {
+    html! {
+        defs {
+            marker #arrow viewBox="0 0 10 10" refX="10" refY="5"
+                markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
+                path.arrowhead d="M0,0 L10,5 L0,10 z" {}
+            }
+            marker #arrow-fail viewBox="0 0 10 10" refX="10" refY="5"
+                markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
+                path.arrowhead.fail d="M0,0 L10,5 L0,10 z" {}
+            }
+        }
+    }
+}
+
+/// A curved arrow from the right side of the node box at `from` to the
+/// left side of the one at `to` (their top left corners), red when
+/// `failed`, with `title` as its tooltip.
+pub(super) fn edge(
+    class: &str,
+    from: (i64, i64),
+    to: (i64, i64),
+    failed: bool,
+    title: Option<&str>,
+) -> Markup {
+    let (x1, y1, x2, y2) = (
+        from.0 + NODE_W,
+        from.1 + NODE_H / 2,
+        to.0,
+        to.1 + NODE_H / 2,
+    );
+    let bend = ((x2 - x1).abs() / 2).max(24);
+    html! {
+        path class=(class)
+            d={ "M" (x1) "," (y1) " C" (x1 + bend) "," (y1) " " (x2 - bend) "," (y2) " " (x2) "," (y2) }
+            marker-end=(if failed { "url(#arrow-fail)" } else { "url(#arrow)" }) {
+            @if let Some(t) = title { title { (t) } }
+        }
+    }
+}
+
+/// A node's box at `at` (its top left corner): a bold label and a small
+/// line under it, linked to `href`, with everything it stands for in its
+/// tooltip.
+pub(super) fn node(
+    class: &str,
+    at: (i64, i64),
+    label: &str,
+    sub: &str,
+    title: &str,
+    href: &str,
+) -> Markup {
+    let (x, y) = at;
+    html! {
+        a href=(href) {
+            g class=(class) {
+                title { (title) }
+                rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="6" {}
+                text.node-label x=(x + 10) y=(y + 17) { (label) }
+                text.node-sub x=(x + 10) y=(y + 33) { (sub) }
             }
         }
     }
@@ -344,7 +406,10 @@ mod tests {
         assert_eq!(cols, [(0, 0), (1, 1), (2, 2)]);
         assert_eq!(layout.arrows.len(), 2);
         let svg = causal_graph(&doc).into_string();
-        assert!(svg.starts_with("<svg class=\"causal-graph\""), "{svg}");
+        assert!(
+            svg.starts_with("<svg class=\"graph causal-graph\""),
+            "{svg}"
+        );
         assert!(!svg.contains("node fail"), "nothing failed: {svg}");
         assert!(!svg.contains("edge fail"), "nothing failed: {svg}");
         assert!(svg.contains("marker-end=\"url(#arrow)\""), "{svg}");

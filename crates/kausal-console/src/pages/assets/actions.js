@@ -1,73 +1,12 @@
-// The Kausal console's one script: the Replay and Discard buttons of the
-// dead letters on a correlation page. Each action runs as a dry run first
-// (the API's same checks, nothing changed), then for real on a second
-// click. The token the user pastes is kept in this tab's sessionStorage and
-// sent as `Authorization: Bearer` to /api/dlq/{id}/replay|discard, nowhere
-// else. Everything shown comes in through textContent, never as HTML.
+// The Replay and Discard buttons of a dead-letter row (`tr[data-dlq-id]`,
+// on a correlation page and on the dead letters' pages). Each action runs as
+// a dry run first (the API's same checks, nothing changed), then for real on
+// a second click. The token comes from `window.Kausal.token` (token.js).
+// Everything shown comes in through textContent, never as HTML.
 (function () {
   "use strict";
 
-  var KEY = "kausal-console-token";
-
-  function readToken() {
-    try {
-      return window.sessionStorage.getItem(KEY) || "";
-    } catch (e) {
-      return "";
-    }
-  }
-
-  function keepToken(value) {
-    try {
-      if (value) {
-        window.sessionStorage.setItem(KEY, value);
-      } else {
-        window.sessionStorage.removeItem(KEY);
-      }
-    } catch (e) {
-      // Storage refused (a private mode): the token lives as long as the page.
-    }
-    memory = value;
-  }
-
-  var memory = readToken();
-
-  function token() {
-    return readToken() || memory;
-  }
-
-  var form = document.getElementById("token-form");
-  var input = document.getElementById("token");
-  var state = document.getElementById("token-state");
-  var forget = document.getElementById("token-forget");
-
-  function showTokenState() {
-    if (!state) {
-      return;
-    }
-    var has = token() !== "";
-    state.textContent = has ? "Token kept for this tab." : "No token yet.";
-    if (forget) {
-      forget.hidden = !has;
-    }
-  }
-
-  if (form) {
-    form.addEventListener("submit", function (e) {
-      e.preventDefault();
-      var value = input.value.trim();
-      if (value) {
-        keepToken(value);
-        input.value = "";
-      }
-      showTokenState();
-    });
-    forget.addEventListener("click", function () {
-      keepToken("");
-      showTokenState();
-    });
-    showTokenState();
-  }
+  var token = window.Kausal.token;
 
   function show(out, kind, text) {
     out.className = "result" + (kind ? " " + kind : "");
@@ -101,12 +40,9 @@
     var id = row.getAttribute("data-dlq-id");
     var kind = action.indexOf("replay") === 0 ? "replay" : "discard";
     var dry = action.slice(-4) === "-dry";
-    var t = token();
-    if (!t) {
+    if (!token.get()) {
       show(out, "refused", "Paste the console's token above first: replay and discard need it.");
-      if (input) {
-        input.focus();
-      }
+      token.focus();
       return;
     }
     var body = { dry_run: dry };
@@ -122,26 +58,15 @@
     button.disabled = true;
     show(out, "", dry ? "Checking\u2026" : kind === "replay" ? "Replaying\u2026" : "Discarding\u2026");
     try {
-      var response = await fetch("/api/dlq/" + encodeURIComponent(id) + "/" + kind, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Authorization: "Bearer " + t },
-        body: JSON.stringify(body),
-      });
-      var doc = null;
-      try {
-        doc = await response.json();
-      } catch (e) {
-        doc = null;
-      }
-      if (response.status === 401) {
-        keepToken("");
-        showTokenState();
+      var answer = await token.post("/api/dlq/" + encodeURIComponent(id) + "/" + kind, body);
+      var doc = answer.doc;
+      if (answer.status === 401) {
         show(out, "refused", "Refused: " + ((doc && doc.error) || "the token was not accepted") + " Paste the token again.");
         return;
       }
       var outcome = doc && doc.outcomes && doc.outcomes[0];
       if (!outcome) {
-        show(out, "refused", "Failed (" + response.status + "): " + ((doc && doc.error) || response.statusText));
+        show(out, "refused", "Failed (" + answer.status + "): " + ((doc && doc.error) || "no reason given"));
         return;
       }
       var done = outcome.result !== "refused";
@@ -164,12 +89,11 @@
     }
   }
 
-  document.querySelectorAll("tr[data-dlq-id]").forEach(function (row) {
-    row.addEventListener("click", function (e) {
-      var button = e.target.closest("button[data-action]");
-      if (button) {
-        act(row, button);
-      }
-    });
+  // Delegated, so rows that a live refresh or a filter brings in work too.
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest("tr[data-dlq-id] button[data-action]");
+    if (button) {
+      act(button.closest("tr[data-dlq-id]"), button);
+    }
   });
 })();

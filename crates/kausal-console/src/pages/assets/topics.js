@@ -1,0 +1,1 @@
+// The topics pages (issue 13) need no script: plain links and GET forms.

@@ -1,0 +1,316 @@
+//! The seeds' story in a real browser against `kausal up`'s own processes
+//! (issue 13, "How it is proven"): an order without an email is placed
+//! through `POST /orders`; its order id, typed into the console's search
+//! box, leads to the correlation page, which says notification-service
+//! failed with `MissingCustomerEmail` and names the dead letter; replay
+//! without the token is refused in the page. Then the fix is deployed —
+//! `kausal up` restarted on the same data dir with
+//! `--notify-without-email in-app` — and the dead letter is replayed from
+//! the page: its status becomes `replayed` and a new `CustomerNotified`
+//! appears in the graph.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+
+use super::{ChromeDriver, act, assert_clean, keep_token, screenshot, search, text, until};
+use crate::harness::{free_port, relative, scratch_dir};
+use crate::process::Up;
+
+/// The ports one `kausal up` listens on, the same across its restart (a
+/// user's bookmarks keep working).
+struct Ports {
+    broker: u16,
+    metrics: u16,
+    console: u16,
+    grpc: u16,
+    http: u16,
+}
+
+impl Ports {
+    fn free() -> Self {
+        Self {
+            broker: free_port(),
+            metrics: free_port(),
+            console: free_port(),
+            grpc: free_port(),
+            http: free_port(),
+        }
+    }
+}
+
+/// `kausal up` with no generated orders, no payment faults, and `extra`;
+/// waits for its banner, then answers (the process, the console's and the
+/// order API's addresses, the token).
+fn start_up(data_dir: &std::path::Path, ports: &Ports, extra: &[&str]) -> Running {
+    let numbers = [
+        ports.broker,
+        ports.metrics,
+        ports.console,
+        ports.grpc,
+        ports.http,
+    ]
+    .map(|p| p.to_string());
+    let mut args = vec![
+        "--rate",
+        "0",
+        "--payment-failure-rate",
+        "0",
+        "--payment-decline-rate",
+        "0",
+        "--broker-port",
+        &numbers[0],
+        "--metrics-port-base",
+        &numbers[1],
+        "--console-port",
+        &numbers[2],
+        "--otlp-grpc-port",
+        &numbers[3],
+        "--http-port",
+        &numbers[4],
+    ];
+    args.extend_from_slice(extra);
+    let mut up = Up::spawn(&args, data_dir);
+    let banner = up.until(Duration::from_secs(180), |l| {
+        l.contains("kausal trace <order-id>")
+    });
+    let seen = up.seen.join("\n");
+    let address = |prefix: &str| -> Option<SocketAddr> {
+        up.seen.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix(prefix)?
+                .trim_start()
+                .strip_prefix("http://")?
+                .split([' ', '/'])
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    let (Some(_), Some(console), Some(api)) =
+        (banner, address("console"), address("order API  POST"))
+    else {
+        let _ = up.interrupt();
+        panic!("kausal up printed no banner with the console and the order API:\n{seen}");
+    };
+    let token = up
+        .seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("token")?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the banner prints the token:\n{seen}"))
+        .to_owned();
+    Running {
+        up,
+        console,
+        api,
+        token,
+    }
+}
+
+struct Running {
+    up: Up,
+    console: SocketAddr,
+    api: SocketAddr,
+    token: String,
+}
+
+/// Reloads the page until `check` holds on it, for at most `timeout`.
+async fn reload_until(c: &Client, timeout: Duration, what: &str, check: impl Fn(&str) -> bool) {
+    until(timeout, what, || async {
+        c.refresh().await.ok()?;
+        let page = c.find(Locator::Css("main")).await.ok()?.text().await.ok()?;
+        check(&page).then_some(())
+    })
+    .await;
+}
+
+/// The services the waterfall's rows name.
+async fn waterfall_services(c: &Client) -> std::collections::BTreeSet<String> {
+    let mut services = std::collections::BTreeSet::new();
+    for cell in c
+        .find_all(Locator::Css("table.waterfall tr.span td.service"))
+        .await
+        .unwrap_or_default()
+    {
+        if let Ok(t) = cell.text().await {
+            services.insert(t.trim().to_owned());
+        }
+    }
+    services
+}
+
+/// The event types the causal graph draws.
+async fn graph_events(c: &Client) -> Vec<String> {
+    let mut events = Vec::new();
+    for label in c
+        .find_all(Locator::Css("svg.causal-graph .node.event .node-label"))
+        .await
+        .unwrap_or_default()
+    {
+        if let Ok(t) = label.text().await {
+            events.push(t);
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_without_email_is_found_from_its_id_and_its_notification_replayed_after_the_fix() {
+    let started = Instant::now();
+    let driver = ChromeDriver::start();
+    let dir = scratch_dir();
+    let data_dir = relative(&dir, "data");
+    let ports = Ports::free();
+    let first = start_up(&data_dir, &ports, &[]);
+    let base = format!("http://{}", first.console);
+
+    // The customer's order, without an email, through the order API.
+    let order_id = format!("ord-story-{}", crate::harness::unique());
+    let body = serde_json::json!({
+        "order_id": order_id,
+        "user_id": "u-story",
+        "amount": 42.0,
+        "currency": "EUR",
+    })
+    .to_string();
+    // The banner comes before every service listens.
+    until(Duration::from_secs(60), "the order API", || async {
+        tokio::net::TcpStream::connect(first.api)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let (status, _, placed) = crate::http::request(
+        first.api,
+        "POST",
+        "/orders",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 201, "the order is placed: {placed}");
+
+    // The support ticket says "no email for order X": X into the search box.
+    let c = driver.browser().await;
+    search(&c, &base, &order_id).await;
+    // Until the recorder has the order (and then its dead letter), the
+    // search says nothing is recorded yet: search again.
+    until(Duration::from_secs(120), "the correlation page", || async {
+        let url = c.current_url().await.ok()?;
+        if url.path().starts_with("/correlations/") {
+            return Some(());
+        }
+        c.refresh().await.ok()?;
+        None
+    })
+    .await;
+    // Spans reach the console in batches (every few seconds): reload until
+    // the failure and at least four services' spans are on the page.
+    reload_until(
+        &c,
+        Duration::from_secs(90),
+        "the failed notification and four services in the waterfall",
+        |page| page.contains("MissingCustomerEmail"),
+    )
+    .await;
+    until(
+        Duration::from_secs(60),
+        "four services in the waterfall",
+        || async {
+            c.refresh().await.ok()?;
+            (waterfall_services(&c).await.len() >= 4).then_some(())
+        },
+    )
+    .await;
+    let answer = text(&c, "#answer").await;
+    assert!(
+        answer.contains("notification-service failed on PaymentProcessed: MissingCustomerEmail"),
+        "{answer}"
+    );
+    let dlq_id = c
+        .find(Locator::Css("tr[data-dlq-id]"))
+        .await
+        .expect("the dead letter's row")
+        .attr("data-dlq-id")
+        .await
+        .expect("attr")
+        .expect("a dead-letter id");
+    assert!(answer.contains(&dlq_id), "{answer} names {dlq_id}");
+    let services = waterfall_services(&c).await;
+    for s in [
+        "order-service",
+        "payment-service",
+        "notification-service",
+        "inventory-service",
+    ] {
+        assert!(services.contains(s), "{s} in the waterfall: {services:?}");
+    }
+    assert_clean(&c, "the search and correlation pages under kausal up", &[]).await;
+    screenshot(
+        "story-correlation",
+        &c.screenshot().await.expect("screenshot"),
+        true,
+    );
+
+    // Replay without the token: refused in the page, nothing changes.
+    let row = format!("tr[data-dlq-id=\"{dlq_id}\"]");
+    act(&c, &row, "replay-dry", "Paste the console's token").await;
+    assert_eq!(text(&c, &format!("{row} [data-status]")).await, "pending");
+
+    // The fix is deployed: notification-service told to fall back to the
+    // app's inbox. (`kausal up` restarted on the same data dir.)
+    let stopped = first.up.interrupt();
+    assert_eq!(stopped.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
+    let second = start_up(&data_dir, &ports, &["--notify-without-email", "in-app"]);
+    assert_eq!(
+        second.console, first.console,
+        "the console is back where it was"
+    );
+
+    // Replay from the page, with the token the banner printed.
+    c.refresh().await.expect("reload");
+    keep_token(&c, &second.token).await;
+    act(&c, &row, "replay-dry", "would replay it to payments").await;
+    act(&c, &row, "replay", "Replayed to payments[").await;
+    assert_eq!(text(&c, &format!("{row} [data-status]")).await, "replayed");
+
+    // On reload, once the replayed event was handled and its receipt
+    // recorded: the customer notified, and no standing failure.
+    let replayed = format!("Dead letter {dlq_id} was replayed by console.");
+    until(
+        Duration::from_secs(120),
+        "a CustomerNotified in the graph and the failure gone",
+        || async {
+            c.refresh().await.ok()?;
+            let notified = graph_events(&c)
+                .await
+                .iter()
+                .any(|e| e == "CustomerNotified");
+            let answer = text(&c, "#answer").await;
+            (notified && answer.contains(&replayed)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(text(&c, &format!("{row} [data-status]")).await, "replayed");
+    assert_clean(&c, "the replay and the reloads", &[]).await;
+    c.execute("window.scrollTo(0, 0)", Vec::new())
+        .await
+        .expect("scroll to the top");
+    screenshot(
+        "story-replayed",
+        &c.screenshot().await.expect("screenshot"),
+        false,
+    );
+    println!(
+        "story: {:.1} s in all, replayed dead letter {dlq_id} of {order_id}",
+        started.elapsed().as_secs_f64()
+    );
+    c.close().await.expect("close the session");
+    assert_eq!(
+        second.up.interrupt().and_then(|s| s.code()),
+        Some(0),
+        "Ctrl-C exits 0"
+    );
+}
