@@ -148,7 +148,7 @@ async fn the_dead_letters_are_counted_filtered_bulk_replayed_and_discarded_from_
         5
     );
     assert_clean(&c, "/dlq", &[]).await;
-    screenshot("dlq", &c.screenshot().await.expect("screenshot"), false);
+    screenshot("dlq", &c.screenshot().await.expect("screenshot"), true);
     assert_fits_a_phone(&c, "/dlq", "dlq-phone").await;
 
     // A wrong token: the dry run is refused in the page, nothing changes.

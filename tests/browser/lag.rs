@@ -198,7 +198,7 @@ async fn a_stopped_group_leads_the_lag_page_and_the_live_refresh_follows_it_with
     );
     assert!(rows.contains("2 4 2"), "partition 1: {rows}");
     assert_clean(&c, "the lag page", &[]).await;
-    screenshot("lag", &c.screenshot().await.expect("screenshot"), false);
+    screenshot("lag", &c.screenshot().await.expect("screenshot"), true);
 
     // More records while the page is open: the number changes in place.
     produce(&outage, 1, 5).await;

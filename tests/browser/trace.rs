@@ -362,7 +362,7 @@ async fn a_trace_opens_its_spans_follows_the_replay_link_and_services_show_the_o
     screenshot(
         "services",
         &c.screenshot().await.expect("screenshot"),
-        false,
+        true,
     );
     phone(&c, "services-phone").await;
     // The live refresh replaces the picture and the table without an error.
