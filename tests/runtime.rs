@@ -1118,3 +1118,102 @@ async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_
     lettered.sort();
     assert_eq!(lettered, ["huge-1", "nowhere-1"]);
 }
+
+/// Accepts every record.
+struct Accept;
+
+impl kausal_kafka::Handler for Accept {
+    async fn handle(
+        &self,
+        _event: &IncomingEvent,
+        _out: &mut kausal_kafka::Emitter,
+    ) -> Result<(), kausal_kafka::HandlerError> {
+        Ok(())
+    }
+}
+
+/// The `event-type` header comes from any producer: 10 000 distinct values
+/// must not become 10 000 series. Each record is handled and counted, the
+/// first `MAX_EVENT_TYPES` under their own label, the rest as `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_event_types_leave_the_metric_series_bounded() {
+    use kausal_telemetry::metrics::{MAX_EVENT_TYPES, OTHER_EVENT_TYPE};
+    const RECORDS: usize = 10_000;
+    let b = TestBroker::start(Engine::Sqlite).await;
+    b.create_topics(&[("typed", 3), ("typed.dlq", 3)]).await;
+    let metrics = Metrics::new();
+    let producer =
+        EventProducer::new(&b.kafka, "typed-service", metrics.clone()).expect("producer");
+    let group = format!("typed-{}", unique());
+    let runtime = ConsumerRuntime::new(
+        b.kafka.clone(),
+        "typed-service",
+        &group,
+        &["typed"],
+        Accept,
+        producer,
+    )
+    .commit_interval(Duration::from_millis(50));
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { runtime.run(token).await.expect("runtime runs") });
+
+    let plain = b.plain_producer();
+    let ids: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("ev-{i}"), format!("Made.Up.Type{i}")))
+        .collect();
+    for chunk in ids.chunks(500) {
+        futures::future::join_all(chunk.iter().map(|(id, event_type)| {
+            let plain = &plain;
+            async move {
+                let headers = [
+                    (h::EVENT_ID, Some(id.as_bytes())),
+                    (h::EVENT_TYPE, Some(event_type.as_bytes())),
+                    (h::CORRELATION_ID, Some(id.as_bytes())),
+                ];
+                send(plain, "typed", Some(id.as_bytes()), Some(b"{}"), &headers).await
+            }
+        }))
+        .await;
+    }
+    let handled = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("event_processing_duration_seconds_count{topic=\"typed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(
+        eventually(Duration::from_secs(180), || handled(&metrics.encode())
+            >= RECORDS as u64)
+        .await,
+        "every record handled: {} of {RECORDS}",
+        handled(&metrics.encode())
+    );
+    shutdown.cancel();
+    task.await.expect("runtime task");
+
+    let text = metrics.encode();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("event_processing_duration_seconds_count{topic=\"typed\""))
+        .collect();
+    // One bound per process: the runtime's own event types (heartbeats,
+    // receipts) published meanwhile took a few of the kept places.
+    assert!(
+        (MAX_EVENT_TYPES - 5..=MAX_EVENT_TYPES + 1).contains(&series.len()),
+        "the kept types and other: {} series",
+        series.len()
+    );
+    let other = format!(
+        "event_processing_duration_seconds_count{{topic=\"typed\",event_type=\"{OTHER_EVENT_TYPE}\"}} "
+    );
+    let others: u64 = series
+        .iter()
+        .find_map(|l| l.strip_prefix(&other)?.parse().ok())
+        .expect("an other series");
+    assert_eq!(
+        others,
+        (RECORDS - (series.len() - 1)) as u64,
+        "the rest are other"
+    );
+}

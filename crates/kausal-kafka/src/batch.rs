@@ -18,7 +18,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use kausal_core::{HandlerError, TraceParent};
-use kausal_telemetry::metrics::TopicEventType;
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -280,10 +279,11 @@ impl<B: BatchHandler> Dispatch for Batched<B> {
                 runtime
                     .metrics
                     .event_processing_duration
-                    .get_or_create(&TopicEventType {
-                        topic: event.topic.clone(),
-                        event_type: event.event_type().unwrap_or("unknown").to_owned(),
-                    })
+                    .get_or_create(
+                        &runtime
+                            .metrics
+                            .topic_event_type(&event.topic, event.event_type()),
+                    )
                     .observe(duration.as_secs_f64());
                 if let Outcome::DeadLettered {
                     attempts,

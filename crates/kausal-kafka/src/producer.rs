@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kausal_core::TraceParent;
-use kausal_telemetry::metrics::{Metrics, TopicErrorType, TopicEventType, TopicLabel};
+use kausal_telemetry::metrics::{Metrics, TopicErrorType, TopicLabel};
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -288,10 +288,11 @@ impl Sending {
             Ok(d) => {
                 self.metrics
                     .events_published
-                    .get_or_create(&TopicEventType {
-                        topic: self.topic.clone(),
-                        event_type: self.event_type.clone(),
-                    })
+                    .get_or_create(
+                        &self
+                            .metrics
+                            .topic_event_type(&self.topic, Some(&self.event_type)),
+                    )
                     .inc();
                 self.metrics
                     .event_publish_duration

@@ -14,7 +14,7 @@ use kausal_core::retry::{GiveUpReason, RetryDecision};
 use kausal_core::{HandlerError, RetryPolicy};
 use kausal_store::{MarkWriter, Store};
 use kausal_telemetry::metrics::{
-    Metrics, SourceTopicErrorType, TopicErrorType, TopicEventType, TopicGroup, TopicGroupKind,
+    Metrics, SourceTopicErrorType, TopicErrorType, TopicGroup, TopicGroupKind,
 };
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use opentelemetry::KeyValue;
@@ -680,10 +680,11 @@ impl<H: Handler> ConsumerRuntime<Single<H>> {
             let duration = started.elapsed();
             self.metrics
                 .event_processing_duration
-                .get_or_create(&TopicEventType {
-                    topic: event.topic.clone(),
-                    event_type: event.event_type().unwrap_or("unknown").to_owned(),
-                })
+                .get_or_create(
+                    &self
+                        .metrics
+                        .topic_event_type(&event.topic, event.event_type()),
+                )
                 .observe(duration.as_secs_f64());
             let duration_ms = duration.as_secs_f64() * 1000.0;
             match &outcome {

@@ -5,6 +5,7 @@
 //! histograms, so `events_published` is exposed as `events_published_total`
 //! and `event_publish_duration` as `event_publish_duration_seconds`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +36,70 @@ fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
 pub struct TopicEventType {
     pub topic: String,
     pub event_type: String,
+}
+
+/// Distinct `event_type` label values one process keeps: the header comes
+/// from any producer, so without a bound each new value would be a new
+/// series in every scrape, forever.
+pub const MAX_EVENT_TYPES: usize = 100;
+
+/// The label value that stands for every event type past
+/// [`MAX_EVENT_TYPES`], and for header values no label should carry.
+pub const OTHER_EVENT_TYPE: &str = "other";
+
+/// The label value of an event without an `event-type` header.
+pub const UNKNOWN_EVENT_TYPE: &str = "unknown";
+
+/// Longest event type kept as a label value, in bytes.
+const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// A bounded set of label values: the first `max` well-formed values seen
+/// are themselves, anything else is [`OTHER_EVENT_TYPE`]. Cheap to clone;
+/// clones share the set.
+#[derive(Clone, Debug)]
+pub struct BoundedLabel {
+    seen: Arc<Mutex<HashSet<String>>>,
+    max: usize,
+}
+
+impl BoundedLabel {
+    pub fn new(max: usize) -> Self {
+        Self {
+            seen: Arc::default(),
+            max,
+        }
+    }
+
+    /// `raw` if it is (or may become) one of the kept values, else `other`.
+    /// Logs a WARN the first time a value is turned away.
+    pub fn admit(&self, raw: &str) -> String {
+        let well_formed = !raw.is_empty()
+            && raw.len() <= MAX_EVENT_TYPE_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b));
+        if !well_formed {
+            return OTHER_EVENT_TYPE.to_owned();
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(raw) {
+            return raw.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(raw.to_owned());
+            return raw.to_owned();
+        }
+        if seen.len() == self.max {
+            // One marker past the bound, so the WARN is logged once.
+            seen.insert(String::new());
+            tracing::warn!(
+                max = self.max,
+                eventType = raw,
+                "more distinct event types than the metrics keep: the rest are counted as \"other\""
+            );
+        }
+        OTHER_EVENT_TYPE.to_owned()
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +149,8 @@ pub struct Metrics {
     pub dlq_events: Family<SourceTopicErrorType, Counter>,
     pub store_errors: Family<TopicGroup, Counter>,
     pub handlers_in_flight: Gauge,
+    /// Bounds the `event_type` label of the families above.
+    event_types: BoundedLabel,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +182,7 @@ impl Metrics {
             dlq_events: Family::default(),
             store_errors: Family::default(),
             handlers_in_flight: Gauge::default(),
+            event_types: BoundedLabel::new(MAX_EVENT_TYPES),
             registry: Arc::new(Mutex::new(Registry::default())),
         };
         r.register(
@@ -186,6 +254,19 @@ impl Metrics {
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
+    }
+
+    /// The labels of `topic` and an event's `event-type` header (`None`:
+    /// [`UNKNOWN_EVENT_TYPE`]), the event type bounded (see
+    /// [`MAX_EVENT_TYPES`]).
+    pub fn topic_event_type(&self, topic: &str, event_type: Option<&str>) -> TopicEventType {
+        TopicEventType {
+            topic: topic.to_owned(),
+            event_type: match event_type {
+                Some(t) => self.event_types.admit(t),
+                None => UNKNOWN_EVENT_TYPE.to_owned(),
+            },
+        }
     }
 
     /// Registers a service's own metric (business metrics such as
@@ -304,6 +385,42 @@ mod tests {
         assert_eq!(
             to_classic_text(om),
             "# HELP x_seconds A.\n# TYPE x_seconds histogram\nx_seconds_sum 1\n# HELP c_total Things.\n# TYPE c_total counter\nc_total{a=\"1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn ten_thousand_event_types_leave_the_series_bounded() {
+        let m = Metrics::new();
+        for i in 0..10_000 {
+            let labels = m.topic_event_type("orders", Some(&format!("Type{i}")));
+            m.event_processing_duration
+                .get_or_create(&labels)
+                .observe(0.001);
+        }
+        for raw in ["", "with space", "quote\"", &"x".repeat(129)] {
+            let labels = m.topic_event_type("orders", Some(raw));
+            assert_eq!(labels.event_type, OTHER_EVENT_TYPE, "{raw:?}");
+        }
+        assert_eq!(
+            m.topic_event_type("orders", None).event_type,
+            UNKNOWN_EVENT_TYPE
+        );
+        // The first ones kept stay themselves after the bound is reached.
+        assert_eq!(
+            m.topic_event_type("orders", Some("Type7")).event_type,
+            "Type7"
+        );
+        let text = m.encode();
+        let series: HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("event_processing_duration_seconds_count{"))
+            .collect();
+        assert_eq!(series.len(), MAX_EVENT_TYPES + 1, "kept types and other");
+        assert!(
+            text.contains(
+                "event_processing_duration_seconds_count{topic=\"orders\",event_type=\"other\"} 9900"
+            ),
+            "the 9 900 past the bound are counted, as other"
         );
     }
 
