@@ -90,10 +90,20 @@ const TIMELINE: &str = "
 async fn first_paint_of_the_correlation_page_and_the_dead_letters() {
     let config = Config::from_env();
     let driver = ChromeDriver::start();
+    // The broker first: tansu's libsql refuses to start once sqlx has
+    // initialised SQLite in this process (it asserts its threading mode).
+    let broker = TestBroker::start(Engine::Memory).await;
+    let mut topics = vec![(kausal_kafka::receipt::RECEIPTS_TOPIC.to_owned(), 3)];
+    for t in kausal_contracts::topics::ALL {
+        topics.push((t.to_owned(), 3));
+        topics.push((kausal_core::dlq::dlq_topic(t), 3));
+    }
+    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    broker.create_topics(&topics).await;
     let mut results = Vec::new();
     for backend in config.backends() {
         let result = with_fresh_store(config.postgres.as_deref(), backend, |store, db| {
-            measure(&config, &driver, backend, store, db)
+            measure(&config, &driver, &broker, backend, store, db)
         })
         .await
         .unwrap_or_else(|e| panic!("{backend}: {e}"));
@@ -208,6 +218,7 @@ struct Load {
 async fn measure(
     config: &Config,
     driver: &ChromeDriver,
+    broker: &TestBroker,
     backend: &'static str,
     store: kausal_store::Store,
     db: std::sync::Arc<FreshDb>,
@@ -237,14 +248,6 @@ async fn measure(
     };
     eprintln!("[{backend}] stored: {stored:?}");
 
-    let broker = TestBroker::start(Engine::Memory).await;
-    let mut topics = vec![(kausal_kafka::receipt::RECEIPTS_TOPIC.to_owned(), 3)];
-    for t in kausal_contracts::topics::ALL {
-        topics.push((t.to_owned(), 3));
-        topics.push((kausal_core::dlq::dlq_topic(t), 3));
-    }
-    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    broker.create_topics(&topics).await;
     let data_dir = scratch_dir();
     let (console, addr) = start_console(
         &db.url,
@@ -290,7 +293,6 @@ async fn measure(
     }
     c.close().await?;
     drop(console);
-    drop(broker);
     Ok(BackendResult {
         backend,
         stored,

@@ -359,11 +359,7 @@ async fn a_trace_opens_its_spans_follows_the_replay_link_and_services_show_the_o
     c.find(Locator::Css("svg.topology g.node.group.fail"))
         .await
         .expect("the failing group drawn red");
-    screenshot(
-        "services",
-        &c.screenshot().await.expect("screenshot"),
-        true,
-    );
+    screenshot("services", &c.screenshot().await.expect("screenshot"), true);
     phone(&c, "services-phone").await;
     // The live refresh replaces the picture and the table without an error.
     until(Duration::from_secs(30), "a live refresh", || async {
