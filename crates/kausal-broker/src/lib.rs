@@ -38,12 +38,6 @@ pub enum Storage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error(
-        "the broker's data file {path} is outside the working directory {cwd}; tansu 0.6 \
-         resolves SQLite paths relative to the working directory, so run kausal from a \
-         directory that contains the data dir (or use a relative --data-dir)"
-    )]
-    OutsideWorkingDirectory { path: PathBuf, cwd: PathBuf },
     #[error("cannot prepare the broker's data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -341,9 +335,12 @@ fn free_port() -> Result<u16> {
         .map_err(BrokerError::NoFreePort)
 }
 
-/// tansu 0.6 builds the SQLite path as `cwd/<host>/<path>` from a
-/// `sqlite://` URL, so the file must be named relative to the working
-/// directory.
+/// tansu 0.6 builds the SQLite path as `cwd/<host>/<path without its first
+/// slash>` from a `sqlite://` URL (`tansu-storage`'s `lite.rs`). A file
+/// under the working directory is named relative to it; any other is named
+/// by an empty host and a path that starts with two slashes, which leaves
+/// an absolute path after tansu strips one, and an absolute path replaces
+/// the working directory when tansu joins it.
 fn storage_url(storage: &Storage) -> Result<Url> {
     match storage {
         Storage::Memory => url("memory://kausal/"),
@@ -355,36 +352,53 @@ fn storage_url(storage: &Storage) -> Result<Url> {
                     source,
                 })?;
             }
-            let relative = relative_to_cwd(path)?;
-            let text = relative.to_string_lossy().replace('\\', "/");
+            let text = match relative_to_cwd(path)? {
+                Some(relative) => relative.to_string_lossy().replace('\\', "/"),
+                None => format!("/{}", absolute(path)?.to_string_lossy()),
+            };
             url(&format!("sqlite://{text}"))
         }
     }
 }
 
-fn relative_to_cwd(path: &Path) -> Result<PathBuf> {
+/// `path` relative to the working directory, if it is under it.
+fn relative_to_cwd(path: &Path) -> Result<Option<PathBuf>> {
+    if path.is_relative() {
+        // Strip a leading `./`: the first component becomes the URL host.
+        return Ok(Some(
+            path.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect(),
+        ));
+    }
     let cwd = std::env::current_dir().map_err(|source| BrokerError::DataDir {
         path: path.to_owned(),
         source,
     })?;
-    if path.is_relative() {
-        // Strip a leading `./`: the first component becomes the URL host.
-        return Ok(path
-            .components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .collect());
-    }
-    let canonical_cwd = cwd.canonicalize().unwrap_or(cwd.clone());
+    let canonical_cwd = cwd.canonicalize().unwrap_or(cwd);
     let parent = path.parent().unwrap_or(path);
     let canonical_parent = parent.canonicalize().unwrap_or(parent.to_owned());
     let file = path.file_name().map(PathBuf::from).unwrap_or_default();
-    canonical_parent
+    Ok(canonical_parent
         .strip_prefix(&canonical_cwd)
-        .map(|rel| rel.join(file))
-        .map_err(|_| BrokerError::OutsideWorkingDirectory {
-            path: path.to_owned(),
-            cwd,
-        })
+        .ok()
+        .map(|rel| rel.join(file)))
+}
+
+/// `path` with its directory resolved (symlinks, `..`): the URL must not
+/// carry dot segments, which URL parsing would remove.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let parent = path.parent().unwrap_or(path);
+    let canonical = parent
+        .canonicalize()
+        .map_err(|source| BrokerError::DataDir {
+            path: parent.to_owned(),
+            source,
+        })?;
+    Ok(match path.file_name() {
+        Some(file) => canonical.join(file),
+        None => canonical,
+    })
 }
 
 #[cfg(test)]
@@ -444,15 +458,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn absolute_paths_outside_the_working_directory_are_refused_with_a_reason() {
-        let outside = std::env::temp_dir()
-            .join("kausal-outside-cwd")
-            .join("broker.db");
-        let err = storage_url(&Storage::Sqlite(outside)).expect_err("outside the cwd");
-        assert!(
-            matches!(err, BrokerError::OutsideWorkingDirectory { .. }),
-            "{err}"
-        );
+    /// `kausal up --data-dir /var/lib/kausal`: a data dir outside the
+    /// working directory holds the broker's file, and the broker restarts
+    /// on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_dir_outside_the_working_directory_holds_the_file() {
+        let outside = tempfile::tempdir().expect("temp dir");
+        let path = outside.path().join("data").join("broker.db");
+        let url = storage_url(&Storage::Sqlite(path.clone())).expect("absolute path");
+        assert!(url.as_str().starts_with("sqlite:////"), "{url}");
+        for start in ["fresh file", "restart"] {
+            let broker = EmbeddedBroker::start(Storage::Sqlite(path.clone()), 0)
+                .await
+                .unwrap_or_else(|e| panic!("{start}: {e}"));
+            broker.stop().await;
+            assert!(
+                path.is_file(),
+                "{start}: {} holds the broker",
+                path.display()
+            );
+        }
     }
 }
