@@ -131,14 +131,40 @@ pub(crate) async fn text(c: &Client, css: &str) -> String {
 /// Clicks `button` in the dead letter's row and waits for its result line
 /// to contain `expected`.
 pub(crate) async fn act(c: &Client, row: &str, button: &str, expected: &str) -> String {
-    c.find(Locator::Css(&format!(
-        "{row} button[data-action=\"{button}\"]"
-    )))
-    .await
-    .unwrap_or_else(|e| panic!("{button}: {e}"))
-    .click()
-    .await
-    .unwrap_or_else(|e| panic!("click {button}: {e}"));
+    act_by(c, row, button, expected, Press::Click).await
+}
+
+/// How a test presses a button: with the mouse, or from the keyboard
+/// (the button focused, then Enter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Press {
+    Click,
+    Enter,
+}
+
+/// WebDriver's Enter key.
+pub(crate) const ENTER: &str = "\u{E007}";
+
+/// Presses `button` in the dead letter's row as `press` says and waits for
+/// its result line to contain `expected`.
+pub(crate) async fn act_by(
+    c: &Client,
+    row: &str,
+    button: &str,
+    expected: &str,
+    press: Press,
+) -> String {
+    let element = c
+        .find(Locator::Css(&format!(
+            "{row} button[data-action=\"{button}\"]"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("{button}: {e}"));
+    match press {
+        Press::Click => element.click().await,
+        Press::Enter => element.send_keys(ENTER).await,
+    }
+    .unwrap_or_else(|e| panic!("press {button}: {e}"));
     let out = format!("{row} output.result");
     until(Duration::from_secs(30), expected, || async {
         let t = text(c, &out).await;

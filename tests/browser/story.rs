@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
 
-use super::{ChromeDriver, act, assert_clean, keep_token, screenshot, search, text, until};
+use super::{ChromeDriver, ENTER, Press, act, act_by, assert_clean, screenshot, text, until};
 use crate::harness::{free_port, relative, scratch_dir};
 use crate::process::Up;
 
@@ -194,7 +194,15 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
 
     // The support ticket says "no email for order X": X into the search box.
     let c = driver.browser().await;
-    search(&c, &base, &order_id).await;
+    // From the keyboard alone: the search box has the focus on arrival.
+    c.goto(&format!("{base}/")).await.expect("search page");
+    screenshot("search", &c.screenshot().await.expect("screenshot"), false);
+    c.active_element()
+        .await
+        .expect("a focused element")
+        .send_keys(&format!("{order_id}{ENTER}"))
+        .await
+        .expect("type the order id and Enter");
     // Until the recorder has the order (and then its dead letter), the
     // search says nothing is recorded yet: search again.
     until(Duration::from_secs(120), "the correlation page", || async {
@@ -271,9 +279,22 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
 
     // Replay from the page, with the token the banner printed.
     c.refresh().await.expect("reload");
-    keep_token(&c, &second.token).await;
-    act(&c, &row, "replay-dry", "would replay it to payments").await;
-    act(&c, &row, "replay", "Replayed to payments[").await;
+    c.find(Locator::Css("#token"))
+        .await
+        .expect("token box")
+        .send_keys(&format!("{}{ENTER}", second.token))
+        .await
+        .expect("paste the token and Enter");
+    assert_eq!(text(&c, "#token-state").await, "Token kept for this tab.");
+    act_by(
+        &c,
+        &row,
+        "replay-dry",
+        "would replay it to payments",
+        Press::Enter,
+    )
+    .await;
+    act_by(&c, &row, "replay", "Replayed to payments[", Press::Enter).await;
     assert_eq!(text(&c, &format!("{row} [data-status]")).await, "replayed");
 
     // On reload, once the replayed event was handled and its receipt
