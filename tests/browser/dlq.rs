@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
 
-use super::{ChromeDriver, act, assert_clean, close_all, keep_token, screenshot, text, until};
+use super::{
+    ChromeDriver, act, assert_clean, assert_fits_a_phone, close_all, keep_token, screenshot, text,
+    until,
+};
 use crate::console_dlq::payment_outage;
 
 const TOKEN: &str = "browser-dlq-token";
@@ -40,37 +43,6 @@ async fn bulk_state(c: &Client, expected: &str) -> String {
         t.contains(expected).then_some(t)
     })
     .await
-}
-
-/// At phone width (375 px) the page is no wider than the screen: tables
-/// and the chart scroll inside their own boxes. Photographed as `<shot>`.
-async fn assert_fits_a_phone(c: &Client, what: &str, shot: &str) {
-    c.set_window_size(375, 800).await.expect("phone width");
-    // The elements that stick out past the right edge (not counting those
-    // inside a box that scrolls), to name them when the page overflows.
-    let measured = c
-        .execute(
-            "var w = window.innerWidth, out = [];
-             document.querySelectorAll('body *').forEach(function (e) {
-               if (e.parentElement.closest('.scroll')) { return; }
-               var r = e.getBoundingClientRect();
-               if (r.right > w + 1) {
-                 out.push(e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(r.right));
-               }
-             });
-             var sw = document.documentElement.scrollWidth;
-             return { fits: sw <= w, wide: [sw, w].concat(out.slice(0, 10)) };",
-            vec![],
-        )
-        .await
-        .expect("measure");
-    assert_eq!(
-        measured["fits"], true,
-        "{what} overflows at 375 px: {}",
-        measured["wide"]
-    );
-    screenshot(shot, &c.screenshot().await.expect("screenshot"), false);
-    c.set_window_size(1280, 900).await.expect("desktop width");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use super::{ChromeDriver, assert_clean, close_all, screenshot, text, until};
+use super::{ChromeDriver, assert_clean, assert_fits_a_phone, close_all, screenshot, text, until};
 use crate::console_dlq::{Outage, payment_outage};
 use crate::harness::group_consumer;
 
@@ -230,18 +230,7 @@ async fn a_stopped_group_leads_the_lag_page_and_the_live_refresh_follows_it_with
     );
 
     // At a phone's width nothing overflows the page (tables scroll inside).
-    c.set_window_size(375, 800).await.expect("phone width");
-    let overflow = script(
-        &c,
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-    )
-    .await;
-    assert_eq!(overflow, json!(0), "horizontal overflow at 375 px");
-    screenshot(
-        "lag-phone",
-        &c.screenshot().await.expect("screenshot"),
-        false,
-    );
+    assert_fits_a_phone(&c, "the lag page", "lag-phone").await;
 
     assert_clean(&c, "the live refreshes", &[]).await;
     close_all(c, console, outage).await;

@@ -119,13 +119,27 @@ where
     }
 }
 
+/// The text of the element `css` finds. A live refresh may replace the
+/// element between finding and reading it (a stale reference): then it is
+/// found again, a few times.
 pub(crate) async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .expect("text")
+    let mut tries = 0;
+    loop {
+        let element = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tries < 5 =>
+            {
+                tries += 1;
+            }
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
 }
 
 /// Clicks `button` in the dead letter's row and waits for its result line
@@ -171,6 +185,39 @@ pub(crate) async fn act_by(
         t.contains(expected).then_some(t)
     })
     .await
+}
+
+/// At phone width (375 px) the page is no wider than the screen: tables
+/// and the chart scroll inside their own boxes. Photographed as `<shot>`.
+pub(crate) async fn assert_fits_a_phone(c: &Client, what: &str, shot: &str) {
+    c.set_window_size(375, 800).await.expect("phone width");
+    // The elements that stick out past the right edge (not counting those
+    // inside a box that scrolls), to name them when the page overflows.
+    let measured = c
+        .execute(
+            "var w = window.innerWidth, out = [];
+             document.querySelectorAll('body *').forEach(function (e) {
+               if (e.parentElement.closest('.scroll')) { return; }
+               var r = e.getBoundingClientRect();
+               if (r.right > w + 1) {
+                 out.push(e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(r.right));
+               }
+             });
+             var sw = document.documentElement.scrollWidth;
+             return { fits: sw <= w, wide: [sw, w].concat(out.slice(0, 10)) };",
+            vec![],
+        )
+        .await
+        .expect("measure");
+    assert_eq!(
+        measured["fits"], true,
+        "{what} overflows at 375 px: {}",
+        measured["wide"]
+    );
+    screenshot(shot, &c.screenshot().await.expect("screenshot"), false);
+    c.set_window_size(WINDOW.0, WINDOW.1)
+        .await
+        .expect("desktop width");
 }
 
 /// Types `q` into the search box of `{base}/` and submits it.

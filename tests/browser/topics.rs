@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use kausal_contracts::topics;
 
-use super::{ChromeDriver, assert_clean, close_all, screenshot, text, until};
+use super::{ChromeDriver, assert_clean, assert_fits_a_phone, close_all, screenshot, text, until};
 use crate::console_dlq::payment_outage;
 
 const TOKEN: &str = "browser-topics-token";
@@ -121,21 +121,7 @@ async fn a_topic_s_records_are_read_with_their_headers_as_links_by_position_and_
     assert_clean(&c, "the orders topic page", &[]).await;
     screenshot("topic", &c.screenshot().await.expect("screenshot"), false);
     // At a phone's width the records fit the screen (long ids wrap).
-    c.set_window_size(375, 800).await.expect("phone width");
-    let wider = c
-        .execute(
-            "return document.documentElement.scrollWidth > window.innerWidth;",
-            vec![],
-        )
-        .await
-        .expect("measure");
-    assert_eq!(wider, serde_json::json!(false), "the topic page at 375 px");
-    screenshot(
-        "topic-phone",
-        &c.screenshot().await.expect("screenshot"),
-        false,
-    );
-    c.set_window_size(1280, 900).await.expect("desktop width");
+    assert_fits_a_phone(&c, "the topic page", "topic-phone").await;
 
     // The correlation id leads to its correlation page.
     click(

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
-use super::{ChromeDriver, assert_clean, close_all, screenshot, text, until};
+use super::{ChromeDriver, assert_clean, assert_fits_a_phone, close_all, screenshot, text, until};
 use crate::console_dlq::payment_outage;
 use crate::console_ingest::string;
 use crate::http::request_bytes;
@@ -189,24 +189,6 @@ async fn arrives(c: &Client, path: &str, query: Option<&str>) {
     .await;
 }
 
-/// At a phone's width nothing overflows the page (tables and the
-/// pictures scroll inside); a screenshot, then the width the tests use.
-async fn phone(c: &Client, name: &str) {
-    c.set_window_size(375, 800).await.expect("phone width");
-    let overflow = c
-        .execute(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-            vec![],
-        )
-        .await
-        .expect("script");
-    assert_eq!(overflow, serde_json::json!(0), "{name}: overflow at 375 px");
-    screenshot(name, &c.screenshot().await.expect("screenshot"), false);
-    c.set_window_size(super::WINDOW.0, super::WINDOW.1)
-        .await
-        .expect("window size");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_opens_its_spans_follows_the_replay_link_and_services_show_the_outage() {
     let started = Instant::now();
@@ -294,7 +276,7 @@ async fn a_trace_opens_its_spans_follows_the_replay_link_and_services_show_the_o
         assert!(shown.contains(expected), "{expected} in {shown}");
     }
     screenshot("trace", &c.screenshot().await.expect("screenshot"), false);
-    phone(&c, "trace-phone").await;
+    assert_fits_a_phone(&c, "the trace page", "trace-phone").await;
 
     // The replay, through the API with the token: the console exports its
     // `send orders` span in a new trace that links the original. (After the
@@ -360,7 +342,7 @@ async fn a_trace_opens_its_spans_follows_the_replay_link_and_services_show_the_o
         .await
         .expect("the failing group drawn red");
     screenshot("services", &c.screenshot().await.expect("screenshot"), true);
-    phone(&c, "services-phone").await;
+    assert_fits_a_phone(&c, "the services page", "services-phone").await;
     // The live refresh replaces the picture and the table without an error.
     until(Duration::from_secs(30), "a live refresh", || async {
         text(&c, "#live-state")
