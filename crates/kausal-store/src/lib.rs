@@ -27,7 +27,7 @@ pub use lineage::{
     MAX_LINEAGE_DEPTH, Receipt,
 };
 pub use marks::MarkWriter;
-pub use migrate::MIGRATIONS;
+pub use migrate::{MIGRATION_LOCK_KEY, MIGRATIONS};
 pub use order_view::OrderView;
 pub use retention::PrunedLineage;
 pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};

@@ -1,9 +1,38 @@
 //! Numbered migrations from `ddl/NNN-name.sql`, applied once each, in order,
-//! recorded in `kausal_schema`.
+//! recorded in `kausal_schema` (one row per applied version).
+//!
+//! Several processes may connect to one fresh database at the same moment
+//! (services started together) and all migrate it:
+//!
+//! - PostgreSQL: the whole run holds a session-level advisory lock on one
+//!   dedicated connection ([`MIGRATION_LOCK_KEY`], `sql/migration_lock.sql`),
+//!   so runs are serialised: the first applies what is missing, the others
+//!   wait, then find every version recorded. Without it two runs both saw a
+//!   version missing and both ran its `CREATE TABLE … IF NOT EXISTS`, and the
+//!   second failed on the catalog's unique index (`IF NOT EXISTS` does not
+//!   see a table another transaction has not committed yet).
+//! - SQLite: each migration runs in a `BEGIN IMMEDIATE` transaction, which
+//!   takes the file's single write lock before reading `kausal_schema`
+//!   (waiting out other writers for the busy timeout), and re-checks the
+//!   version inside it. SQLite has one writer per file, so that already
+//!   serialises migrations; it has no advisory locks to take.
+//!
+//! Why not `sqlx::migrate::Migrator` (which takes a PostgreSQL advisory lock
+//! itself): its SQLite lock is a no-op and it applies a migration without
+//! re-checking inside a deferred transaction, so processes sharing one
+//! SQLite file would race again; databases deployed so far record their
+//! versions in `kausal_schema`, not `_sqlx_migrations`; and it refuses to
+//! start when an applied file's checksum changed (a comment edited).
 
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
-use crate::{Backend, Result, StoreError};
+use crate::{Backend, Result, Store, StoreError};
+
+/// The key of the PostgreSQL advisory lock held while migrating: "Kausal" in
+/// ASCII. Advisory locks are per database, so Kausal stores in different
+/// schemas of one database take turns (harmless: each run is short).
+pub const MIGRATION_LOCK_KEY: i64 = 0x4b61_7573_616c;
 
 /// Every migration, in order: (version, name, SQL).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -28,38 +57,62 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS kausal_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .execute(pool)
-    .await
-    .map_err(|source| StoreError::Migration {
-        name: "kausal_schema",
+    let mut conn = pool.acquire().await?;
+    match backend {
+        Backend::Sqlite => apply_unlocked(&mut conn, backend).await,
+        Backend::Postgres => apply_locked(&mut conn).await,
+    }
+}
+
+/// Migrates under the advisory lock, on the connection that holds it.
+async fn apply_locked(conn: &mut PoolConnection<Any>) -> Result<()> {
+    sqlx::query(include_str!("../sql/migration_lock.sql"))
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut **conn)
+        .await
+        .map_err(|source| StoreError::Migration {
+            name: "migration_lock",
+            source,
+        })?;
+    let result = apply_unlocked(conn, Backend::Postgres).await;
+    let unlocked = sqlx::query(include_str!("../sql/migration_unlock.sql"))
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut **conn)
+        .await;
+    if result.is_err() || unlocked.is_err() {
+        // Never hand a connection that may still hold the lock back to the
+        // pool: closing it ends the session, which releases the lock.
+        conn.close_on_drop();
+    }
+    result?;
+    unlocked.map_err(|source| StoreError::Migration {
+        name: "migration_unlock",
         source,
     })?;
+    Ok(())
+}
+
+async fn apply_unlocked(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    sqlx::query(include_str!("../sql/schema_create.sql"))
+        .execute(&mut *conn)
+        .await
+        .map_err(|source| StoreError::Migration {
+            name: "kausal_schema",
+            source,
+        })?;
     for (version, name, sql) in MIGRATIONS {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM kausal_schema WHERE version = $1")
-                .bind(*version)
-                .fetch_one(pool)
-                .await?;
-        if applied > 0 {
+        if is_applied(&mut *conn, *version).await? {
             continue;
         }
-        // Services started together race to migrate a fresh database. On
-        // SQLite a deferred transaction that read the schema cannot upgrade
-        // to a writer once another process wrote ("database is locked",
-        // without waiting for the busy timeout): take the write lock first.
+        // On SQLite a deferred transaction that read the schema cannot
+        // upgrade to a writer once another process wrote ("database is
+        // locked", without waiting for the busy timeout): take the write
+        // lock first, then look again.
         let mut tx = match backend {
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => pool.begin().await?,
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
         };
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM kausal_schema WHERE version = $1")
-                .bind(*version)
-                .fetch_one(&mut *tx)
-                .await?;
-        if applied > 0 {
+        if is_applied(&mut tx, *version).await? {
             tx.rollback().await?;
             continue;
         }
@@ -69,19 +122,34 @@ pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {
                 .await
                 .map_err(|source| StoreError::Migration { name, source })?;
         }
-        // Two processes may race to migrate a fresh database; the loser's
-        // insert conflicts and its transaction rolls back harmlessly.
-        sqlx::query(
-            "INSERT INTO kausal_schema (version, name) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
-        )
-        .bind(*version)
-        .bind(*name)
-        .execute(&mut *tx)
-        .await
-        .map_err(|source| StoreError::Migration { name, source })?;
+        sqlx::query(include_str!("../sql/schema_version_insert.sql"))
+            .bind(*version)
+            .bind(*name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration { name, source })?;
         tx.commit().await?;
     }
     Ok(())
+}
+
+async fn is_applied(conn: &mut AnyConnection, version: i64) -> Result<bool> {
+    let count: i64 = sqlx::query_scalar(include_str!("../sql/schema_version_applied.sql"))
+        .bind(version)
+        .fetch_one(conn)
+        .await?;
+    Ok(count > 0)
+}
+
+impl Store {
+    /// The migrations this database has applied, as (version, name) in
+    /// version order: one row per migration, the same list as
+    /// [`MIGRATIONS`] once [`Store::connect`] returned.
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(include_str!("../sql/schema_versions.sql"))
+            .fetch_all(self.pool())
+            .await?)
+    }
 }
 
 /// Splits a DDL file into statements at each `;` outside a `--` comment,

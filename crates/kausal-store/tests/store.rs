@@ -170,26 +170,55 @@ async fn order_views_with_and_without_an_amount_on_every_backend() {
     }
 }
 
-/// Services started at the same moment share one fresh SQLite file: every
-/// one of them must get through the migrations (a deferred transaction used
-/// to fail with "database is locked" instead of waiting).
+/// Services started at the same moment share one fresh database: every one
+/// of them must get through the migrations, and each migration is applied
+/// and recorded exactly once. Each `Store::connect` has its own pool, which
+/// behaves like a separate process for the database's locks. On SQLite a
+/// deferred transaction used to fail with "database is locked" instead of
+/// waiting; on PostgreSQL two connects both saw a version missing and both
+/// ran its `CREATE TABLE` (a duplicate-key error in the catalog) until
+/// migrations took an advisory lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn services_starting_together_all_migrate_one_fresh_sqlite_file() {
+async fn services_starting_together_all_migrate_one_fresh_database_on_every_backend() {
+    const SERVICES: usize = 8;
+    let expected: Vec<(i64, String)> = kausal_store::MIGRATIONS
+        .iter()
+        .map(|(version, name, _)| (*version, (*name).to_owned()))
+        .collect();
     for round in 0..5 {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("kausal.db").display());
-        let connects: Vec<_> = (0..6)
-            .map(|_| {
-                let url = url.clone();
-                tokio::spawn(async move { kausal_store::Store::connect(&url).await })
-            })
-            .collect();
-        for (i, c) in connects.into_iter().enumerate() {
-            let store = c
-                .await
-                .expect("task")
-                .unwrap_or_else(|e| panic!("round {round}, store {i}: {e}"));
-            assert!(!store.is_processed("g", "e").await.expect("query"));
+        for db in testing::databases().await.expect("test databases") {
+            let connects: Vec<_> = (0..SERVICES)
+                .map(|_| {
+                    let url = db.url.clone();
+                    // A lock left held would make the others wait forever.
+                    tokio::spawn(async move {
+                        tokio::time::timeout(
+                            std::time::Duration::from_secs(60),
+                            kausal_store::Store::connect(&url),
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            let mut stores = Vec::new();
+            for (i, c) in connects.into_iter().enumerate() {
+                let store = c
+                    .await
+                    .expect("task")
+                    .unwrap_or_else(|_| panic!("{} round {round}, store {i}: timed out", db.label))
+                    .unwrap_or_else(|e| panic!("{} round {round}, store {i}: {e}", db.label));
+                assert!(!store.is_processed("g", "e").await.expect(db.label));
+                stores.push(store);
+            }
+            assert_eq!(
+                stores[0].applied_migrations().await.expect(db.label),
+                expected,
+                "{} round {round}: one row per migration",
+                db.label
+            );
+            for store in stores {
+                store.close().await;
+            }
         }
     }
 }

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS kausal_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL)

@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM kausal_schema WHERE version = $1

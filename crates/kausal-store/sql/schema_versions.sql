@@ -1,0 +1,1 @@
+SELECT version, name FROM kausal_schema ORDER BY version
