@@ -1,10 +1,18 @@
 //! `kausal up`: the embedded broker, every service as its own process, and a
-//! live summary. Ctrl-C (or SIGTERM) stops everything and exits 0.
+//! live summary. Ctrl-C (or SIGTERM) stops everything and exits 0 (1 when a
+//! service had to be given up).
+//!
+//! A service that exits is started again after a delay that doubles with
+//! each crash ([`RestartPolicy`]); one that crashes [`CRASH_LOOP_CRASHES`]
+//! times within [`CRASH_LOOP_WINDOW`] is left down, logged as an error and
+//! shown in the summary line.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,8 +27,8 @@ use tokio::process::{Child, Command};
 use crate::Common;
 use crate::scrape;
 use crate::service::ServiceName;
-use crate::signals::shutdown_on_signals;
 use kausal_kafka::receipt::RECEIPTS_TOPIC;
+use kausal_service::signals::shutdown_on_signals;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BrokerStorage {
@@ -80,6 +88,108 @@ pub struct UpArgs {
     pub partitions: i32,
 }
 
+/// The wait before a crashed service is started again the first time.
+const RESTART_DELAY_FIRST: Duration = Duration::from_secs(1);
+/// The wait doubles with each crash, up to this. (With the crash-loop
+/// limits below a service is given up before its wait passes 8 s: five
+/// crashes less than [`HEALTHY_RUN`] apart fit in five minutes. The cap
+/// bounds the wait should those limits change.)
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// A service that ran this long before it crashed is started again after
+/// [`RESTART_DELAY_FIRST`]: its earlier crashes are over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// This many crashes of one service within [`CRASH_LOOP_WINDOW`] are a
+/// crash loop: `up` stops restarting it (restarting cannot help; its log
+/// says why), logs an error and shows it in the summary line.
+const CRASH_LOOP_CRASHES: usize = 5;
+/// See [`CRASH_LOOP_CRASHES`].
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// How often `up` looks at its children (the summary line is printed less
+/// often).
+const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+
+/// When to start a crashed service again, and when to give up on it. Pure:
+/// the times are passed in.
+#[derive(Debug)]
+struct RestartPolicy {
+    /// When the current run of the service started.
+    started: Instant,
+    /// The wait before the next restart.
+    delay: Duration,
+    /// Crashes within the last [`CRASH_LOOP_WINDOW`], oldest first.
+    crashes: VecDeque<Instant>,
+    /// Restarts so far.
+    restarts: u32,
+    /// Crashes within `loop_window` that are a crash loop
+    /// ([`CRASH_LOOP_CRASHES`], [`CRASH_LOOP_WINDOW`]).
+    loop_crashes: usize,
+    loop_window: Duration,
+}
+
+/// What to do about a service that just exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterCrash {
+    /// Start it again after this long.
+    RestartIn(Duration),
+    /// A crash loop: `crashes` crashes within `within`; leave it down.
+    GiveUp { crashes: usize, within: Duration },
+}
+
+impl RestartPolicy {
+    /// A service started at `started`.
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            delay: RESTART_DELAY_FIRST,
+            crashes: VecDeque::new(),
+            restarts: 0,
+            loop_crashes: CRASH_LOOP_CRASHES,
+            loop_window: CRASH_LOOP_WINDOW,
+        }
+    }
+
+    /// The service was started again at `now`.
+    fn restarted(&mut self, now: Instant) {
+        self.started = now;
+        self.restarts += 1;
+    }
+
+    /// The service exited at `now`.
+    fn crashed(&mut self, now: Instant) -> AfterCrash {
+        if now.saturating_duration_since(self.started) >= HEALTHY_RUN {
+            self.delay = RESTART_DELAY_FIRST;
+        }
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > self.loop_window)
+        {
+            self.crashes.pop_front();
+        }
+        if let Some(first) = self.crashes.front()
+            && self.crashes.len() >= self.loop_crashes
+        {
+            return AfterCrash::GiveUp {
+                crashes: self.crashes.len(),
+                within: now.saturating_duration_since(*first),
+            };
+        }
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(RESTART_DELAY_MAX);
+        AfterCrash::RestartIn(delay)
+    }
+}
+
+/// How a child ended, short: `exit 101`, `signal 9`.
+fn exit_text(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => status.to_string(),
+    }
+}
+
 /// One supervised service process.
 struct Supervised {
     name: &'static str,
@@ -90,10 +200,94 @@ struct Supervised {
     /// Where its `/metrics` is (the console has none).
     metrics: Option<SocketAddr>,
     child: Option<Child>,
-    restarts: u32,
+    policy: RestartPolicy,
+    /// When the crashed service is due to start again.
+    restart_at: Option<Instant>,
+    /// Why it is no longer restarted (for the summary line).
+    gave_up: Option<String>,
 }
 
 impl Supervised {
+    /// A service not started yet.
+    fn new(
+        name: &'static str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+        metrics: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            name,
+            args,
+            env,
+            log,
+            metrics,
+            child: None,
+            policy: RestartPolicy::new(Instant::now()),
+            restart_at: None,
+            gave_up: None,
+        }
+    }
+
+    /// One look at the service: notices that it exited (and decides what
+    /// next), starts it again when that is due.
+    fn supervise(&mut self, now: Instant) {
+        if self.restart_at.is_some_and(|at| now >= at) {
+            self.restart_at = None;
+            match self.spawn() {
+                Ok(()) => self.policy.restarted(now),
+                Err(e) => self.exited(now, format!("cannot start: {e:#}")),
+            }
+            return;
+        }
+        let exited = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(exit_text(status)),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(status) = exited {
+            self.child = None;
+            self.exited(now, status);
+        }
+    }
+
+    fn exited(&mut self, now: Instant, status: String) {
+        match self.policy.crashed(now) {
+            AfterCrash::RestartIn(delay) => {
+                tracing::warn!(service = self.name, %status, restartInMs = delay.as_millis() as u64, log = %self.log.display(), "service exited; restarting it");
+                eprintln!(
+                    "\n{} exited ({status}); restarting in {} s (see {})",
+                    self.name,
+                    delay.as_secs_f64(),
+                    self.log.display()
+                );
+                self.restart_at = Some(now + delay);
+            }
+            AfterCrash::GiveUp { crashes, within } => {
+                let restarts = self.policy.restarts;
+                tracing::error!(
+                    service = self.name,
+                    lastStatus = %status,
+                    crashes,
+                    withinSeconds = within.as_secs(),
+                    restarts,
+                    log = %self.log.display(),
+                    "service is in a crash loop ({crashes} exits within {} s, the last with {status}); gave up restarting it",
+                    within.as_secs()
+                );
+                eprintln!(
+                    "\n{} is in a crash loop ({crashes} exits within {} s, the last with {status}); not restarting it (see {})",
+                    self.name,
+                    within.as_secs(),
+                    self.log.display()
+                );
+                self.gave_up = Some(format!(
+                    "crash loop, gave up after {restarts} restarts ({status})"
+                ));
+            }
+        }
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the kausal executable")?;
         let log = std::fs::OpenOptions::new()
@@ -190,9 +384,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(kausal_console::token::generate);
     // The console first, so that the services' first spans find it.
-    let mut services = vec![Supervised {
-        name: "console",
-        args: vec![
+    let mut services = vec![Supervised::new(
+        "console",
+        vec![
             "console".to_owned(),
             // Replays and the lag board need the cluster.
             "--kafka".to_owned(),
@@ -215,16 +409,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .collect(),
         // The console's own log lines go where everyone's go: to itself
         // (and, forwarded, to the user's endpoint), not around it.
-        env: export
+        export
             .iter()
             .cloned()
             .chain([("KAUSAL_CONSOLE_TOKEN".to_owned(), token.clone())])
             .collect(),
-        log: logs.join("console.log"),
-        metrics: None,
-        child: None,
-        restarts: 0,
-    }];
+        logs.join("console.log"),
+        None,
+    )];
     for name in order {
         let port = args
             .metrics_port_base
@@ -254,25 +446,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ],
             _ => Vec::new(),
         };
-        services.push(Supervised {
-            name: name.service_name(),
-            args: [
+        services.push(Supervised::new(
+            name.service_name(),
+            [
                 vec!["service".to_owned(), name.word().to_owned()],
                 common(metrics),
                 extra,
             ]
             .concat(),
-            env: export.clone(),
-            log: logs.join(format!("{}.log", name.service_name())),
-            metrics: Some(metrics),
-            child: None,
-            restarts: 0,
-        });
+            export.clone(),
+            logs.join(format!("{}.log", name.service_name())),
+            Some(metrics),
+        ));
     }
     // The console (first in the list) before the services, so that their
     // first spans are not refused.
     for (i, s) in services.iter_mut().enumerate() {
         s.spawn()?;
+        s.policy = RestartPolicy::new(Instant::now());
         if i == 0 && !wait_for_port(console_addr, Duration::from_secs(30)).await {
             eprintln!(
                 "the console did not answer on {console_addr} within 30 s; see {}",
@@ -302,33 +493,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops everything.\n");
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
-    let mut ticker = tokio::time::interval(if tty {
+    let summary_every = if tty {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(5)
-    });
+    };
+    let mut ticker = tokio::time::interval(SUPERVISE_EVERY);
+    let mut next_summary = Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        let now = Instant::now();
         for s in &mut services {
-            let exited = match s.child.as_mut().map(Child::try_wait) {
-                Some(Ok(Some(status))) => Some(status.to_string()),
-                Some(Err(e)) => Some(e.to_string()),
-                _ => None,
-            };
-            if let Some(status) = exited {
-                s.restarts += 1;
-                eprintln!(
-                    "\n{} exited ({status}); restarting (see {})",
-                    s.name,
-                    s.log.display()
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                s.spawn()?;
-            }
+            s.supervise(now);
         }
+        if now < next_summary {
+            continue;
+        }
+        next_summary = now + summary_every;
         let line = summary_line(&services, started.elapsed()).await;
         if tty {
             print!("\r\x1b[2K{line}");
@@ -363,6 +547,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(broker) = broker {
         broker.stop().await;
+    }
+    let given_up: Vec<&str> = services
+        .iter()
+        .filter(|s| s.gave_up.is_some())
+        .map(|s| s.name)
+        .collect();
+    if !given_up.is_empty() {
+        bail!(
+            "given up after a crash loop: {}; see {}",
+            given_up.join(", "),
+            logs.display()
+        );
     }
     if !clean {
         bail!("not every service stopped cleanly; see {}", logs.display());
@@ -555,8 +751,121 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
         Some(s) if s >= 1.0 => "WARN",
         Some(_) => "OK",
     };
-    format!(
+    let mut line = format!(
         "[{:>5}s] orders {orders} | payments {approved} ok, {declined} declined | shipped {shipped} | retries {retries} | dead-lettered {dlq} | lag {lag} {status}",
         elapsed.as_secs()
-    )
+    );
+    for s in services {
+        if let Some(why) = &s.gave_up {
+            line.push_str(&format!(" | {}: {why}", s.name));
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    /// Crashes `runs` seconds after each (re)start; the waits it got.
+    fn waits(policy: &mut RestartPolicy, mut now: Instant, runs: &[u64]) -> Vec<AfterCrash> {
+        let mut out = Vec::new();
+        for run in runs {
+            now += S(*run);
+            let next = policy.crashed(now);
+            out.push(next);
+            match next {
+                AfterCrash::RestartIn(delay) => {
+                    now += delay;
+                    policy.restarted(now);
+                }
+                AfterCrash::GiveUp { .. } => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_wait_doubles_from_one_second_and_a_fast_crash_loop_is_given_up_at_the_fifth_crash() {
+        let start = Instant::now();
+        let mut policy = RestartPolicy::new(start);
+        let got = waits(&mut policy, start, &[0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            got,
+            vec![
+                AfterCrash::RestartIn(S(1)),
+                AfterCrash::RestartIn(S(2)),
+                AfterCrash::RestartIn(S(4)),
+                AfterCrash::RestartIn(S(8)),
+                // Crashes at 0, 1, 3, 7 and 15 s.
+                AfterCrash::GiveUp {
+                    crashes: 5,
+                    within: S(15)
+                },
+            ]
+        );
+        assert_eq!(policy.restarts, 4);
+    }
+
+    #[test]
+    fn the_wait_is_capped_at_thirty_seconds() {
+        let start = Instant::now();
+        let mut policy = RestartPolicy::new(start);
+        // With the crash-loop limits it would be given up at 8 s.
+        policy.loop_crashes = usize::MAX;
+        let got = waits(&mut policy, start, &[0; 9]);
+        let delays: Vec<u64> = got
+            .iter()
+            .map(|a| match a {
+                AfterCrash::RestartIn(d) => d.as_secs(),
+                AfterCrash::GiveUp { .. } => panic!("gave up: {got:?}"),
+            })
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_minute_without_crashing_starts_the_wait_over() {
+        let start = Instant::now();
+        let mut policy = RestartPolicy::new(start);
+        // Four crashes (a fifth within five minutes would be a crash loop).
+        let got = waits(&mut policy, start, &[0, 0, 60, 0]);
+        assert_eq!(
+            got,
+            [1, 2, 1, 2].map(|s| AfterCrash::RestartIn(S(s))).to_vec()
+        );
+    }
+
+    #[test]
+    fn crashes_older_than_five_minutes_do_not_count_towards_a_crash_loop() {
+        let start = Instant::now();
+        let mut policy = RestartPolicy::new(start);
+        // Healthy for 90 s each time: the wait stays 1 s, and never five
+        // crashes within five minutes (at most four: 0, 91, 182, 273).
+        let got = waits(&mut policy, start, &[90; 10]);
+        assert!(
+            got.iter().all(|a| *a == AfterCrash::RestartIn(S(1))),
+            "{got:?}"
+        );
+        // Five within five minutes, however slow: given up (crashes at 59,
+        // 119, 180, 243 and 310 s).
+        let mut policy = RestartPolicy::new(start);
+        let got = waits(&mut policy, start, &[59; 5]);
+        assert_eq!(
+            got.last(),
+            Some(&AfterCrash::GiveUp {
+                crashes: 5,
+                within: S(251)
+            }),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn an_exit_is_described_by_its_code_or_signal() {
+        assert_eq!(exit_text(ExitStatus::from_raw(101 << 8)), "exit 101");
+        assert_eq!(exit_text(ExitStatus::from_raw(9)), "signal 9");
+    }
 }

@@ -37,7 +37,9 @@ use crate::heartbeat::{
 };
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
-use crate::settle::{Emitted, Finished, MAX_UNSETTLED, Pending, Position, Settling};
+use crate::settle::{
+    Emitted, Finished, MAX_UNSETTLED, Pending, Position, Settling, died, panic_message,
+};
 
 /// Header set on a dead letter whose original value could not be copied
 /// (the broker refused the size); the original stays at its offset.
@@ -111,9 +113,24 @@ pub enum RuntimeError {
         #[source]
         source: KafkaError,
     },
+    /// A task of the runtime panicked: one settling a record (publishing
+    /// what its handler emitted, its idempotency mark, its receipt; or the
+    /// outcome observer), the heartbeats or the orphaned-partition watch.
+    /// The runtime stops instead of running on without it; the record being
+    /// settled and every record after it stay uncommitted and are
+    /// redelivered.
+    #[error("{task} died: {reason}")]
+    TaskDied {
+        /// Which task, e.g. `the task settling orders/1@42`.
+        task: String,
+        /// How it died, e.g. `panicked: <message>`.
+        reason: String,
+    },
 }
 
-/// Called after each record is finished (tests, receipts).
+/// Called after each record is finished (tests, receipts), as part of its
+/// settling: a panic in it stops the runtime with
+/// [`RuntimeError::TaskDied`], the record uncommitted.
 pub type OutcomeObserver = Arc<dyn Fn(&IncomingEvent, &Outcome) + Send + Sync>;
 
 /// What this member reports in its heartbeats.
@@ -425,7 +442,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
     }
 
     /// Consumes until `shutdown` is cancelled, then finishes the record in
-    /// hand, commits, flushes and returns.
+    /// hand, commits, flushes and returns. Stops the same way, but with
+    /// [`RuntimeError::TaskDied`], when one of its tasks dies.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
         self.marks = self.store.clone().map(MarkWriter::spawn);
         // Shared with the tasks that settle handled records.
@@ -437,6 +455,9 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         self: &Arc<Self>,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, RuntimeError> {
+        // Cancelled as well when a task of this runtime dies, so that the
+        // settle tasks let go of what they wait for.
+        let shutdown = shutdown.child_token();
         let mut own_topics = Vec::new();
         if self.receipts {
             // Receipts are awaited before a commit, so their topic must exist.
@@ -488,7 +509,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             interval: self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
         };
         let beats = CancellationToken::new();
-        let beating = self.heartbeat.map(|_| {
+        let mut beating = self.heartbeat.map(|_| {
             tokio::spawn(beat_until(
                 self.producer.clone(),
                 identity.clone(),
@@ -497,7 +518,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             ))
         });
         let rejoin = Arc::new(AtomicBool::new(false));
-        let watching = self.heartbeat.map(|_| {
+        let mut watching = self.heartbeat.map(|_| {
             tokio::spawn(watch_orphans(
                 self.config.clone(),
                 identity.clone(),
@@ -512,7 +533,15 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         let mut settling = Settling::new(pending.clone(), status.clone(), self.observer.clone());
         let mut last_commit = Instant::now();
         let mut last_error_log: Option<Instant> = None;
+        // A task of this runtime that died: the run stops with it.
+        let mut failure: Option<RuntimeError> = None;
         loop {
+            if let Err(e) = helper_alive(&mut beating, "the heartbeat task")
+                .and_then(|()| helper_alive(&mut watching, "the orphaned-partition watch"))
+            {
+                failure = Some(e);
+                break;
+            }
             if rejoin.swap(false, Ordering::Relaxed) {
                 // Leaving commits finished work (the revoke callback);
                 // subscribing again joins a fresh generation, in which the
@@ -595,9 +624,20 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             }
         }
 
+        // A dead task stops the run like a shutdown, but the run ends in an
+        // error: what it was settling and everything after it (already let
+        // go by `settling`) stay uncommitted.
+        let mut failure = failure.or_else(|| settling.take_failure());
+        if failure.is_some() {
+            shutdown.cancel();
+        }
         // Graceful stop: commit everything finished (and receipted), flush,
         // leave the group.
         settling.settle_until(0).await;
+        failure = failure.or_else(|| settling.take_failure());
+        if let Some(e) = &failure {
+            tracing::error!(group = %self.group, error = %e, "a task of the consumer runtime died; stopping: records not settled stay uncommitted and will be redelivered");
+        }
         summary.processed = settling.counts.processed;
         summary.dead_lettered = settling.counts.dead_lettered;
         summary.duplicates_skipped = settling.counts.duplicates_skipped;
@@ -631,6 +671,9 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         }
         self.producer.flush(Duration::from_secs(10));
         consumer.unsubscribe();
+        if let Some(e) = failure {
+            return Err(e);
+        }
         tracing::info!(group = %self.group, processed = summary.processed, dead_lettered = summary.dead_lettered, "consumer stopped");
         Ok(summary)
     }
@@ -837,12 +880,7 @@ fn dead_lettered_key(event: &IncomingEvent) -> String {
 
 /// A panic in a handler, as a retryable error.
 pub(crate) fn panic_error(panic: Box<dyn std::any::Any + Send>) -> HandlerError {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "handler panicked".to_owned());
-    HandlerError::retryable("HandlerPanic", message)
+    HandlerError::retryable("HandlerPanic", panic_message(panic.as_ref()))
 }
 
 impl<D: Dispatch> ConsumerRuntime<D> {
@@ -1267,6 +1305,24 @@ async fn watch_orphans(
     }
 }
 
+/// `Err` once a helper task of the run loop (heartbeats, the orphan watch)
+/// has died; one that returned by itself (the watch without an admin
+/// client) is let go.
+fn helper_alive(
+    task: &mut Option<tokio::task::JoinHandle<()>>,
+    name: &str,
+) -> Result<(), RuntimeError> {
+    let Some(handle) = task.as_mut().filter(|h| h.is_finished()) else {
+        return Ok(());
+    };
+    let ended = handle.now_or_never();
+    *task = None;
+    match ended {
+        Some(Err(e)) => Err(died(name.to_owned(), e)),
+        _ => Ok(()),
+    }
+}
+
 /// Publishes a heartbeat every interval until `stop`.
 async fn beat_until(
     producer: EventProducer,
@@ -1311,5 +1367,47 @@ async fn publish_beat(producer: &EventProducer, beat: &Heartbeat) {
         .await
     {
         tracing::debug!(error = %e, "heartbeat not published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn finished(task: &Option<tokio::task::JoinHandle<()>>) {
+        while !task.as_ref().is_some_and(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_helper_task_that_panics_is_noticed_and_named() {
+        let mut task = Some(tokio::spawn(async { panic!("heartbeat encoder broke") }));
+        finished(&task).await;
+        match helper_alive(&mut task, "the heartbeat task") {
+            Err(RuntimeError::TaskDied { task, reason }) => {
+                assert_eq!(task, "the heartbeat task");
+                assert_eq!(reason, "panicked: heartbeat encoder broke");
+            }
+            other => panic!("expected TaskDied, got {other:?}"),
+        }
+        assert!(task.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_helper_task_that_returned_or_still_runs_is_fine() {
+        let mut returned = Some(tokio::spawn(async {}));
+        finished(&returned).await;
+        assert!(helper_alive(&mut returned, "the orphaned-partition watch").is_ok());
+        assert!(returned.is_none(), "let go");
+
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let mut running = Some(tokio::spawn(async move { token.cancelled().await }));
+        assert!(helper_alive(&mut running, "the heartbeat task").is_ok());
+        assert!(running.is_some(), "still watched");
+        stop.cancel();
+        let mut none = None;
+        assert!(helper_alive(&mut none, "no task").is_ok());
     }
 }

@@ -9,14 +9,21 @@
 //! handler emitted is acknowledged (or the record is dead-lettered), and a
 //! record whose output the broker refuses for good is dead-lettered before
 //! its offset moves (ARCHITECTURE.md, "Settling behind the handler").
+//!
+//! A settle task that dies (a panic) stops the runtime with
+//! [`RuntimeError::TaskDied`]: neither its record nor any record after it
+//! is committed, so they are redelivered, and the failure is not hidden
+//! behind a clean exit.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use kausal_core::{EventId, HandlerError};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -25,7 +32,8 @@ use crate::heartbeat::PartitionRef;
 use crate::producer::{PublishError, Sending};
 use crate::receipt::ReceiptRecord;
 use crate::runtime::{
-    ConsumerRuntime, Dispatch, MemberStatus, Outcome, OutcomeObserver, RunSummary, record_log_span,
+    ConsumerRuntime, Dispatch, MemberStatus, Outcome, OutcomeObserver, RunSummary, RuntimeError,
+    record_log_span,
 };
 
 /// Records at most between the oldest unsettled one and the one being
@@ -133,9 +141,11 @@ pub(crate) struct Settling {
     /// Event ids in `queue`: a second copy of one of them must wait until
     /// the first is settled, or the idempotency guard could not see it.
     holding: HashMap<EventId, usize>,
-    /// A record could not be settled (shutdown): nothing after it may be
-    /// committed.
+    /// A record could not be settled (shutdown, or its task died): nothing
+    /// after it may be committed.
     broken: bool,
+    /// Why, when it was not shutdown: the task that died.
+    failure: Option<RuntimeError>,
     pending: Arc<Mutex<Pending>>,
     status: Arc<Mutex<MemberStatus>>,
     observer: Option<OutcomeObserver>,
@@ -153,6 +163,7 @@ impl Settling {
             queue: VecDeque::new(),
             holding: HashMap::new(),
             broken: false,
+            failure: None,
             pending,
             status,
             observer,
@@ -170,6 +181,11 @@ impl Settling {
         self.holding.contains_key(event_id)
     }
 
+    /// The task that died settling a record, if one did (once).
+    pub(crate) fn take_failure(&mut self) -> Option<RuntimeError> {
+        self.failure.take()
+    }
+
     /// Settles the finished prefix. False once a record could not be
     /// settled.
     pub(crate) fn settle_ready(&mut self) -> bool {
@@ -181,7 +197,7 @@ impl Settling {
                 Settle::Ready(_) => None,
                 Settle::Task(task) => match task.now_or_never() {
                     None => break,
-                    Some(done) => Some(done.ok().flatten()),
+                    Some(done) => Some(done),
                 },
             };
             self.settle_front(result);
@@ -198,7 +214,7 @@ impl Settling {
             };
             let result = match settle {
                 Settle::Ready(_) => None,
-                Settle::Task(task) => Some(task.await.ok().flatten()),
+                Settle::Task(task) => Some(task.await),
             };
             self.settle_front(result);
         }
@@ -207,7 +223,10 @@ impl Settling {
 
     /// Pops the oldest record; `result` is its task's answer (`None` for a
     /// ready one).
-    fn settle_front(&mut self, result: Option<Option<(IncomingEvent, Outcome)>>) {
+    fn settle_front(
+        &mut self,
+        result: Option<Result<Option<(IncomingEvent, Outcome)>, JoinError>>,
+    ) {
         let Some((position, event_id, settle)) = self.queue.pop_front() else {
             return;
         };
@@ -219,24 +238,89 @@ impl Settling {
         }
         let settled = match (settle, result) {
             (Settle::Ready(ready), _) => Some(*ready),
-            (Settle::Task(_), result) => result.flatten(),
+            (Settle::Task(_), Some(Ok(answer))) => answer,
+            (Settle::Task(_), Some(Err(e))) => {
+                self.fail(Some(died(format!("the task settling {position}"), e)));
+                return;
+            }
+            (Settle::Task(_), None) => None,
         };
         let Some((event, outcome)) = settled else {
-            self.broken = true;
-            self.queue.clear();
-            self.holding.clear();
+            self.fail(None);
             return;
         };
+        // The observer is part of settling: when it panics, the record is
+        // not settled either.
+        if let Some(observer) = &self.observer
+            && let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| observer(&event, &outcome)))
+        {
+            self.fail(Some(RuntimeError::TaskDied {
+                task: format!("the outcome observer settling {position}"),
+                reason: format!("panicked: {}", panic_message(panic.as_ref())),
+            }));
+            return;
+        }
         match outcome {
             Outcome::Processed { .. } => self.counts.processed += 1,
             Outcome::DeadLettered { .. } => self.counts.dead_lettered += 1,
             Outcome::DuplicateSkipped => self.counts.duplicates_skipped += 1,
         }
-        if let Some(observer) = &self.observer {
-            observer(&event, &outcome);
-        }
         position.finish(&self.pending, &self.status);
     }
+
+    /// Nothing from the front on settles: not this record, not any after it
+    /// (their tasks are let go: the shutdown token stops them). `failure`:
+    /// the task that died, `None` for shutdown.
+    fn fail(&mut self, failure: Option<RuntimeError>) {
+        self.broken = true;
+        if self.failure.is_none() {
+            self.failure = failure;
+        }
+        self.queue.clear();
+        self.holding.clear();
+    }
+}
+
+impl std::fmt::Display for Position {
+    /// `topic/partition@offset` of the record (not the next offset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}@{}",
+            self.topic,
+            self.partition,
+            self.next_offset - 1
+        )
+    }
+}
+
+/// A task that ended in a panic (or was cancelled by the async runtime's
+/// shutdown), as the error that stops the runtime.
+pub(crate) fn died(task: String, error: JoinError) -> RuntimeError {
+    RuntimeError::TaskDied {
+        task,
+        reason: join_reason(error),
+    }
+}
+
+fn join_reason(error: JoinError) -> String {
+    if error.is_cancelled() {
+        return "cancelled (the async runtime is shutting down)".to_owned();
+    }
+    match error.try_into_panic() {
+        Ok(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// The text a panic was raised with (`panic!("…")`), if it has one.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl<D: Dispatch> ConsumerRuntime<D> {
@@ -410,4 +494,129 @@ fn publish_failed(event: &OutgoingEvent, e: &PublishError) -> HandlerError {
             event.topic
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> IncomingEvent {
+        let message = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "orders".to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        );
+        IncomingEvent::from_message(&message)
+    }
+
+    /// Settling over `orders` partitions 0 and 1, both assigned.
+    fn settling(observer: Option<OutcomeObserver>) -> (Settling, Arc<Mutex<Pending>>) {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let mut status = MemberStatus::default();
+        for partition in [0, 1] {
+            status.assigned.insert(PartitionRef {
+                topic: "orders".to_owned(),
+                partition,
+            });
+        }
+        let settling = Settling::new(pending.clone(), Arc::new(Mutex::new(status)), observer);
+        (settling, pending)
+    }
+
+    fn push(
+        settling: &mut Settling,
+        event: IncomingEvent,
+        settle: impl FnOnce(IncomingEvent) -> Settle,
+    ) {
+        let position = Position::of(&event);
+        let id = event.headers.event_id;
+        settling.push(position, id, settle(event));
+    }
+
+    fn ready(event: IncomingEvent) -> Settle {
+        Settle::Ready(Box::new((event, Outcome::Processed { attempts: 1 })))
+    }
+
+    fn committable(pending: &Mutex<Pending>) -> Vec<((String, i32), i64)> {
+        let mut offsets: Vec<_> = pending
+            .lock()
+            .expect("lock")
+            .offsets
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        offsets.sort();
+        offsets
+    }
+
+    async fn explode() -> Option<(IncomingEvent, Outcome)> {
+        panic!("the receipt encoder blew up")
+    }
+
+    #[tokio::test]
+    async fn a_settle_task_that_panics_fails_the_run_and_nothing_from_its_record_on_is_committable()
+    {
+        let (mut settling, pending) = settling(None);
+        push(&mut settling, record(0, 5), ready);
+        push(&mut settling, record(0, 6), |_| {
+            Settle::Task(tokio::spawn(explode()))
+        });
+        // Behind the dead one: on its own partition and on another.
+        push(&mut settling, record(0, 7), ready);
+        push(&mut settling, record(1, 3), ready);
+
+        assert!(!settling.settle_until(0).await, "settling stops");
+        match settling.take_failure() {
+            Some(RuntimeError::TaskDied { task, reason }) => {
+                assert_eq!(task, "the task settling orders/0@6");
+                assert_eq!(reason, "panicked: the receipt encoder blew up");
+            }
+            other => panic!("expected TaskDied, got {other:?}"),
+        }
+        assert_eq!(
+            committable(&pending),
+            vec![(("orders".to_owned(), 0), 6)],
+            "offset 5 is done; 6 (the dead one) and everything after it are not"
+        );
+        assert_eq!(settling.counts.processed, 1);
+        assert!(!settling.settle_ready(), "and it stays stopped");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_outcome_observer_fails_the_run_like_a_dead_settle_task() {
+        let observer: OutcomeObserver = Arc::new(|event, _| {
+            assert_ne!(event.offset, 6, "the observer rejects offset 6");
+        });
+        let (mut settling, pending) = settling(Some(observer));
+        for offset in [5, 6, 7] {
+            push(&mut settling, record(0, offset), ready);
+        }
+        assert!(!settling.settle_ready());
+        match settling.take_failure() {
+            Some(RuntimeError::TaskDied { task, reason }) => {
+                assert_eq!(task, "the outcome observer settling orders/0@6");
+                assert!(reason.contains("the observer rejects offset 6"), "{reason}");
+            }
+            other => panic!("expected TaskDied, got {other:?}"),
+        }
+        assert_eq!(committable(&pending), vec![(("orders".to_owned(), 0), 6)]);
+    }
+
+    #[tokio::test]
+    async fn a_settle_task_stopped_by_shutdown_is_no_failure() {
+        let (mut settling, pending) = settling(None);
+        push(&mut settling, record(0, 5), |_| {
+            Settle::Task(tokio::spawn(async { None }))
+        });
+        push(&mut settling, record(0, 6), ready);
+        assert!(!settling.settle_until(0).await);
+        assert!(settling.take_failure().is_none(), "shutdown is not a death");
+        assert!(committable(&pending).is_empty());
+    }
 }
