@@ -9,8 +9,8 @@ use clap::Args;
 use kausal_broker::{EmbeddedBroker, Storage};
 
 use crate::Common;
-use crate::signals::shutdown_on_signals;
 use crate::up::BrokerStorage;
+use kausal_service::signals::shutdown_on_signals;
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {

@@ -11,7 +11,7 @@ use clap::Args;
 use kausal_store::Store;
 
 use crate::Common;
-use crate::signals::shutdown_on_signals;
+use kausal_service::signals::shutdown_on_signals;
 
 #[derive(Debug, Clone, Args)]
 pub struct ConsoleArgs {

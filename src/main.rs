@@ -4,10 +4,9 @@
 //! - `kausal service <name>`: one service, as `up` runs it and as it runs in
 //!   production.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 mod broker;
 mod console;
@@ -16,7 +15,6 @@ mod lag;
 mod reset;
 mod scrape;
 mod service;
-mod signals;
 mod state;
 mod trace;
 mod up;
@@ -55,89 +53,7 @@ enum Command {
 }
 
 /// Options every subcommand takes.
-#[derive(Debug, Clone, Args)]
-pub struct Common {
-    /// Kafka bootstrap servers (HOST:PORT). `up` starts an embedded broker
-    /// when this is not given; other commands default to 127.0.0.1:9092.
-    /// The seed's BOOTSTRAP_SERVERS is read too.
-    #[arg(long, env = "KAUSAL_KAFKA", global = true)]
-    pub kafka: Option<String>,
-    /// Database URL: sqlite://PATH or postgres://USER@HOST:PORT/DB.
-    /// Default: a SQLite file under --data-dir.
-    #[arg(long, env = "KAUSAL_DATABASE_URL", global = true)]
-    pub database: Option<String>,
-    /// Where local state lives (broker data, SQLite database, logs).
-    #[arg(
-        long,
-        env = "KAUSAL_DATA_DIR",
-        default_value = "./.kausal",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-    /// A librdkafka property for every Kafka client (TLS, SASL, tuning),
-    /// e.g. `--kafka-property security.protocol=SASL_SSL`; repeatable.
-    /// KAUSAL_KAFKA_PROPERTIES takes several, separated by commas.
-    #[arg(
-        long = "kafka-property",
-        value_name = "KEY=VALUE",
-        env = "KAUSAL_KAFKA_PROPERTIES",
-        value_delimiter = ',',
-        value_parser = parse_property,
-        global = true
-    )]
-    pub kafka_properties: Vec<(String, String)>,
-}
-
-/// `KEY=VALUE`, both non-empty.
-fn parse_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() && !value.is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
-        _ => Err(format!(
-            "{text:?} is not KEY=VALUE (e.g. security.protocol=SASL_SSL)"
-        )),
-    }
-}
-
-impl Common {
-    pub const DEFAULT_KAFKA: &'static str = "127.0.0.1:9092";
-
-    /// The explicitly configured Kafka, if any (flag, KAUSAL_KAFKA or the
-    /// seed's BOOTSTRAP_SERVERS).
-    pub fn explicit_kafka(&self) -> Option<String> {
-        self.kafka
-            .clone()
-            .or_else(|| std::env::var("BOOTSTRAP_SERVERS").ok())
-            .filter(|s| !s.trim().is_empty())
-    }
-
-    pub fn kafka_or_default(&self) -> String {
-        self.explicit_kafka()
-            .unwrap_or_else(|| Self::DEFAULT_KAFKA.to_owned())
-    }
-
-    /// The client configuration for the configured Kafka (or the default),
-    /// with every `--kafka-property`.
-    pub fn kafka_config(&self) -> kausal_kafka::KafkaConfig {
-        self.kafka_config_at(&self.kafka_or_default())
-    }
-
-    /// The client configuration for `bootstrap`, with every
-    /// `--kafka-property`.
-    pub fn kafka_config_at(&self, bootstrap: &str) -> kausal_kafka::KafkaConfig {
-        self.kafka_properties.iter().fold(
-            kausal_kafka::KafkaConfig::new(bootstrap),
-            |config, (key, value)| config.with(key, value),
-        )
-    }
-
-    pub fn database_url(&self) -> String {
-        self.database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("kausal.db").display()))
-    }
-}
+pub use kausal_service::Connection as Common;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

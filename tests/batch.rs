@@ -46,7 +46,7 @@ impl BatchHandler for BulkPayments {
             ));
         }
         for (i, o) in orders.iter().enumerate() {
-            out.emit(
+            out.emit_to(
                 i,
                 "payments",
                 Some(&o.order_id),

@@ -1016,7 +1016,7 @@ impl kausal_kafka::Handler for Forward {
             ("payments", 0)
         };
         let body = serde_json::json!({ "order": key, "padding": "x".repeat(padding) });
-        out.emit(topic, Some(&key), "Forwarded", 1, &body)
+        out.emit_to(topic, Some(&key), "Forwarded", 1, &body)
     }
 }
 

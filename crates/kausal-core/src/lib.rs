@@ -2,6 +2,8 @@
 //! of its own. Everything here is a function over plain data so that it can be
 //! tested with tables of cases.
 //!
+//! - [`event`]: the [`Event`] trait of typed payloads (type, version, topic,
+//!   key).
 //! - [`ids`]: the newtypes for event, correlation and causation ids.
 //! - [`trace`]: W3C Trace Context `traceparent` parsing and formatting.
 //! - [`headers`]: the Kafka header contract (DESIGN §4): names, decoding with
@@ -14,6 +16,7 @@
 //!   statuses over a window of samples, lag in seconds, retention danger.
 
 pub mod dlq;
+pub mod event;
 pub mod failure;
 pub mod headers;
 pub mod ids;
@@ -21,6 +24,7 @@ pub mod lag;
 pub mod retry;
 pub mod trace;
 
+pub use event::Event;
 pub use failure::{ErrorClass, HandlerError};
 pub use headers::{DecodedHeaders, EventHeaders, HeaderIssue, RawHeader};
 pub use ids::{CausationId, CorrelationId, EventId, IdError};

@@ -84,9 +84,19 @@ impl BatchEmitter {
         }
     }
 
+    /// Emits `event` on its topic, as a consequence of record `cause` (its
+    /// index in the batch).
+    pub fn emit<E: kausal_core::Event>(
+        &mut self,
+        cause: usize,
+        event: &E,
+    ) -> Result<(), HandlerError> {
+        self.emit_to(cause, E::TOPIC, event.key(), E::TYPE, E::VERSION, event)
+    }
+
     /// Emits `payload` as JSON on `topic`, as a consequence of record
     /// `cause` (its index in the batch).
-    pub fn emit<T: Serialize>(
+    pub fn emit_to<T: Serialize>(
         &mut self,
         cause: usize,
         topic: &str,
@@ -102,7 +112,7 @@ impl BatchEmitter {
                 format!("cannot emit {event_type} for record {cause} of a batch of {size}"),
             )
         })?;
-        emitter.emit(topic, key, event_type, version, payload)
+        emitter.emit_to(topic, key, event_type, version, payload)
     }
 
     fn take(&mut self) -> Vec<OutgoingEvent> {

@@ -3,7 +3,7 @@
 use kausal_core::headers::{
     self, DecodedHeaders, EventHeaders, HeaderIssue, RawHeader, RecordPosition,
 };
-use kausal_core::{CorrelationId, EventId, HandlerError, SpanId, TraceParent};
+use kausal_core::{CorrelationId, Event, EventId, HandlerError, SpanId, TraceParent};
 use rdkafka::message::{Headers, Message};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,6 +41,27 @@ impl IncomingEvent {
                     .collect()
             })
             .unwrap_or_default();
+        Self::from_record(
+            RecordPosition {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            message.timestamp().to_millis(),
+            message.key().map(<[u8]>::to_vec),
+            message.payload().map(<[u8]>::to_vec),
+            raw_headers,
+        )
+    }
+
+    /// A record from its parts, its headers decoded as from the broker.
+    pub(crate) fn from_record(
+        position: RecordPosition<'_>,
+        timestamp_ms: Option<i64>,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        raw_headers: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Self {
         let borrowed: Vec<RawHeader<'_>> = raw_headers
             .iter()
             .map(|(name, value)| RawHeader {
@@ -48,25 +69,18 @@ impl IncomingEvent {
                 value: value.as_deref(),
             })
             .collect();
-        let DecodedHeaders { headers, issues } = headers::decode(
-            &borrowed,
-            RecordPosition {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-            },
-        );
+        let DecodedHeaders { headers, issues } = headers::decode(&borrowed, position);
         let trace = match headers.traceparent {
             Some(parent) => parent.child(ids::new_span_id()),
             None => TraceParent::new(ids::new_trace_id(), ids::new_span_id(), true),
         };
         Self {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
+            topic: position.topic.to_owned(),
+            partition: position.partition,
+            offset: position.offset,
+            timestamp_ms,
+            key,
+            payload,
             headers,
             issues,
             raw_headers,
@@ -91,6 +105,22 @@ impl IncomingEvent {
         self.key
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// Whether this record is an `E`, by its `event-type` header.
+    pub fn is<E: Event>(&self) -> bool {
+        self.event_type() == Some(E::TYPE)
+    }
+
+    /// The payload as an `E`. A record of another type is a fatal
+    /// `UnknownEventType` (dispatch with [`is`](Self::is) first when a topic
+    /// carries several types); a missing, empty or malformed payload is a
+    /// fatal `DeserializationError`.
+    pub fn decode<E: Event>(&self) -> Result<E, HandlerError> {
+        if !self.is::<E>() {
+            return Err(HandlerError::unknown_event_type(self.event_type()));
+        }
+        self.json()
     }
 
     /// The payload decoded as JSON. A missing, empty or malformed payload is
@@ -228,7 +258,10 @@ fn child_of(template: &EventHeaders, event_type: &str, version: u32) -> EventHea
 }
 
 impl Emitter {
-    pub(crate) fn new(service: &str, parent: &IncomingEvent) -> Self {
+    /// The emitter `service` gets while handling `parent`. The runtime makes
+    /// one per attempt; build one yourself to unit-test a handler without a
+    /// broker (see [`crate::testing`]).
+    pub fn new(service: &str, parent: &IncomingEvent) -> Self {
         Self {
             template: parent.child_template(service),
             pending: Vec::new(),
@@ -236,8 +269,17 @@ impl Emitter {
         }
     }
 
-    /// Emits `payload` as JSON on `topic` with the given key and type.
-    pub fn emit<T: Serialize>(
+    /// Emits `event` on its topic, with its key, type and version: a child
+    /// of the record being handled (same correlation id and trace, the
+    /// record as its cause).
+    pub fn emit<E: Event>(&mut self, event: &E) -> Result<(), HandlerError> {
+        self.emit_to(E::TOPIC, event.key(), E::TYPE, E::VERSION, event)
+    }
+
+    /// Emits `payload` as JSON on `topic` with the given key and type: for
+    /// payloads without an [`Event`] declaration, or a topic chosen at run
+    /// time.
+    pub fn emit_to<T: Serialize>(
         &mut self,
         topic: &str,
         key: Option<&str>,
@@ -275,7 +317,29 @@ impl Emitter {
         Ok(())
     }
 
+    /// What was emitted so far, in order (published only if the handler
+    /// returns `Ok`).
+    pub fn events(&self) -> &[OutgoingEvent] {
+        &self.pending
+    }
+
     pub(crate) fn take(&mut self) -> Vec<OutgoingEvent> {
         std::mem::take(&mut self.pending)
+    }
+}
+
+impl OutgoingEvent {
+    /// Whether this is an `E`, by its event type.
+    pub fn is<E: Event>(&self) -> bool {
+        self.headers.event_type.as_deref() == Some(E::TYPE)
+    }
+
+    /// The payload as an `E` (tests: what did the handler emit?). `None`
+    /// if it is another type or does not decode as one.
+    pub fn decode<E: Event>(&self) -> Option<E> {
+        if !self.is::<E>() {
+            return None;
+        }
+        serde_json::from_slice(&self.payload).ok()
     }
 }

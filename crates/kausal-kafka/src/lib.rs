@@ -24,6 +24,7 @@ pub mod producer;
 pub mod receipt;
 pub mod runtime;
 mod settle;
+pub mod testing;
 pub mod wire;
 
 /// Topics whose names start with this are Kausal's own bookkeeping
@@ -33,7 +34,7 @@ pub const INTERNAL_TOPIC_PREFIX: &str = "kausal.";
 pub use batch::{BatchEmitter, BatchHandler, BatchLimits, Batched};
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
-pub use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
+pub use kausal_core::{ErrorClass, Event, HandlerError, RetryPolicy};
 pub use producer::{Delivery, EventProducer, PublishError, Sending};
 pub use runtime::{
     ConsumerRuntime, CorrelationPolicy, Dispatch, Handler, Outcome, RunSummary, RuntimeError,

@@ -323,8 +323,9 @@ pub fn to_classic_text(openmetrics: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until `shutdown` completes. Returns the
-/// bound address (port 0 picks one).
+/// Serves `GET /metrics` (and `GET /healthz`, `ok` while the process
+/// serves) on `addr` until `shutdown` completes. Returns the bound address
+/// (port 0 picks one).
 pub async fn serve_metrics(
     addr: SocketAddr,
     metrics: Metrics,
@@ -333,37 +334,39 @@ pub async fn serve_metrics(
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move |headers: axum::http::HeaderMap| {
-            let metrics = metrics.clone();
-            async move {
-                // OpenMetrics for scrapers that ask for it (Prometheus does);
-                // the classic text format otherwise (curl, promtool).
-                let openmetrics = headers
-                    .get(axum::http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("application/openmetrics-text"));
-                if openmetrics {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                } else {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        to_classic_text(&metrics.encode()),
-                    )
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| {
+                let metrics = metrics.clone();
+                async move {
+                    // OpenMetrics for scrapers that ask for it (Prometheus does);
+                    // the classic text format otherwise (curl, promtool).
+                    let openmetrics = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("application/openmetrics-text"));
+                    if openmetrics {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.encode(),
+                        )
+                    } else {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            to_classic_text(&metrics.encode()),
+                        )
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        );
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

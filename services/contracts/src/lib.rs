@@ -6,6 +6,7 @@
 //! Payloads accept unknown fields so that a newer producer does not break an
 //! older consumer; a breaking change bumps the event's version.
 
+pub use kausal_core::Event;
 use serde::{Deserialize, Serialize};
 
 pub mod topics {
@@ -125,6 +126,57 @@ pub struct ShipmentCreated {
     pub shipment_id: String,
     pub carrier: String,
     pub created_at: String,
+}
+
+/// Where orders go, and where their dead letters go: `orders` and
+/// `orders.dlq` unless the seed's `ORDERS_TOPIC` / `DLQ_TOPIC` say
+/// otherwise. Events are declared on [`topics::ORDERS`]; the services that
+/// produce or consume orders use this instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrdersTopic {
+    pub name: String,
+    pub dead_letters: String,
+}
+
+impl OrdersTopic {
+    /// `name`, with its dead letters on `dead_letters` or `<name>.dlq`.
+    pub fn new(name: &str, dead_letters: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            dead_letters: dead_letters
+                .map_or_else(|| kausal_core::dlq::dlq_topic(name), ToOwned::to_owned),
+        }
+    }
+}
+
+impl Default for OrdersTopic {
+    fn default() -> Self {
+        Self::new(topics::ORDERS, None)
+    }
+}
+
+/// Declares payloads as [`Event`]s of the reference system: every one is
+/// keyed by its `order_id`, so one order's events stay in order.
+macro_rules! order_events {
+    ($($payload:ty => $event_type:expr, $version:expr, $topic:expr;)+) => {$(
+        impl Event for $payload {
+            const TYPE: &'static str = $event_type;
+            const VERSION: u32 = $version;
+            const TOPIC: &'static str = $topic;
+            fn key(&self) -> Option<&str> {
+                Some(&self.order_id)
+            }
+        }
+    )+};
+}
+
+order_events! {
+    OrderPlaced => event_types::ORDER_PLACED, ORDER_PLACED_VERSION, topics::ORDERS;
+    PaymentProcessed => event_types::PAYMENT_PROCESSED, PAYMENT_PROCESSED_VERSION, topics::PAYMENTS;
+    PaymentFailed => event_types::PAYMENT_FAILED, PAYMENT_FAILED_VERSION, topics::PAYMENTS;
+    InventoryReserved => event_types::INVENTORY_RESERVED, INVENTORY_RESERVED_VERSION, topics::INVENTORY;
+    CustomerNotified => event_types::CUSTOMER_NOTIFIED, CUSTOMER_NOTIFIED_VERSION, topics::NOTIFICATIONS;
+    ShipmentCreated => event_types::SHIPMENT_CREATED, SHIPMENT_CREATED_VERSION, topics::SHIPMENTS;
 }
 
 /// Now as RFC 3339 UTC with milliseconds: the timestamp format of every

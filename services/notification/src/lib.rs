@@ -8,10 +8,9 @@
 //! the fix by restarting the service with it, then replays the dead
 //! letters.
 
-use kausal_contracts::{
-    CUSTOMER_NOTIFIED_VERSION, CustomerNotified, PaymentProcessed, event_types, now_rfc3339, topics,
-};
+use kausal_contracts::{CustomerNotified, PaymentFailed, PaymentProcessed, now_rfc3339, topics};
 use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
+use kausal_service::{Consumer, Service, ServiceConfig};
 
 pub const SERVICE_NAME: &str = "notification-service";
 pub const GROUP: &str = "notification-service";
@@ -29,6 +28,13 @@ pub enum WithoutEmail {
     InApp,
 }
 
+/// notification-service as it runs: its handler in its group.
+pub fn service(config: ServiceConfig, without_email: WithoutEmail) -> Service {
+    let handler = NotificationHandler::new(without_email);
+    Service::new(SERVICE_NAME, config)
+        .consume(Consumer::new(GROUP, &INPUT_TOPICS, handler).emits_to(&OUTPUT_TOPICS))
+}
+
 /// Handles payment events.
 #[derive(Debug, Default)]
 pub struct NotificationHandler {
@@ -43,12 +49,10 @@ impl NotificationHandler {
 
 impl Handler for NotificationHandler {
     async fn handle(&self, event: &IncomingEvent, out: &mut Emitter) -> Result<(), HandlerError> {
-        match event.event_type() {
-            Some(event_types::PAYMENT_PROCESSED) => {}
-            Some(event_types::PAYMENT_FAILED) => return Ok(()),
-            other => return Err(HandlerError::unknown_event_type(other)),
+        if event.is::<PaymentFailed>() {
+            return Ok(());
         }
-        let payment: PaymentProcessed = event.json()?;
+        let payment: PaymentProcessed = event.decode()?;
         let email = payment.customer_email.filter(|e| e.contains('@'));
         let channel = match (&email, self.without_email) {
             (Some(_), _) => "email",
@@ -65,17 +69,11 @@ impl Handler for NotificationHandler {
             }
         };
         tracing::info!(orderId = %payment.order_id, channel, "customer notified");
-        out.emit(
-            topics::NOTIFICATIONS,
-            Some(&payment.order_id),
-            event_types::CUSTOMER_NOTIFIED,
-            CUSTOMER_NOTIFIED_VERSION,
-            &CustomerNotified {
-                order_id: payment.order_id.clone(),
-                email,
-                channel: channel.to_owned(),
-                notified_at: now_rfc3339(),
-            },
-        )
+        out.emit(&CustomerNotified {
+            order_id: payment.order_id,
+            email,
+            channel: channel.to_owned(),
+            notified_at: now_rfc3339(),
+        })
     }
 }

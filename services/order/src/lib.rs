@@ -3,12 +3,16 @@
 //! configurable fraction of orders so the seeds' notification bug can be
 //! reproduced.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use kausal_contracts::{ORDER_PLACED_VERSION, OrderPlaced, event_types, topics};
+use kausal_contracts::{ORDER_PLACED_VERSION, OrderPlaced, OrdersTopic, event_types, topics};
 use kausal_kafka::{EventProducer, EventSpec, OutgoingEvent};
+use kausal_service::{Consumer, Service, ServiceConfig};
 use kausal_telemetry::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
@@ -41,6 +45,78 @@ impl Default for GeneratorConfig {
             topic: topics::ORDERS.to_owned(),
         }
     }
+}
+
+/// What the order service runs besides the common options.
+#[derive(Debug, Clone)]
+pub struct OrderOptions {
+    /// Where `POST /orders` and `GET /orders/{id}` listen.
+    pub http: SocketAddr,
+    /// The generator; its `topic` is where every order goes.
+    pub generator: GeneratorConfig,
+    pub orders: OrdersTopic,
+}
+
+/// order-service as it runs: the HTTP API, the generator, and the read
+/// model's consumer group over every topic of an order's story.
+pub fn service(config: ServiceConfig, options: OrderOptions) -> Service {
+    let OrderOptions {
+        http,
+        generator,
+        orders,
+    } = options;
+    let inputs: Vec<String> = view_handler::INPUT_TOPICS
+        .iter()
+        .map(|t| {
+            if *t == topics::ORDERS {
+                orders.name.clone()
+            } else {
+                (*t).to_owned()
+            }
+        })
+        .collect();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let service = Service::new(SERVICE_NAME, config);
+    let order_metrics = OrderMetrics::register(service.metrics());
+    let api_topic = generator.topic.clone();
+    service
+        .creates(&generator.topic)
+        .consume(
+            Consumer::build(view_handler::GROUP, &inputs, |ctx| async move {
+                Ok(view_handler::ViewHandler::new(ctx.store().await?))
+            })
+            .dead_letter_topic(&orders.name, &orders.dead_letters)
+            // The view is an upsert per order: applying a record twice
+            // changes nothing, so no idempotency keys are kept.
+            .without_idempotency_store(),
+        )
+        .task("order API", move |ctx| async move {
+            let api = http::ApiState {
+                producer: ctx.producer.clone(),
+                store: ctx.store().await?,
+                topic: api_topic,
+            };
+            let (addr, task) = http::serve(http, api, ctx.shutdown.clone().cancelled_owned())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot serve the order API on {http} (pick another port with --http-port)"
+                    )
+                })?;
+            tracing::info!(api = %format!("http://{addr}/orders"), "order API listening");
+            task.await.context("the order API stopped")
+        })
+        .task("order generator", move |ctx| async move {
+            let published = run_generator(
+                ctx.producer.clone(),
+                generator,
+                order_metrics,
+                ctx.shutdown.clone(),
+            )
+            .await;
+            tracing::info!(published, "order generator stopped");
+            Ok(())
+        })
 }
 
 /// Business metrics of the order service.

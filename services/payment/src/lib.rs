@@ -9,11 +9,9 @@
 use std::future::Future;
 use std::time::Instant;
 
-use kausal_contracts::{
-    OrderPlaced, PAYMENT_FAILED_VERSION, PAYMENT_PROCESSED_VERSION, PaymentFailed,
-    PaymentProcessed, event_types, topics,
-};
+use kausal_contracts::{OrderPlaced, OrdersTopic, PaymentFailed, PaymentProcessed, topics};
 use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
+use kausal_service::{Consumer, Service, ServiceConfig};
 use kausal_telemetry::Metrics;
 use kausal_telemetry::metrics::duration_histogram;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,6 +22,22 @@ use rand::Rng;
 
 pub const SERVICE_NAME: &str = "payment-service";
 pub const GROUP: &str = "payment-service";
+
+/// payment-service as it runs: its handler, charging `gateway`, in its
+/// group over `orders`.
+pub fn service<G: PaymentGateway>(
+    config: ServiceConfig,
+    gateway: G,
+    orders: &OrdersTopic,
+) -> Service {
+    let service = Service::new(SERVICE_NAME, config);
+    let handler = PaymentHandler::new(gateway, PaymentMetrics::register(service.metrics()));
+    service.consume(
+        Consumer::new(GROUP, &[&orders.name], handler)
+            .dead_letter_topic(&orders.name, &orders.dead_letters)
+            .emits_to(&[topics::PAYMENTS]),
+    )
+}
 
 /// The gateway's answer to a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,16 +162,11 @@ impl PaymentMetrics {
 pub struct PaymentHandler<G> {
     gateway: G,
     metrics: PaymentMetrics,
-    payments_topic: String,
 }
 
 impl<G: PaymentGateway> PaymentHandler<G> {
     pub fn new(gateway: G, metrics: PaymentMetrics) -> Self {
-        Self {
-            gateway,
-            metrics,
-            payments_topic: topics::PAYMENTS.to_owned(),
-        }
+        Self { gateway, metrics }
     }
 }
 
@@ -166,11 +175,10 @@ impl<G: PaymentGateway> Handler for PaymentHandler<G> {
         // `orders` carries only OrderPlaced, so a record without an
         // event-type header (a plain Kafka client's) is read as one; any
         // other declared type is not ours.
-        match event.event_type() {
-            Some(event_types::ORDER_PLACED) | None => {}
-            Some(other) => return Err(HandlerError::unknown_event_type(Some(other))),
-        }
-        let order: OrderPlaced = event.json()?;
+        let order: OrderPlaced = match event.event_type() {
+            None => event.json()?,
+            Some(_) => event.decode()?,
+        };
         order
             .validate()
             .map_err(|reason| HandlerError::fatal("InvalidOrder", reason))?;
@@ -184,37 +192,25 @@ impl<G: PaymentGateway> Handler for PaymentHandler<G> {
             Ok(Charge::Approved { payment_id }) => {
                 self.metrics.count("approved");
                 tracing::info!(orderId = %order.order_id, paymentId = %payment_id, "payment approved");
-                out.emit(
-                    &self.payments_topic,
-                    Some(&order.order_id),
-                    event_types::PAYMENT_PROCESSED,
-                    PAYMENT_PROCESSED_VERSION,
-                    &PaymentProcessed {
-                        order_id: order.order_id.clone(),
-                        payment_id,
-                        amount: order.amount,
-                        currency: order.currency.clone(),
-                        customer_email: order.customer_email.clone(),
-                        processed_at: now,
-                    },
-                )
+                out.emit(&PaymentProcessed {
+                    order_id: order.order_id,
+                    payment_id,
+                    amount: order.amount,
+                    currency: order.currency,
+                    customer_email: order.customer_email,
+                    processed_at: now,
+                })
             }
             Ok(Charge::Declined { reason }) => {
                 self.metrics.count("declined");
                 tracing::info!(orderId = %order.order_id, reason = %reason, "payment declined");
-                out.emit(
-                    &self.payments_topic,
-                    Some(&order.order_id),
-                    event_types::PAYMENT_FAILED,
-                    PAYMENT_FAILED_VERSION,
-                    &PaymentFailed {
-                        order_id: order.order_id.clone(),
-                        reason,
-                        amount: order.amount,
-                        currency: order.currency.clone(),
-                        failed_at: now,
-                    },
-                )
+                out.emit(&PaymentFailed {
+                    order_id: order.order_id,
+                    reason,
+                    amount: order.amount,
+                    currency: order.currency,
+                    failed_at: now,
+                })
             }
             Err(GatewayError(message)) => {
                 self.metrics.count("gateway_error");
