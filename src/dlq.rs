@@ -1,6 +1,6 @@
 //! `kausal dlq`: the dead-letter ledger. Stats, list, show, replay, discard.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -205,9 +205,12 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 )?)
             };
             let total = targets.len();
-            // On a terminal a bulk replay shows one bar updated in place;
-            // otherwise (and for single entries) one line per entry.
-            let bar = total > 1 && std::io::stdout().is_terminal();
+            // On a terminal a bulk replay shows one bar updated in place
+            // (on stderr); otherwise (and for single entries) one line per
+            // entry, so a pipe or a log gets every entry.
+            let bar =
+                (total > 1 && std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
+                    .then(|| replay_progress(total as u64));
             let (mut done, mut refused) = (0usize, 0usize);
             let report = dlq::act(
                 &store,
@@ -220,15 +223,15 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     match (&o.replayed, &o.reason) {
                         (_, Some(reason)) => {
                             refused += 1;
-                            if bar {
-                                eprintln!("\r\x1b[2K{}: {reason}", o.id);
+                            if let Some(bar) = &bar {
+                                bar.println(format!("{}: {reason}", o.id));
                             } else {
                                 eprintln!("[{n}/{total}] {reason}");
                             }
                         }
                         (Some(r), None) => {
                             done += 1;
-                            if !bar {
+                            if bar.is_none() {
                                 println!(
                                     "[{n}/{total}] replayed {} → {}/{}@{} (replay {}, trace {})",
                                     o.id,
@@ -242,20 +245,20 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                         }
                         (None, None) => {
                             done += 1;
-                            if !bar {
+                            if bar.is_none() {
                                 println!("[{n}/{total}] would replay {}", o.id);
                             }
                         }
                     }
-                    if bar {
-                        print!("\r\x1b[2K{}", progress_bar(n, total, done, refused));
-                        let _ = std::io::stdout().flush();
+                    if let Some(bar) = &bar {
+                        bar.set_position(n as u64);
+                        bar.set_message(format!("replayed {done}, refused {refused}"));
                     }
                 },
             )
             .await;
-            if bar {
-                println!();
+            if let Some(bar) = &bar {
+                bar.finish();
             }
             if let Some(producer) = &producer {
                 producer.flush(std::time::Duration::from_secs(10));
@@ -401,40 +404,31 @@ fn print_stats(s: &dlq::DlqStats) {
     println!("\ninflow, last 24 h (hourly, oldest left): |{line}|");
 }
 
-/// `[██████░░░░░░]  35/70  replayed 33, refused 2`.
-fn progress_bar(done: usize, total: usize, ok: usize, refused: usize) -> String {
-    const WIDTH: usize = 30;
-    let filled = (done * WIDTH)
-        .checked_div(total)
-        .unwrap_or(WIDTH)
-        .min(WIDTH);
-    format!(
-        "[{}{}] {done:>w$}/{total}  replayed {ok}, refused {refused}",
-        "█".repeat(filled),
-        "░".repeat(WIDTH - filled),
-        w = total.to_string().len()
-    )
+/// `[██████░░░░░░] 35/70  replayed 33, refused 2`, drawn on stderr
+/// (indicatif hides it when stderr is not a terminal).
+fn replay_progress(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(REPLAY_PROGRESS) {
+        bar.set_style(style.progress_chars("█░"));
+    }
+    bar.set_message("replayed 0, refused 0");
+    bar
 }
+
+const REPLAY_PROGRESS: &str = "[{bar:30}] {pos}/{len}  {msg}";
 
 #[cfg(test)]
 mod tests {
-    use super::progress_bar;
+    use super::{REPLAY_PROGRESS, replay_progress};
 
     #[test]
-    fn progress_bar_fills_in_proportion() {
-        assert_eq!(
-            progress_bar(0, 4, 0, 0),
-            format!("[{}] 0/4  replayed 0, refused 0", "░".repeat(30))
-        );
-        assert_eq!(
-            progress_bar(2, 4, 1, 1),
-            format!(
-                "[{}{}] 2/4  replayed 1, refused 1",
-                "█".repeat(15),
-                "░".repeat(15)
-            )
-        );
-        assert!(progress_bar(70, 70, 70, 0).starts_with(&format!("[{}]", "█".repeat(30))));
-        assert!(progress_bar(0, 0, 0, 0).contains("0/0"));
+    fn replay_progress_counts_entries() {
+        assert!(indicatif::ProgressStyle::with_template(REPLAY_PROGRESS).is_ok());
+        let bar = replay_progress(4);
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        bar.set_position(2);
+        bar.set_message("replayed 1, refused 1");
+        assert_eq!((bar.position(), bar.length()), (2, Some(4)));
+        assert_eq!(bar.message(), "replayed 1, refused 1");
     }
 }
