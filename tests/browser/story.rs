@@ -115,12 +115,19 @@ struct Running {
     token: String,
 }
 
-/// Reloads the page until `check` holds on it, for at most `timeout`.
-async fn reload_until(c: &Client, timeout: Duration, what: &str, check: impl Fn(&str) -> bool) {
+/// Reloads the page until `check` holds on the text of the element `css`
+/// selects, for at most `timeout`.
+async fn reload_until(
+    c: &Client,
+    timeout: Duration,
+    what: &str,
+    css: &str,
+    check: impl Fn(&str) -> bool,
+) {
     until(timeout, what, || async {
         c.refresh().await.ok()?;
-        let page = c.find(Locator::Css("main")).await.ok()?.text().await.ok()?;
-        check(&page).then_some(())
+        let text = c.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
+        check(&text).then_some(())
     })
     .await;
 }
@@ -214,13 +221,16 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
         None
     })
     .await;
-    // Spans reach the console in batches (every few seconds): reload until
-    // the failure and at least four services' spans are on the page.
+    // Spans, logs and receipts reach the console by different roads (OTLP
+    // batches every few seconds; receipts through the recorder, which
+    // trails on a loaded machine): reload until the answer names the
+    // failed hop, then until four services' spans are on the page.
     reload_until(
         &c,
-        Duration::from_secs(90),
-        "the failed notification and four services in the waterfall",
-        |page| page.contains("MissingCustomerEmail"),
+        Duration::from_secs(120),
+        "the answer to name the failed notification",
+        "#answer",
+        |answer| answer.contains("MissingCustomerEmail"),
     )
     .await;
     until(
