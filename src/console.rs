@@ -70,6 +70,16 @@ fn grpc_addr(bind: IpAddr, port: Option<u16>) -> Option<SocketAddr> {
     }
 }
 
+/// `port`, or a port free on `bind` now when it is 0.
+fn resolve_port(bind: IpAddr, port: u16) -> anyhow::Result<u16> {
+    if port != 0 {
+        return Ok(port);
+    }
+    let probe = std::net::TcpListener::bind(SocketAddr::new(bind, 0))
+        .with_context(|| format!("cannot find a free port on {bind}"))?;
+    Ok(probe.local_addr()?.port())
+}
+
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     kausal_telemetry::logs::init_logging("kausal-console");
     let forward = args
@@ -101,12 +111,29 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
                 kausal_console::token::path(&args.common.data_dir).display()
             )
         })?;
+    // Replays through the API send their own `send <topic>` span: the
+    // console exports it to itself (and so to a forward target). The tracer
+    // must exist before the first request is served, or a replay made at
+    // once would trace into the void: so the port is settled first (port 0
+    // picks a free one now) and tracing starts before the server does.
+    let http = SocketAddr::new(args.bind, resolve_port(args.bind, args.console_port)?);
+    let own = SocketAddr::new(
+        if http.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            http.ip()
+        },
+        http.port(),
+    );
+    let _otel =
+        kausal_telemetry::otel::init_tracing_at("kausal-console", Some(&format!("http://{own}")))
+            .map_err(anyhow::Error::msg)?;
     let config = kausal_console::ConsoleConfig {
         retention: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
         kafka: Some(args.common.kafka_config()),
         grpc: grpc_addr(args.bind, args.otlp_grpc_port),
         forward,
-        ..kausal_console::ConsoleConfig::new(SocketAddr::new(args.bind, args.console_port), token)
+        ..kausal_console::ConsoleConfig::new(http, token)
     };
     let console = kausal_console::serve(config, store.clone(), shutdown.clone())
         .await
@@ -120,19 +147,6 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
             )
         })?;
     let (addr, task) = (console.http, console.task);
-    // Replays through the API send their own `send <topic>` span: the
-    // console exports it to itself (and so to a forward target).
-    let own = SocketAddr::new(
-        if addr.ip().is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            addr.ip()
-        },
-        addr.port(),
-    );
-    let _otel =
-        kausal_telemetry::otel::init_tracing_at("kausal-console", Some(&format!("http://{own}")))
-            .map_err(anyhow::Error::msg)?;
     // One line on stdout that scripts can wait for.
     println!("console listening on http://{addr}");
     match console.grpc {
