@@ -75,48 +75,70 @@ async fn fetch_with(
     String::from_utf8(body).with_context(|| format!("{url}: body is not UTF-8"))
 }
 
-/// Sum of every sample of `name` whose labels contain all of `labels`
-/// (`key="value"` pairs).
-pub fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    samples(text, name, labels).sum()
-}
+/// One scrape's samples, parsed once for every question `up` asks of it.
+#[derive(Debug)]
+pub struct Exposition(Vec<prometheus_parse::Sample>);
 
-/// The largest sample of `name` with `labels`, `None` if there is none.
-pub fn max(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    samples(text, name, labels).reduce(f64::max)
-}
+impl Exposition {
+    /// The samples of an exposition text; a text that does not parse has
+    /// none.
+    pub fn parse(text: &str) -> Self {
+        // Reading lines from a &str cannot fail.
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        Self(prometheus_parse::Scrape::parse(lines).map_or_else(|_| Vec::new(), |s| s.samples))
+    }
 
-/// The plain values (counters, gauges, untyped; a histogram's `_sum` and
-/// `_count` too) of the series named `name` carrying every `key="value"` of
-/// `labels`.
-fn samples(text: &str, name: &str, labels: &[&str]) -> impl Iterator<Item = f64> {
-    let wanted: Vec<(&str, &str)> = labels
-        .iter()
-        .filter_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            Some((k.trim(), v.trim().trim_matches('"')))
-        })
-        .collect();
-    // Reading lines from a &str cannot fail.
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).map_or_else(|_| Vec::new(), |s| s.samples);
-    scrape.into_iter().filter_map(move |s| {
-        let value = match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => {
-                return None;
-            }
-        };
-        (s.metric == name && wanted.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    /// Sum of every sample of `name` whose labels contain all of `labels`
+    /// (`key="value"` pairs).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.samples(name, labels).sum()
+    }
+
+    /// The largest sample of `name` with `labels`, `None` if there is none.
+    pub fn max(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        self.samples(name, labels).reduce(f64::max)
+    }
+
+    /// The plain values (counters, gauges, untyped; a histogram's `_sum`
+    /// and `_count` too) of the series named `name` carrying every
+    /// `key="value"` of `labels`.
+    fn samples<'a>(&'a self, name: &'a str, labels: &[&str]) -> impl Iterator<Item = f64> + 'a {
+        let wanted: Vec<(String, String)> = labels
+            .iter()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            })
+            .collect();
+        self.0.iter().filter_map(move |s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => {
+                    return None;
+                }
+            };
+            (s.metric == name
+                && wanted
+                    .iter()
+                    .all(|(k, v)| s.labels.get(k) == Some(v.as_str())))
             .then_some(value)
-    })
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+        Exposition::parse(text).sum(name, labels)
+    }
+
+    fn max(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        Exposition::parse(text).max(name, labels)
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]

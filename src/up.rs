@@ -730,18 +730,18 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
         let Some(text) = text.await else {
             continue;
         };
-        orders += scrape::sum(&text, "orders_published_total", &[]);
-        approved += scrape::sum(&text, "payments_total", &["outcome=\"approved\""]);
-        declined += scrape::sum(&text, "payments_total", &["outcome=\"declined\""]);
-        retries += scrape::sum(&text, "event_retries_total", &[]);
-        dlq += scrape::sum(&text, "dlq_events_total", &[]);
-        shipped += scrape::sum(
-            &text,
+        let m = scrape::Exposition::parse(&text);
+        orders += m.sum("orders_published_total", &[]);
+        approved += m.sum("payments_total", &["outcome=\"approved\""]);
+        declined += m.sum("payments_total", &["outcome=\"declined\""]);
+        retries += m.sum("event_retries_total", &[]);
+        dlq += m.sum("dlq_events_total", &[]);
+        shipped += m.sum(
             "events_published_total",
             &["event_type=\"ShipmentCreated\""],
         );
-        lag += scrape::sum(&text, "consumer_lag", &[]);
-        if let Some(s) = scrape::max(&text, "consumer_group_status", &[]) {
+        lag += m.sum("consumer_lag", &[]);
+        if let Some(s) = m.max("consumer_group_status", &[]) {
             worst = Some(worst.map_or(s, |w: f64| w.max(s)));
         }
     }

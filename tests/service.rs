@@ -157,7 +157,7 @@ async fn a_failed_or_panicking_part_stops_the_service_with_its_error() {
     let b = TestBroker::start(Engine::Sqlite).await;
     for (part, expected) in [
         ("disk", "disk failed: the disk is full"),
-        ("panics", "panicked: the index is corrupt"),
+        ("panics", "panics panicked: the index is corrupt"),
     ] {
         let shutdown = CancellationToken::new();
         let service = Service::new("greeter-service", config(&b, 0))

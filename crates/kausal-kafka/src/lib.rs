@@ -40,3 +40,4 @@ pub use runtime::{
     ConsumerRuntime, CorrelationPolicy, Dispatch, Handler, Outcome, RunSummary, RuntimeError,
     Single,
 };
+pub use settle::panic_message;

@@ -315,7 +315,7 @@ fn join_reason(error: JoinError) -> String {
 }
 
 /// The text a panic was raised with (`panic!("…")`), if it has one.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

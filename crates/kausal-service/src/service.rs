@@ -1,6 +1,7 @@
 //! The [`Service`] builder: what every Kausal service does around its
 //! handlers, written once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -242,23 +243,26 @@ impl Service {
     }
 }
 
-/// Runs every part; the first failure stops the rest and is returned.
+/// Runs every part; the first failure stops the rest and is returned,
+/// named after the part that failed.
 async fn supervise(starts: Vec<(String, Start)>, ctx: &ServiceContext) -> anyhow::Result<()> {
     let mut parts = JoinSet::new();
+    let mut labels = HashMap::new();
     for (label, start) in starts {
-        let future = start(ctx.clone());
-        parts.spawn(async move { (label, future.await) });
+        let id = parts.spawn(start(ctx.clone())).id();
+        labels.insert(id, label);
     }
     let mut first_failure: Option<anyhow::Error> = None;
-    while let Some(joined) = parts.join_next().await {
+    while let Some(joined) = parts.join_next_with_id().await {
         let failure = match joined {
             Ok((_, Ok(()))) => None,
-            Ok((label, Err(e))) => Some(e.context(format!("{label} failed"))),
+            Ok((id, Err(e))) => Some(e.context(format!("{} failed", labels[&id]))),
             Err(e) if e.is_panic() => Some(anyhow::anyhow!(
-                "a part of the service panicked: {}",
-                panic_message(e.into_panic())
+                "{} panicked: {}",
+                labels[&e.id()],
+                kausal_kafka::panic_message(e.into_panic().as_ref())
             )),
-            Err(e) => Some(anyhow::anyhow!("a part of the service was cancelled: {e}")),
+            Err(e) => Some(anyhow::anyhow!("{} was cancelled: {e}", labels[&e.id()])),
         };
         if let Some(failure) = failure {
             tracing::error!(service = %ctx.name, error = %format!("{failure:#}"), "stopping the service: a part of it failed");
@@ -267,14 +271,6 @@ async fn supervise(starts: Vec<(String, Start)>, ctx: &ServiceContext) -> anyhow
         }
     }
     first_failure.map_or(Ok(()), Err)
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// What a consumer or task of a running [`Service`] gets.

@@ -149,12 +149,6 @@ impl OrdersTopic {
     }
 }
 
-impl Default for OrdersTopic {
-    fn default() -> Self {
-        Self::new(topics::ORDERS, None)
-    }
-}
-
 /// Declares payloads as [`Event`]s of the reference system: every one is
 /// keyed by its `order_id`, so one order's events stay in order.
 macro_rules! order_events {
