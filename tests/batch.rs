@@ -59,7 +59,7 @@ impl BatchHandler for BulkPayments {
     }
 }
 
-on_brokers!(batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone: Memory);
+on_brokers!(batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone: Sqlite);
 async fn batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone(engine: Engine) {
     let spans = SpanCapture::install();
     let b = TestBroker::start(engine).await;
