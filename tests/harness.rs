@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 /// The broker a test runs on: the embedded tansu broker on one of its
 /// storage engines, or Apache Kafka (one KRaft node of its own, started by
@@ -404,5 +406,83 @@ impl Drop for KillOnDrop {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// A TCP proxy in front of a server (the test PostgreSQL) that can be cut:
+/// [`CuttableProxy::cut`] closes every open connection and refuses new ones
+/// until [`CuttableProxy::restore`] — a database outage as its clients see
+/// it, without stopping the server other tests share.
+pub struct CuttableProxy {
+    pub addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled to close the connections open now; replaced on restore.
+    connections: Arc<std::sync::Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl CuttableProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listens");
+        let addr = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let stop = CancellationToken::new();
+        let (is_cut, open, stopped) = (cut.clone(), connections.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                if is_cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let closed = open.lock().expect("lock").clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = closed.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            cut,
+            connections,
+            stop,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.connections.lock().expect("lock");
+        open.cancel();
+        *open = CancellationToken::new();
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.connections.lock().expect("lock").cancel();
     }
 }

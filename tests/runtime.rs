@@ -110,6 +110,10 @@ impl Running {
     fn count(&self) -> usize {
         self.outcomes.lock().expect("lock").len()
     }
+    /// What it settled so far.
+    pub(crate) fn outcomes(&self) -> Vec<(IncomingEvent, Outcome)> {
+        self.outcomes.lock().expect("lock").clone()
+    }
     pub(crate) async fn stop(self) -> (kausal_kafka::RunSummary, Vec<(IncomingEvent, Outcome)>) {
         self.shutdown.cancel();
         let summary = self.task.await.expect("runtime task");
@@ -303,7 +307,7 @@ async fn every_order_gets_exactly_one_outcome(engine: Engine) {
     );
 }
 
-on_brokers!(a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical: Memory);
+on_brokers!(a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical: Sqlite);
 async fn a_failing_payment_is_retried_with_backoff_then_dead_lettered_byte_identical(
     engine: Engine,
 ) {
@@ -581,7 +585,7 @@ fn bad_input_cases() -> Vec<Case> {
     ]
 }
 
-on_brokers!(every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives: Memory);
+on_brokers!(every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives: Sqlite);
 async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives(engine: Engine) {
     let b = setup(engine).await;
     let plain = b.plain_producer();
@@ -697,7 +701,7 @@ async fn every_bad_input_class_has_a_defined_outcome_and_the_consumer_survives(e
     }
 }
 
-on_brokers!(reject_policy_dead_letters_events_without_correlation_id: Memory);
+on_brokers!(reject_policy_dead_letters_events_without_correlation_id: Sqlite);
 async fn reject_policy_dead_letters_events_without_correlation_id(engine: Engine) {
     let b = setup(engine).await;
     let plain = b.plain_producer();
@@ -737,7 +741,7 @@ async fn reject_policy_dead_letters_events_without_correlation_id(engine: Engine
     assert_eq!(gateway.charges("ord-x"), 0);
 }
 
-on_brokers!(a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id: Memory);
+on_brokers!(a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id: Sqlite);
 async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation_id(
     engine: Engine,
 ) {
@@ -785,7 +789,7 @@ async fn a_plain_client_event_gets_a_deterministic_id_and_an_adopted_correlation
     );
 }
 
-on_brokers!(emitted_events_inherit_correlation_set_causation_and_continue_the_trace: Memory);
+on_brokers!(emitted_events_inherit_correlation_set_causation_and_continue_the_trace: Sqlite);
 async fn emitted_events_inherit_correlation_set_causation_and_continue_the_trace(engine: Engine) {
     let b = setup(engine).await;
     let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
@@ -918,7 +922,7 @@ async fn two_instances_share_the_partitions_and_charge_each_order_once(engine: E
     println!("redeliveries skipped by the idempotency guard: {skipped}");
 }
 
-on_brokers!(a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled: Memory);
+on_brokers!(a_dead_lettered_record_delivered_again_is_skipped_but_its_replay_is_handled: Sqlite);
 /// A record dead-lettered and then delivered again (a crash between the
 /// dead letter and the commit, simulated by a second copy of the record) is
 /// not handled again, even though the gateway would now accept it: no
@@ -1020,7 +1024,7 @@ impl kausal_kafka::Handler for Forward {
     }
 }
 
-on_brokers!(a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on: Memory);
+on_brokers!(a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on: Sqlite);
 async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_flow_on(
     engine: Engine,
 ) {

@@ -74,7 +74,14 @@ impl KafkaConfig {
             // behind-the-load service's memory (docs/benchmarks.md).
             .set("fetch.max.bytes", "16777216")
             .set("max.partition.fetch.bytes", "8388608")
-            .set("queued.max.messages.kbytes", "8192");
+            .set("queued.max.messages.kbytes", "8192")
+            // A rebalance moves only the partitions that change owner; the
+            // others keep being handled through it (incremental
+            // rebalancing, KIP-429). The embedded broker and Apache Kafka
+            // both run it (tests/runtime.rs). Every member of a group must
+            // agree: a group shared with consumers on the eager protocol
+            // sets `partition.assignment.strategy` back through the extras.
+            .set("partition.assignment.strategy", "cooperative-sticky");
         for (k, v) in &self.extra {
             c.set(k, v);
         }

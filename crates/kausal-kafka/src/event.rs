@@ -101,6 +101,18 @@ impl IncomingEvent {
     }
 
     /// The key as UTF-8, when it is.
+    /// Bytes of its key, value and headers as they arrived.
+    pub fn size(&self) -> usize {
+        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        len(&self.key)
+            + len(&self.payload)
+            + self
+                .raw_headers
+                .iter()
+                .map(|(name, value)| name.len() + len(value))
+                .sum::<usize>()
+    }
+
     pub fn key_str(&self) -> Option<&str> {
         self.key
             .as_deref()

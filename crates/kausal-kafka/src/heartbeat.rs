@@ -38,7 +38,7 @@ pub enum MemberState {
     Stopped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionRef {
     pub topic: String,
     pub partition: i32,
@@ -75,6 +75,11 @@ pub struct Heartbeat {
     pub assigned: Vec<PartitionRef>,
     pub committed: Vec<CommittedOffset>,
     pub in_flight: Option<InFlight>,
+    /// Assigned partitions whose intake the member paused because their
+    /// worker is behind (absent in beats of members before per-partition
+    /// workers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<PartitionRef>,
 }
 
 impl Heartbeat {
@@ -288,6 +293,7 @@ mod tests {
                 at_ms: at_ms - 500,
             }],
             in_flight: None,
+            paused: Vec::new(),
         }
     }
 

@@ -10,7 +10,11 @@
 //! - events emitted by a handler inherit the correlation id and trace, and
 //!   name the handled event as their cause;
 //! - a redelivered event already handled by the group is skipped when an
-//!   idempotency store is configured.
+//!   idempotency store is configured;
+//! - records of one partition are handled in order, partitions concurrently
+//!   (a worker each, [`worker`]); the poll thread never stops polling: a
+//!   partition whose worker is behind is paused, not the consumer
+//!   ([`poll`]).
 
 pub mod admin;
 pub mod batch;
@@ -20,12 +24,15 @@ pub mod event;
 pub mod group;
 pub mod heartbeat;
 pub mod ids;
+mod member;
+mod poll;
 pub mod producer;
 pub mod receipt;
 pub mod runtime;
 mod settle;
 pub mod testing;
 pub mod wire;
+mod worker;
 
 /// Topics whose names start with this are Kausal's own bookkeeping
 /// (`kausal.receipts`, `kausal.consumers`): not traced.

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -19,27 +18,24 @@ use kausal_telemetry::metrics::{
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
 use opentelemetry::KeyValue;
 use rand::Rng;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::KafkaConfig;
 use crate::event::{Emitter, IncomingEvent};
-use crate::heartbeat::{
-    CommittedOffset, DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_EVENT_TYPE, HEARTBEATS_TOPIC, Heartbeat,
-    HeartbeatReader, InFlight, MemberState, ORPHAN_GRACE, OrphanWatch, PartitionRef,
-    acts_for_group, orphaned,
-};
+use crate::heartbeat::DEFAULT_HEARTBEAT_INTERVAL;
 use crate::ids;
 use crate::producer::{EventProducer, PublishError};
-use crate::settle::{
-    Emitted, Finished, MAX_UNSETTLED, Pending, Position, Settling, died, panic_message,
-};
+use crate::settle::{Emitted, Finished, panic_message};
+
+/// Partitions handled at the same time unless
+/// [`ConsumerRuntime::partition_concurrency`] says otherwise.
+pub const DEFAULT_PARTITION_CONCURRENCY: usize = 16;
+
+/// See [`ConsumerRuntime::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Header set on a dead letter whose original value could not be copied
 /// (the broker refused the size); the original stays at its offset.
@@ -101,6 +97,10 @@ pub struct RunSummary {
     pub dead_lettered: u64,
     pub duplicates_skipped: u64,
     pub retries: u64,
+    /// Partitions taken away from this member by rebalances while it ran
+    /// (with the default cooperative assignment only those that moved; a
+    /// member evicted for not polling loses all of them).
+    pub partitions_revoked: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,129 +132,6 @@ pub enum RuntimeError {
 /// settling: a panic in it stops the runtime with
 /// [`RuntimeError::TaskDied`], the record uncommitted.
 pub type OutcomeObserver = Arc<dyn Fn(&IncomingEvent, &Outcome) + Send + Sync>;
-
-/// What this member reports in its heartbeats.
-#[derive(Debug, Default)]
-pub(crate) struct MemberStatus {
-    pub(crate) assigned: std::collections::BTreeSet<PartitionRef>,
-    committed: HashMap<(String, i32), (i64, i64)>,
-    in_flight: Option<InFlight>,
-}
-
-impl MemberStatus {
-    fn beat(&self, runtime: &MemberIdentity, state: MemberState) -> Heartbeat {
-        let mut committed: Vec<CommittedOffset> = self
-            .committed
-            .iter()
-            .map(|((topic, partition), (offset, at_ms))| CommittedOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-                at_ms: *at_ms,
-            })
-            .collect();
-        committed.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        Heartbeat {
-            consumer_group: runtime.group.clone(),
-            member: runtime.member.clone(),
-            service: runtime.service.clone(),
-            state,
-            at_ms: ids::now_ms(),
-            interval_ms: runtime.interval.as_millis() as i64,
-            assigned: self.assigned.iter().cloned().collect(),
-            committed,
-            in_flight: self.in_flight.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct MemberIdentity {
-    group: String,
-    member: String,
-    service: String,
-    interval: Duration,
-}
-
-/// Commits finished work for partitions that are being taken away, before
-/// another member can start on them.
-struct RuntimeContext {
-    pending: Arc<Mutex<Pending>>,
-    status: Arc<Mutex<MemberStatus>>,
-    group: String,
-}
-
-impl RuntimeContext {
-    fn status(&self) -> std::sync::MutexGuard<'_, MemberStatus> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl ClientContext for RuntimeContext {}
-
-impl ConsumerContext for RuntimeContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(revoked) => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let tpl = pending.to_list(Some(revoked));
-                if tpl.count() > 0 {
-                    match consumer.commit(&tpl, CommitMode::Sync) {
-                        Ok(()) => {
-                            tracing::info!(group = %self.group, partitions = tpl.count(), "committed finished work before rebalance")
-                        }
-                        Err(e) => {
-                            tracing::warn!(group = %self.group, error = %e, "commit before rebalance failed; those records will be redelivered")
-                        }
-                    }
-                }
-                let mut status = self.status();
-                for elem in revoked.elements() {
-                    pending
-                        .offsets
-                        .remove(&(elem.topic().to_owned(), elem.partition()));
-                    status.assigned.remove(&PartitionRef {
-                        topic: elem.topic().to_owned(),
-                        partition: elem.partition(),
-                    });
-                }
-            }
-            Rebalance::Assign(assigned) => {
-                tracing::info!(group = %self.group, partitions = assigned.count(), "partitions assigned");
-                let mut status = self.status();
-                for elem in assigned.elements() {
-                    status.assigned.insert(PartitionRef {
-                        topic: elem.topic().to_owned(),
-                        partition: elem.partition(),
-                    });
-                }
-            }
-            Rebalance::Error(e) => {
-                tracing::warn!(group = %self.group, error = %e, "rebalance error")
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                let at = ids::now_ms();
-                let mut status = self.status();
-                for elem in offsets.elements() {
-                    if let Offset::Offset(o) = elem.offset() {
-                        status
-                            .committed
-                            .insert((elem.topic().to_owned(), elem.partition()), (o, at));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry with the next commit");
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-            }
-        }
-    }
-}
 
 /// How a runtime hands records to its business logic: one at a time
 /// ([`Single`], a [`Handler`]) or in batches ([`Batched`], a
@@ -313,10 +190,10 @@ impl<H: Handler> Dispatch for Single<H> {
 /// A consumer group member running a [`Handler`] (or a batch handler, see
 /// [`ConsumerRuntime::batched`]).
 pub struct ConsumerRuntime<D> {
-    config: KafkaConfig,
+    pub(crate) config: KafkaConfig,
     pub(crate) service: String,
     pub(crate) group: String,
-    topics: Vec<String>,
+    pub(crate) topics: Vec<String>,
     pub(crate) dispatch: D,
     pub(crate) producer: EventProducer,
     pub(crate) retry: RetryPolicy,
@@ -325,12 +202,17 @@ pub struct ConsumerRuntime<D> {
     /// Writes the store's idempotency marks in batches (started by `run`).
     marks: Option<MarkWriter>,
     pub(crate) metrics: Metrics,
-    commit_interval: Duration,
+    pub(crate) commit_interval: Duration,
     pub(crate) infra_backoff: Duration,
-    observer: Option<OutcomeObserver>,
+    pub(crate) observer: Option<OutcomeObserver>,
     dlq_overrides: HashMap<String, String>,
     pub(crate) receipts: bool,
-    heartbeat: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
+    /// Most partitions whose records are in a handler at the same time.
+    pub(crate) partition_concurrency: usize,
+    /// How long a revoked partition's worker gets to finish the record in
+    /// hand and settle what it finished before the partition is let go.
+    pub(crate) drain_timeout: Duration,
 }
 
 impl<D> std::fmt::Debug for ConsumerRuntime<D> {
@@ -384,7 +266,25 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             dlq_overrides: HashMap::new(),
             receipts: true,
             heartbeat: Some(DEFAULT_HEARTBEAT_INTERVAL),
+            partition_concurrency: DEFAULT_PARTITION_CONCURRENCY,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
+    }
+
+    /// Handle records of at most `n` partitions at the same time (default
+    /// 16, at least 1). Records of one partition are always handled one
+    /// after the other, in order.
+    pub fn partition_concurrency(mut self, n: usize) -> Self {
+        self.partition_concurrency = n.max(1);
+        self
+    }
+
+    /// How long a partition being revoked may take to finish the record in
+    /// hand and settle what it finished (default 30 s); after that it is
+    /// let go uncommitted, and its next owner handles those records again.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// Beat on `kausal.consumers` every `interval` (default 3 s), or never
@@ -441,262 +341,14 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         self
     }
 
-    /// Consumes until `shutdown` is cancelled, then finishes the record in
+    /// Consumes until `shutdown` is cancelled, then finishes the records in
     /// hand, commits, flushes and returns. Stops the same way, but with
-    /// [`RuntimeError::TaskDied`], when one of its tasks dies.
+    /// [`RuntimeError::TaskDied`], when one of its tasks dies. How: see
+    /// [`crate::poll`] and [`crate::worker`].
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
         self.marks = self.store.clone().map(MarkWriter::spawn);
-        // Shared with the tasks that settle handled records.
-        let this = Arc::new(self);
-        this.run_shared(shutdown).await
-    }
-
-    async fn run_shared(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> Result<RunSummary, RuntimeError> {
-        // Cancelled as well when a task of this runtime dies, so that the
-        // settle tasks let go of what they wait for.
-        let shutdown = shutdown.child_token();
-        let mut own_topics = Vec::new();
-        if self.receipts {
-            // Receipts are awaited before a commit, so their topic must exist.
-            own_topics.push(crate::admin::TopicSpec::new(
-                crate::receipt::RECEIPTS_TOPIC,
-                3,
-            ));
-        }
-        if self.heartbeat.is_some() {
-            own_topics.push(crate::admin::TopicSpec::new(HEARTBEATS_TOPIC, 1));
-        }
-        if !own_topics.is_empty() {
-            let ensured = match crate::admin::Admin::new(&self.config) {
-                Ok(admin) => admin
-                    .ensure_topics(&own_topics)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = ensured {
-                tracing::error!(error = %e, topics = ?own_topics.iter().map(|t| &t.name).collect::<Vec<_>>(), "cannot create the runtime's topics; records wait until the receipts topic exists (create it, or disable receipts)");
-            }
-        }
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let status = Arc::new(Mutex::new(MemberStatus::default()));
-        let context = RuntimeContext {
-            pending: pending.clone(),
-            status: status.clone(),
-            group: self.group.clone(),
-        };
-        let client_id = format!("{}-{}", self.service, std::process::id());
-        let consumer: StreamConsumer<RuntimeContext> = self
-            .config
-            .consumer_config(&self.group, &client_id)
-            .create_with_context(context)
-            .map_err(RuntimeError::Create)?;
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| RuntimeError::Subscribe {
-                topics: self.topics.clone(),
-                source,
-            })?;
-        tracing::info!(service = %self.service, group = %self.group, topics = ?self.topics, "consumer started");
-        let identity = MemberIdentity {
-            group: self.group.clone(),
-            member: format!("{client_id}-{}", crate::ids::new_span_id()),
-            service: self.service.clone(),
-            interval: self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
-        };
-        let beats = CancellationToken::new();
-        let mut beating = self.heartbeat.map(|_| {
-            tokio::spawn(beat_until(
-                self.producer.clone(),
-                identity.clone(),
-                status.clone(),
-                beats.clone(),
-            ))
-        });
-        let rejoin = Arc::new(AtomicBool::new(false));
-        let mut watching = self.heartbeat.map(|_| {
-            tokio::spawn(watch_orphans(
-                self.config.clone(),
-                identity.clone(),
-                self.topics.clone(),
-                status.clone(),
-                rejoin.clone(),
-                beats.clone(),
-            ))
-        });
-
-        let mut summary = RunSummary::default();
-        let mut settling = Settling::new(pending.clone(), status.clone(), self.observer.clone());
-        let mut last_commit = Instant::now();
-        let mut last_error_log: Option<Instant> = None;
-        // A task of this runtime that died: the run stops with it.
-        let mut failure: Option<RuntimeError> = None;
-        loop {
-            if let Err(e) = helper_alive(&mut beating, "the heartbeat task")
-                .and_then(|()| helper_alive(&mut watching, "the orphaned-partition watch"))
-            {
-                failure = Some(e);
-                break;
-            }
-            if rejoin.swap(false, Ordering::Relaxed) {
-                // Leaving commits finished work (the revoke callback);
-                // subscribing again joins a fresh generation, in which the
-                // orphaned partitions are assigned.
-                consumer.unsubscribe();
-                if let Err(e) = consumer.subscribe(&topics) {
-                    tracing::error!(group = %self.group, error = %e, "cannot rejoin the group; retrying at the next check");
-                }
-            }
-            let received = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                r = tokio::time::timeout(self.commit_interval, consumer.recv()) => r,
-            };
-            match received {
-                Err(_elapsed) => {}
-                Ok(Err(e)) => {
-                    // Transport errors and unknown topics are reported here
-                    // and recover by themselves; log them without flooding.
-                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(group = %self.group, error = %e, "consumer error");
-                        last_error_log = Some(Instant::now());
-                    }
-                }
-                Ok(Ok(message)) => {
-                    let mut events = vec![IncomingEvent::from_message(&message)];
-                    drop(message);
-                    self.fill_batch(&consumer, &mut events).await;
-                    // A copy of an unsettled record is not marked processed
-                    // yet: let the first settle so the guard sees it.
-                    if events.iter().any(|e| settling.holds(&e.headers.event_id))
-                        && !settling.settle_until(0).await
-                    {
-                        break;
-                    }
-                    status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = Some(InFlight {
-                        topic: events[0].topic.clone(),
-                        partition: events[0].partition,
-                        offset: events[0].offset,
-                        since_ms: ids::now_ms(),
-                    });
-                    let finished = D::dispatch(self, &mut events, &shutdown, &mut summary).await;
-                    status.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
-                    let Some(finished) = finished else {
-                        // Shut down while waiting on infrastructure: the
-                        // records are not finished, so they are not
-                        // committed.
-                        break;
-                    };
-                    for (event, done) in events.into_iter().zip(finished) {
-                        let position = Position::of(&event);
-                        let event_id = event.headers.event_id;
-                        let settle = self.settle(event, done, &shutdown);
-                        settling.push(position, event_id, settle);
-                    }
-                    // Settling overlaps the next records' handling; a
-                    // record's offset waits for it, and so does the next
-                    // record once too many are unsettled.
-                    if !settling.settle_ready() || !settling.settle_until(MAX_UNSETTLED).await {
-                        break;
-                    }
-                }
-            }
-            if !settling.settle_ready() {
-                break;
-            }
-            if last_commit.elapsed() >= self.commit_interval {
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                if p.dirty {
-                    let tpl = p.to_list(None);
-                    if tpl.count() > 0
-                        && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
-                    {
-                        tracing::warn!(group = %self.group, error = %e, "offset commit failed; will retry");
-                    } else {
-                        p.dirty = false;
-                    }
-                }
-                last_commit = Instant::now();
-            }
-        }
-
-        // A dead task stops the run like a shutdown, but the run ends in an
-        // error: what it was settling and everything after it (already let
-        // go by `settling`) stay uncommitted.
-        let mut failure = failure.or_else(|| settling.take_failure());
-        if failure.is_some() {
-            shutdown.cancel();
-        }
-        // Graceful stop: commit everything finished (and receipted), flush,
-        // leave the group.
-        settling.settle_until(0).await;
-        failure = failure.or_else(|| settling.take_failure());
-        if let Some(e) = &failure {
-            tracing::error!(group = %self.group, error = %e, "a task of the consumer runtime died; stopping: records not settled stay uncommitted and will be redelivered");
-        }
-        summary.processed = settling.counts.processed;
-        summary.dead_lettered = settling.counts.dead_lettered;
-        summary.duplicates_skipped = settling.counts.duplicates_skipped;
-        let tpl = pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .to_list(None);
-        if tpl.count() > 0 {
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => tracing::info!(group = %self.group, "final offsets committed"),
-                Err(e) => {
-                    tracing::error!(group = %self.group, error = %e, "final commit failed; finished records will be redelivered")
-                }
-            }
-        }
-        beats.cancel();
-        if let Some(task) = watching {
-            let _ = task.await;
-        }
-        if let Some(task) = beating {
-            let _ = task.await;
-            let last = status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .beat(&identity, MemberState::Stopped);
-            // Bounded: with the broker gone, a stop must not wait for the
-            // producer's delivery timeout.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), publish_beat(&self.producer, &last))
-                    .await;
-        }
-        self.producer.flush(Duration::from_secs(10));
-        consumer.unsubscribe();
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        tracing::info!(group = %self.group, processed = summary.processed, dead_lettered = summary.dead_lettered, "consumer stopped");
-        Ok(summary)
-    }
-
-    /// Adds records that arrive within the dispatch's wait, up to its size
-    /// (nothing for one-at-a-time handlers).
-    async fn fill_batch(
-        &self,
-        consumer: &StreamConsumer<RuntimeContext>,
-        events: &mut Vec<IncomingEvent>,
-    ) {
-        let (max_records, max_wait) = self.dispatch.batch_limits();
-        let deadline = tokio::time::Instant::now() + max_wait;
-        while events.len() < max_records {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(message)) => events.push(IncomingEvent::from_message(&message)),
-                Ok(Err(e)) => {
-                    tracing::warn!(group = %self.group, error = %e, "consumer error while filling a batch");
-                    return;
-                }
-                Err(_elapsed) => return,
-            }
-        }
+        // Shared with the partitions' workers and the settle tasks.
+        crate::poll::run(Arc::new(self), shutdown).await
     }
 }
 
@@ -1059,6 +711,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                     records = events.len(),
                     "handler failed; retrying"
                 );
+                let _stalled = crate::worker::stalled();
                 tokio::select! {
                     () = shutdown.cancelled() => None,
                     () = tokio::time::sleep(delay) => Some(true),
@@ -1211,7 +864,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 Ok(v) => return Some(v),
                 Err(e) => {
                     self.metrics.store_errors.get_or_create(labels).inc();
-                    tracing::error!(error = %e, retryInMs = delay.as_millis() as u64, "idempotency store unavailable; pausing this consumer");
+                    tracing::error!(error = %e, retryInMs = delay.as_millis() as u64, "idempotency store unavailable; pausing this partition");
+                    let _stalled = crate::worker::stalled();
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(delay) => {}
@@ -1220,194 +874,5 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 }
             }
         }
-    }
-}
-
-/// Asks the run loop to rejoin the group when a partition of its topics has
-/// had no live owner (by heartbeats) for [`ORPHAN_GRACE`]: a broker that does
-/// not rebalance after evicting a crashed member leaves that member's
-/// partitions unread forever (the embedded broker does, docs/broker.md). One
-/// member acts for the group (the smallest live member id).
-async fn watch_orphans(
-    config: KafkaConfig,
-    identity: MemberIdentity,
-    topics: Vec<String>,
-    status: Arc<Mutex<MemberStatus>>,
-    rejoin: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
-    let admin = match crate::admin::Admin::new(&config) {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            tracing::warn!(error = %e, "no orphaned-partition watch: cannot create an admin client");
-            return;
-        }
-    };
-    let reader = Arc::new(Mutex::new(HeartbeatReader::default()));
-    let mut watch = OrphanWatch::new(ORPHAN_GRACE);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(identity.interval) => {}
-        }
-        let (admin, read_into, topics) = (admin.clone(), reader.clone(), topics.clone());
-        let partitions = tokio::task::spawn_blocking(move || {
-            read_into
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .catch_up(&admin)?;
-            let mut all = Vec::new();
-            for topic in &topics {
-                for partition in admin.partitions(topic)? {
-                    all.push(PartitionRef {
-                        topic: topic.clone(),
-                        partition,
-                    });
-                }
-            }
-            Ok::<_, crate::admin::AdminError>(all)
-        })
-        .await;
-        let partitions = match partitions {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "orphaned-partition check skipped");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let now = ids::now_ms();
-        let own = status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .assigned
-            .clone();
-        let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
-        let liveness = reader.liveness();
-        let orphans = orphaned(
-            liveness,
-            &identity.group,
-            &identity.member,
-            &own,
-            &partitions,
-            now,
-        );
-        let acting = acts_for_group(liveness, &identity.group, &identity.member, now);
-        if watch.observe(acting && !orphans.is_empty(), now) {
-            tracing::warn!(
-                group = %identity.group,
-                orphaned = ?orphans.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect::<Vec<_>>(),
-                graceSeconds = ORPHAN_GRACE.as_secs(),
-                "partitions have had no live owner; rejoining the group so they are assigned again"
-            );
-            rejoin.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// `Err` once a helper task of the run loop (heartbeats, the orphan watch)
-/// has died; one that returned by itself (the watch without an admin
-/// client) is let go.
-fn helper_alive(
-    task: &mut Option<tokio::task::JoinHandle<()>>,
-    name: &str,
-) -> Result<(), RuntimeError> {
-    let Some(handle) = task.as_mut().filter(|h| h.is_finished()) else {
-        return Ok(());
-    };
-    let ended = handle.now_or_never();
-    *task = None;
-    match ended {
-        Some(Err(e)) => Err(died(name.to_owned(), e)),
-        _ => Ok(()),
-    }
-}
-
-/// Publishes a heartbeat every interval until `stop`.
-async fn beat_until(
-    producer: EventProducer,
-    identity: MemberIdentity,
-    status: Arc<Mutex<MemberStatus>>,
-    stop: CancellationToken,
-) {
-    loop {
-        let beat = status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .beat(&identity, MemberState::Running);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = publish_beat(&producer, &beat) => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(identity.interval) => {}
-        }
-    }
-}
-
-/// One heartbeat; a failure is logged at debug level only: a missed beat is
-/// what the monitor reads as "not live", which is then true enough.
-async fn publish_beat(producer: &EventProducer, beat: &Heartbeat) {
-    let Ok(value) = serde_json::to_vec(beat) else {
-        return;
-    };
-    let headers = OwnedHeaders::new().insert(Header {
-        key: kausal_core::headers::EVENT_TYPE,
-        value: Some(HEARTBEAT_EVENT_TYPE),
-    });
-    if let Err(e) = producer
-        .publish_raw(
-            HEARTBEATS_TOPIC,
-            Some(beat.consumer_group.as_bytes()),
-            Some(&value),
-            headers,
-            HEARTBEAT_EVENT_TYPE,
-        )
-        .await
-    {
-        tracing::debug!(error = %e, "heartbeat not published");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn finished(task: &Option<tokio::task::JoinHandle<()>>) {
-        while !task.as_ref().is_some_and(|t| t.is_finished()) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_helper_task_that_panics_is_noticed_and_named() {
-        let mut task = Some(tokio::spawn(async { panic!("heartbeat encoder broke") }));
-        finished(&task).await;
-        match helper_alive(&mut task, "the heartbeat task") {
-            Err(RuntimeError::TaskDied { task, reason }) => {
-                assert_eq!(task, "the heartbeat task");
-                assert_eq!(reason, "panicked: heartbeat encoder broke");
-            }
-            other => panic!("expected TaskDied, got {other:?}"),
-        }
-        assert!(task.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_helper_task_that_returned_or_still_runs_is_fine() {
-        let mut returned = Some(tokio::spawn(async {}));
-        finished(&returned).await;
-        assert!(helper_alive(&mut returned, "the orphaned-partition watch").is_ok());
-        assert!(returned.is_none(), "let go");
-
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let mut running = Some(tokio::spawn(async move { token.cancelled().await }));
-        assert!(helper_alive(&mut running, "the heartbeat task").is_ok());
-        assert!(running.is_some(), "still watched");
-        stop.cancel();
-        let mut none = None;
-        assert!(helper_alive(&mut none, "no task").is_ok());
     }
 }

@@ -10,6 +10,11 @@
 //! record whose output the broker refuses for good is dead-lettered before
 //! its offset moves (ARCHITECTURE.md, "Settling behind the handler").
 //!
+//! Every partition has its own settling queue (in its worker, see
+//! [`crate::worker`]); the event ids being settled are shared by all of
+//! them ([`Holding`]), so that a copy of a record in another partition waits
+//! for the first to settle.
+//!
 //! A settle task that dies (a panic) stops the runtime with
 //! [`RuntimeError::TaskDied`]: neither its record nor any record after it
 //! is committed, so they are redelivered, and the failure is not hidden
@@ -18,6 +23,7 @@
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -28,16 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::event::{IncomingEvent, OutgoingEvent};
-use crate::heartbeat::PartitionRef;
 use crate::producer::{PublishError, Sending};
 use crate::receipt::ReceiptRecord;
 use crate::runtime::{
-    ConsumerRuntime, Dispatch, MemberStatus, Outcome, OutcomeObserver, RunSummary, RuntimeError,
-    record_log_span,
+    ConsumerRuntime, Dispatch, Outcome, OutcomeObserver, RunSummary, RuntimeError, record_log_span,
 };
 
-/// Records at most between the oldest unsettled one and the one being
-/// handled; the runtime waits for the oldest beyond that.
+/// Records at most between a partition's oldest unsettled one and the one
+/// being handled; its worker waits for the oldest beyond that.
 pub(crate) const MAX_UNSETTLED: usize = 64;
 
 /// Offsets of settled records not yet committed: (topic, partition) → next
@@ -78,19 +82,11 @@ impl Position {
         }
     }
 
-    /// Makes the offset committable, unless the partition was revoked in
-    /// the meantime (its new owner commits it; committing here could move
-    /// that owner's offset).
-    fn finish(self, pending: &Mutex<Pending>, status: &Mutex<MemberStatus>) {
-        let owned = status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .assigned
-            .contains(&PartitionRef {
-                topic: self.topic.clone(),
-                partition: self.partition,
-            });
-        if owned {
+    /// Makes the offset committable, unless the partition was revoked from
+    /// this worker in the meantime (`live` false: its next owner commits
+    /// it; committing here could move that owner's offset).
+    fn finish(self, pending: &Mutex<Pending>, live: &AtomicBool) {
+        if live.load(Ordering::Acquire) {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             p.offsets
                 .insert((self.topic, self.partition), self.next_offset);
@@ -135,19 +131,52 @@ pub(crate) enum Settle {
     Task(JoinHandle<Option<(IncomingEvent, Outcome)>>),
 }
 
-/// The records between the handler and the commit, oldest first.
+/// Event ids being settled, in any partition of the member: a second copy
+/// of one of them must wait until the first is settled, or the idempotency
+/// guard could not see it.
+#[derive(Debug, Default)]
+pub(crate) struct Holding {
+    ids: Mutex<HashMap<EventId, usize>>,
+}
+
+impl Holding {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, usize>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, id: EventId) {
+        *self.ids().entry(id).or_default() += 1;
+    }
+
+    fn release(&self, id: &EventId) {
+        let mut ids = self.ids();
+        if let Some(n) = ids.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                ids.remove(id);
+            }
+        }
+    }
+
+    /// True while a copy of `id` is unsettled somewhere.
+    pub(crate) fn holds(&self, id: &EventId) -> bool {
+        self.ids().contains_key(id)
+    }
+}
+
+/// One partition's records between the handler and the commit, oldest
+/// first.
 pub(crate) struct Settling {
     queue: VecDeque<(Position, EventId, Settle)>,
-    /// Event ids in `queue`: a second copy of one of them must wait until
-    /// the first is settled, or the idempotency guard could not see it.
-    holding: HashMap<EventId, usize>,
+    holding: Arc<Holding>,
     /// A record could not be settled (shutdown, or its task died): nothing
     /// after it may be committed.
     broken: bool,
     /// Why, when it was not shutdown: the task that died.
     failure: Option<RuntimeError>,
     pending: Arc<Mutex<Pending>>,
-    status: Arc<Mutex<MemberStatus>>,
+    /// False once the partition was revoked from this worker.
+    live: Arc<AtomicBool>,
     observer: Option<OutcomeObserver>,
     /// Settled records by outcome.
     pub(crate) counts: RunSummary,
@@ -156,29 +185,40 @@ pub(crate) struct Settling {
 impl Settling {
     pub(crate) fn new(
         pending: Arc<Mutex<Pending>>,
-        status: Arc<Mutex<MemberStatus>>,
+        holding: Arc<Holding>,
+        live: Arc<AtomicBool>,
         observer: Option<OutcomeObserver>,
     ) -> Self {
         Self {
             queue: VecDeque::new(),
-            holding: HashMap::new(),
+            holding,
             broken: false,
             failure: None,
             pending,
-            status,
+            live,
             observer,
             counts: RunSummary::default(),
         }
     }
 
     pub(crate) fn push(&mut self, position: Position, event_id: EventId, settle: Settle) {
-        *self.holding.entry(event_id).or_default() += 1;
+        self.holding.hold(event_id);
         self.queue.push_back((position, event_id, settle));
     }
 
-    /// True while a copy of `event_id` is unsettled.
+    /// True while a copy of `event_id` is unsettled in any partition.
     pub(crate) fn holds(&self, event_id: &EventId) -> bool {
-        self.holding.contains_key(event_id)
+        self.holding.holds(event_id)
+    }
+
+    /// True when no record waits to settle.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Records waiting to settle.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
     }
 
     /// The task that died settling a record, if one did (once).
@@ -230,12 +270,7 @@ impl Settling {
         let Some((position, event_id, settle)) = self.queue.pop_front() else {
             return;
         };
-        if let Some(n) = self.holding.get_mut(&event_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.holding.remove(&event_id);
-            }
-        }
+        self.holding.release(&event_id);
         let settled = match (settle, result) {
             (Settle::Ready(ready), _) => Some(*ready),
             (Settle::Task(_), Some(Ok(answer))) => answer,
@@ -266,7 +301,7 @@ impl Settling {
             Outcome::DeadLettered { .. } => self.counts.dead_lettered += 1,
             Outcome::DuplicateSkipped => self.counts.duplicates_skipped += 1,
         }
-        position.finish(&self.pending, &self.status);
+        position.finish(&self.pending, &self.live);
     }
 
     /// Nothing from the front on settles: not this record, not any after it
@@ -277,8 +312,9 @@ impl Settling {
         if self.failure.is_none() {
             self.failure = failure;
         }
-        self.queue.clear();
-        self.holding.clear();
+        for (_, event_id, _) in self.queue.drain(..) {
+            self.holding.release(&event_id);
+        }
     }
 }
 
@@ -476,6 +512,7 @@ impl<D> ConsumerRuntime<D> {
     /// Waits out the infrastructure backoff; `None` when shutdown came
     /// first.
     pub(crate) async fn pause(&self, shutdown: &CancellationToken) -> Option<()> {
+        let _stalled = crate::worker::stalled();
         tokio::select! {
             () = shutdown.cancelled() => None,
             () = tokio::time::sleep(self.infra_backoff) => Some(()),
@@ -515,17 +552,11 @@ mod tests {
         IncomingEvent::from_message(&message)
     }
 
-    /// Settling over `orders` partitions 0 and 1, both assigned.
+    /// Settling of a live worker.
     fn settling(observer: Option<OutcomeObserver>) -> (Settling, Arc<Mutex<Pending>>) {
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let mut status = MemberStatus::default();
-        for partition in [0, 1] {
-            status.assigned.insert(PartitionRef {
-                topic: "orders".to_owned(),
-                partition,
-            });
-        }
-        let settling = Settling::new(pending.clone(), Arc::new(Mutex::new(status)), observer);
+        let live = Arc::new(AtomicBool::new(true));
+        let settling = Settling::new(pending.clone(), Arc::default(), live, observer);
         (settling, pending)
     }
 
@@ -606,6 +637,47 @@ mod tests {
             other => panic!("expected TaskDied, got {other:?}"),
         }
         assert_eq!(committable(&pending), vec![(("orders".to_owned(), 0), 6)]);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_worker_settles_but_commits_nothing() {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let live = Arc::new(AtomicBool::new(true));
+        let mut settling = Settling::new(pending.clone(), Arc::default(), live.clone(), None);
+        push(&mut settling, record(0, 5), ready);
+        assert!(settling.settle_ready());
+        live.store(false, Ordering::Release);
+        push(&mut settling, record(0, 6), ready);
+        assert!(settling.settle_ready());
+        assert_eq!(
+            committable(&pending),
+            vec![(("orders".to_owned(), 0), 6)],
+            "offset 6 belongs to the partition's next owner"
+        );
+        assert_eq!(settling.counts.processed, 2);
+    }
+
+    #[tokio::test]
+    async fn a_copy_being_settled_in_one_partition_is_seen_by_the_others() {
+        let holding: Arc<Holding> = Arc::default();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let live = || Arc::new(AtomicBool::new(true));
+        let mut first = Settling::new(pending.clone(), holding.clone(), live(), None);
+        let second = Settling::new(pending, holding.clone(), live(), None);
+        let event = record(0, 5);
+        let id = event.headers.event_id;
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        push(&mut first, event, move |event| {
+            Settle::Task(tokio::spawn(async move {
+                released.await.ok()?;
+                Some((event, Outcome::Processed { attempts: 1 }))
+            }))
+        });
+        assert!(second.holds(&id), "partition 1 sees partition 0's copy");
+        assert!(first.settle_ready() && second.holds(&id), "still settling");
+        release.send(()).expect("task waits");
+        assert!(first.settle_until(0).await);
+        assert!(!second.holds(&id), "released once settled");
     }
 
     #[tokio::test]
