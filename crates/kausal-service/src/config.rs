@@ -139,6 +139,10 @@ pub struct ServiceConfig {
     /// First retry backoff in milliseconds (doubles each attempt, ±20 %).
     #[arg(long, default_value_t = 100)]
     pub initial_backoff_ms: u64,
+    /// Partitions whose records are in a handler at the same time, per
+    /// consumer (records of one partition are always handled in order).
+    #[arg(long, env = "KAUSAL_PARTITION_CONCURRENCY", default_value_t = kausal_kafka::runtime::DEFAULT_PARTITION_CONCURRENCY)]
+    pub partition_concurrency: usize,
     /// What to do with events that carry no correlation id.
     #[arg(long, value_enum, default_value_t = CorrelationArg::Adopt)]
     pub missing_correlation: CorrelationArg,

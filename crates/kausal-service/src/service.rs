@@ -405,6 +405,7 @@ impl<H: Handler> Consumer<H> {
         )
         .retry_policy(config.retry_policy())
         .correlation_policy(config.missing_correlation.into())
+        .partition_concurrency(config.partition_concurrency)
         .receipts(!config.no_receipts);
         for (source, dlq) in &self.dead_letter_topics {
             runtime = runtime.dead_letter_topic(source, dlq);
