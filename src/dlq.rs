@@ -260,8 +260,12 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             if let Some(bar) = &bar {
                 bar.finish();
             }
-            if let Some(producer) = &producer {
-                producer.flush(std::time::Duration::from_secs(10));
+            if let Some(producer) = producer.clone() {
+                // librdkafka's flush blocks its thread: not an async worker's.
+                let _ = tokio::task::spawn_blocking(move || {
+                    producer.flush(std::time::Duration::from_secs(10))
+                })
+                .await;
             }
             let verb = if dry_run {
                 "would be replayed"

@@ -233,7 +233,9 @@ impl Service {
             store: Arc::new(OnceCell::new()),
         };
         let result = supervise(starts, &ctx).await;
-        producer.flush(FINAL_FLUSH);
+        // librdkafka's flush blocks its thread: not an async worker's.
+        let flushing = producer.clone();
+        let _ = tokio::task::spawn_blocking(move || flushing.flush(FINAL_FLUSH)).await;
         shutdown.cancel();
         let _ = metrics_task.await;
         if let Some(store) = ctx.store.get() {
