@@ -12,8 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::group::GroupError;
-use crate::wire::GroupDescription;
+use crate::group::{GroupDescription, GroupError};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -245,11 +244,11 @@ impl Admin {
         Ok(())
     }
 
-    /// Members and state of `group`, asked of its coordinator (see
-    /// [`crate::group`] for why not through librdkafka).
+    /// Members and state of `group`, asked of its coordinator through this
+    /// admin client's connections ([`crate::group`]). Blocking.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        Ok(crate::group::describe_group(
-            &self.config.bootstrap_servers,
+        Ok(crate::group::describe_group_with(
+            self.admin.inner(),
             group,
             TIMEOUT,
         )?)

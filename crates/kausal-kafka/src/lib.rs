@@ -31,7 +31,6 @@ pub mod receipt;
 pub mod runtime;
 mod settle;
 pub mod testing;
-pub mod wire;
 mod worker;
 
 /// Topics whose names start with this are Kausal's own bookkeeping
