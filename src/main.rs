@@ -81,6 +81,8 @@ fn main() -> ExitCode {
             Command::Console(args) => console::run(args).await,
         }
     });
+    // The log writer thread writes what is queued before the process ends.
+    kausal_telemetry::logs::flush_logs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

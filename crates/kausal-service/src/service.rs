@@ -241,6 +241,8 @@ impl Service {
         if let Some(store) = ctx.store.get() {
             store.close().await;
         }
+        // Every queued log line is written before the service returns.
+        kausal_telemetry::logs::flush_logs();
         result
     }
 }

@@ -71,16 +71,48 @@ pub fn init_logging_to_file(service: &str, path: &std::path::Path) -> std::io::R
     Ok(())
 }
 
+/// Lines a logging thread may queue for the writer thread before it waits
+/// (it waits rather than dropping a line).
+const QUEUED_LINES: usize = 64 * 1024;
+
+/// The writer thread's guard: dropping it writes what is queued and ends
+/// the thread.
+static WRITER: Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = Mutex::new(None);
+
 fn install(service: &str, out: Box<dyn Write + Send>) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = EnvFilter::try_new(filter(rust_log.as_deref()))
         .unwrap_or_else(|_| EnvFilter::new(filter(None)));
-    let mut layer = JsonLayer::new(service, out);
+    // Lines go to a writer thread through a bounded queue: a slow stdout
+    // (a full pipe, a slow terminal) never blocks an async worker in the
+    // middle of a record, and never loses a line either (not lossy: a
+    // logging thread waits when the queue is full).
+    let mut kept = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.is_some() {
+        // Installed already: the second call is a no-op.
+        return;
+    }
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("kausal-log-writer")
+        .finish(out);
+    *kept = Some(guard);
+    drop(kept);
+    let mut layer = JsonLayer::new(service, Box::new(writer));
     layer.export = crate::otlp_logs::install_from_env(service);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(layer)
         .try_init();
+}
+
+/// Writes every queued log line and stops the writer thread. Call it last
+/// (`kausal`'s `main`, the end of `Service::run`): lines logged after it are
+/// not written. Calling it again does nothing.
+pub fn flush_logs() {
+    let guard = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
 }
 
 /// The JSON line layer. Public so that tests can write into a buffer.
