@@ -37,6 +37,13 @@
 //!   `senders` tasks with reqwest: the path an exporter takes (HTTP, body
 //!   read, protobuf decode, rows, the same `record_telemetry`).
 //!
+//! Each run also reports the CPU time it used per span (Linux `/proc`): the
+//! whole process (senders included) and the SQLite connections' threads.
+//! On a shared machine these move much less than the rates; HTTP minus
+//! direct is what the receiving path costs. Before the runs, decoding
+//! every request to rows on one thread is timed (protobuf, rows, dropping
+//! the request; and that thread's CPU time).
+//!
 //! **Correlation document.** A fresh database is filled with
 //! `KAUSAL_BENCH_CONSOLE_STORED_SPANS` spans, the fastest honest way
 //! (`store_fill`, shared with the console's paint benchmark): rows
@@ -60,6 +67,7 @@
 
 mod store_fill;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -176,14 +184,23 @@ async fn run(config: Config) -> Result<(), BoxError> {
     let mut notes = Vec::new();
     if config.ingest_spans > 0 && !config.backends().is_empty() {
         let workload = IngestWorkload::generate(config.ingest_spans);
+        let per_span = |d: Duration| d.as_secs_f64() * 1e6 / workload.spans as f64;
         notes.push(format!(
             "Ingest requests: {} spans in {} requests of up to {REQUEST_SPANS} spans, {:.0} bytes of protobuf per span; \
-             protobuf decode + rows (`otlp::decode` + `otlp::span_rows`, one thread): {:.2} µs per span ({:.0} spans/s per core).",
+             protobuf decode + rows (`otlp::decode` + `otlp::span_rows`, one thread): {:.2} µs per span ({:.0} spans/s per core): \
+             decode {:.2}, rows {:.2}, dropping the request {:.2}; CPU time of the thread {} µs per span.",
             workload.spans,
             workload.bodies.len(),
             workload.body_bytes as f64 / workload.spans as f64,
-            workload.decode.as_secs_f64() * 1e6 / workload.spans as f64,
-            workload.spans as f64 / workload.decode.as_secs_f64(),
+            per_span(workload.decode.total()),
+            workload.spans as f64 / workload.decode.total().as_secs_f64(),
+            per_span(workload.decode.protobuf),
+            per_span(workload.decode.rows),
+            per_span(workload.decode.drop),
+            workload
+                .decode
+                .cpu
+                .map_or_else(|| "-".to_owned(), |d| format!("{:.2}", per_span(d))),
         ));
         eprintln!("{}", notes[notes.len() - 1]);
         for backend in config.backends() {
@@ -216,7 +233,28 @@ struct IngestWorkload {
     spans: usize,
     body_bytes: usize,
     /// Decoding every body to rows on one thread.
-    decode: Duration,
+    decode: DecodeTimes,
+}
+
+/// Where decoding every body to rows on one thread went.
+#[derive(Debug)]
+struct DecodeTimes {
+    /// `otlp::decode` (prost).
+    protobuf: Duration,
+    /// `otlp::span_rows`: ids to hex, attributes, events, links and the
+    /// resource to JSON text.
+    rows: Duration,
+    /// Dropping the decoded request.
+    drop: Duration,
+    /// The CPU time of the thread over all of it (less affected by other
+    /// processes on a shared machine than the times above).
+    cpu: Option<Duration>,
+}
+
+impl DecodeTimes {
+    fn total(&self) -> Duration {
+        self.protobuf + self.rows + self.drop
+    }
 }
 
 impl IngestWorkload {
@@ -243,24 +281,40 @@ impl IngestWorkload {
             }
         }
         let body_bytes = bodies.iter().map(Vec::len).sum();
-        let started = Instant::now();
         let received = now_ms();
+        let cpu_before = thread_cpu();
+        let (mut protobuf, mut mapping, mut dropping) = Default::default();
         let rows: Vec<Decoded<SpanRow>> = bodies
             .iter()
             .map(|body| {
+                let started = Instant::now();
                 let request: ExportTraceServiceRequest =
                     otlp::decode(Format::Protobuf, body, "OTLP trace export")
                         .expect("the benchmark's own requests decode");
-                otlp::span_rows(&request, received)
+                let decoded = Instant::now();
+                let rows = otlp::span_rows(&request, received);
+                let mapped = Instant::now();
+                drop(request);
+                protobuf += decoded - started;
+                mapping += mapped - decoded;
+                dropping += mapped.elapsed();
+                rows
             })
             .collect();
-        let decode = started.elapsed();
+        let cpu = thread_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         Self {
             bodies: Arc::new(bodies.into_iter().map(Bytes::from).collect()),
             rows: Arc::new(rows),
             spans: emitted,
             body_bytes,
-            decode,
+            decode: DecodeTimes {
+                protobuf,
+                rows: mapping,
+                drop: dropping,
+                cpu,
+            },
         }
     }
 }
@@ -272,6 +326,8 @@ struct IngestResult {
     senders: usize,
     spans: u64,
     elapsed: Duration,
+    /// CPU time over the run, where `/proc` tells.
+    cpu: Option<CpuUse>,
     size_bytes: Option<u64>,
 }
 
@@ -297,6 +353,7 @@ async fn ingest_direct(
         backend,
         |store, db| async move {
             let next = Arc::new(AtomicUsize::new(0));
+            let cpu = CpuSnapshot::take();
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..senders {
@@ -317,6 +374,9 @@ async fn ingest_direct(
                 done??;
             }
             let elapsed = started.elapsed();
+            let cpu = CpuSnapshot::take()
+                .zip(cpu)
+                .map(|(after, before)| after.since(&before));
             let spans = check_spans(&store, workload.spans).await?;
             Ok(IngestResult {
                 backend,
@@ -324,6 +384,7 @@ async fn ingest_direct(
                 senders,
                 spans,
                 elapsed,
+                cpu,
                 size_bytes: db.size_bytes(&store).await,
             })
         },
@@ -352,6 +413,7 @@ async fn ingest_http(
                 .pool_max_idle_per_host(senders)
                 .build()?;
             let next = Arc::new(AtomicUsize::new(0));
+            let cpu = CpuSnapshot::take();
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..senders {
@@ -393,6 +455,9 @@ async fn ingest_http(
                 done??;
             }
             let elapsed = started.elapsed();
+            let cpu = CpuSnapshot::take()
+                .zip(cpu)
+                .map(|(after, before)| after.since(&before));
             console.stop().await;
             let spans = check_spans(&store, workload.spans).await?;
             Ok(IngestResult {
@@ -401,6 +466,7 @@ async fn ingest_http(
                 senders,
                 spans,
                 elapsed,
+                cpu,
                 size_bytes: db.size_bytes(&store).await,
             })
         },
@@ -440,6 +506,83 @@ impl Console {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
+}
+
+// ---- CPU time --------------------------------------------------------------
+//
+// The machine this runs on is often shared, and wall-clock rates move with
+// whatever else runs. CPU time per span moves much less: it says what the
+// path costs, the rate says what it got.
+
+/// CPU time used so far (user + system, from `/proc`; Linux only): by the
+/// whole process (every thread, ended ones too), and by each thread of a
+/// SQLite connection (sqlx's `sqlx-sqlite-worker-N`; the kernel keeps 15
+/// bytes of a thread's name), by thread id.
+#[derive(Debug)]
+struct CpuSnapshot {
+    process: Duration,
+    sqlite_workers: HashMap<String, Duration>,
+}
+
+/// CPU time between two snapshots.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    process: Duration,
+    /// The SQLite connections' worker threads: the database's own work
+    /// (statements, pages, the file) plus sqlx's binding there. Zero on
+    /// PostgreSQL, whose server is another process.
+    sqlite: Duration,
+}
+
+impl CpuSnapshot {
+    fn take() -> Option<Self> {
+        let (_, process) = stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        let mut sqlite_workers = HashMap::new();
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // ended meanwhile
+            };
+            if let Some((name, cpu)) = stat_cpu(&stat)
+                && name.starts_with("sqlx-sqlite-wor")
+            {
+                sqlite_workers.insert(task.file_name().to_string_lossy().into_owned(), cpu);
+            }
+        }
+        Some(Self {
+            process,
+            sqlite_workers,
+        })
+    }
+
+    fn since(&self, earlier: &Self) -> CpuUse {
+        let sqlite = self
+            .sqlite_workers
+            .iter()
+            .map(|(tid, cpu)| {
+                cpu.saturating_sub(earlier.sqlite_workers.get(tid).copied().unwrap_or_default())
+            })
+            .sum();
+        CpuUse {
+            process: self.process.saturating_sub(earlier.process),
+            sqlite,
+        }
+    }
+}
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Option<Duration> {
+    stat_cpu(&std::fs::read_to_string("/proc/thread-self/stat").ok()?).map(|(_, cpu)| cpu)
+}
+
+/// The name and user + system CPU time of a `/proc/…/stat` line (fields 14
+/// and 15, in clock ticks of 1/100 s: Linux's `USER_HZ`).
+fn stat_cpu(stat: &str) -> Option<(String, Duration)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((name, Duration::from_millis((user + system) * 10)))
 }
 
 // ---- the correlation document ---------------------------------------------
@@ -742,9 +885,9 @@ fn print_report(
         );
         println!();
         println!(
-            "| backend | path | senders | spans | seconds | spans/s | ratio to direct (same senders) | target | |"
+            "| backend | path | senders | spans | seconds | spans/s | ratio to direct (same senders) | CPU µs per span: process / SQLite workers | target | |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---|---|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---|---|");
         for r in ingest {
             let baseline = ingest
                 .iter()
@@ -759,8 +902,15 @@ fn print_report(
             } else {
                 ("none (issue: SQLite)", "-".to_owned())
             };
+            let cpu = r.cpu.map_or_else(
+                || "-".to_owned(),
+                |c| {
+                    let per_span = |d: Duration| d.as_secs_f64() * 1e6 / r.spans as f64;
+                    format!("{:.1} / {:.1}", per_span(c.process), per_span(c.sqlite))
+                },
+            );
             println!(
-                "| {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
                 r.backend,
                 if r.path == "HTTP" {
                     "POST /v1/traces"
@@ -772,6 +922,7 @@ fn print_report(
                 r.elapsed.as_secs_f64(),
                 r.rate(),
                 ratio,
+                cpu,
                 target,
                 verdict
             );

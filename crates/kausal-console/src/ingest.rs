@@ -2,9 +2,10 @@
 //! both transports (OTLP/HTTP on the console's port, OTLP/gRPC on a port of
 //! its own) share.
 //!
-//! A request is turned into rows ([`otlp`]), stored in one transaction, and
-//! answered with a partial success naming what was refused; only then is it
-//! handed to the [`Forwarder`]. What differs between traces and logs is the
+//! A request is turned into rows ([`otlp`], on the blocking pool), stored in
+//! one transaction, and answered with a partial success naming what was
+//! refused; only then is it handed to the [`Forwarder`]. What differs
+//! between traces and logs is the
 //! [`Signal`] trait; what differs between the transports is how the request
 //! arrives and how a [`Refused`] is said:
 //!
@@ -163,20 +164,37 @@ pub enum Refused {
     Unavailable(StoreError),
 }
 
-/// Stores what can be kept of `request` and says what was refused: the one
-/// path of every OTLP request, whatever its signal or transport.
+/// Turns a request into rows on the blocking pool: the CPU-heavy half of
+/// the path (protobuf decode, ids to hex, attributes to JSON text; a few
+/// µs per span, tens of ms for a large request), kept off the async
+/// workers so that a large request does not hold up the server's other
+/// connections and the store's answers while it is decoded.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "decoding an OTLP request failed");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request could not be decoded".to_owned(),
+        )
+    })
+}
+
+/// Stores what can be kept of a request (its rows) and says what was
+/// refused: the one path of every OTLP request, whatever its signal or
+/// transport.
 pub async fn accept<S: Signal>(
     store: &Store,
-    request: &S::Request,
+    decoded: Decoded<S::Row>,
+    received_at_ms: i64,
 ) -> Result<S::Response, Refused> {
-    let received = crate::now_ms();
-    let decoded = S::rows(request, received);
     if decoded.rows.is_empty() && decoded.rejected > 0 {
         return Err(Refused::Invalid(
             decoded.first_rejection.unwrap_or_default(),
         ));
     }
-    S::store(store, &decoded, received).await.map_err(|e| {
+    S::store(store, &decoded, received_at_ms).await.map_err(|e| {
         tracing::warn!(error = %e, signal = S::PATH, "console store unavailable; OTLP request refused for a retry");
         Refused::Unavailable(e)
     })?;
@@ -241,9 +259,16 @@ async fn receive_http<S: Signal>(
     let body = body.map_err(unreadable)?;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(text(header::CONTENT_TYPE))?;
-    let bytes = otlp::decompress(text(header::CONTENT_ENCODING), &body)?;
-    let request: S::Request = otlp::decode(format, &bytes, S::WHAT)?;
-    let response = accept::<S>(&state.store, &request).await?;
+    let encoding = text(header::CONTENT_ENCODING).map(str::to_owned);
+    let received = crate::now_ms();
+    let sent = body.clone();
+    let decoded = off_the_runtime(move || {
+        let bytes = otlp::decompress(encoding.as_deref(), &sent)?;
+        let request: S::Request = otlp::decode(format, &bytes, S::WHAT)?;
+        Ok::<_, OtlpError>(S::rows(&request, received))
+    })
+    .await??;
+    let response = accept::<S>(&state.store, decoded, received).await?;
     if let Some(forward) = &state.forward {
         forward.forward_http(S::PATH, &headers, body);
     }
@@ -278,15 +303,21 @@ impl GrpcReceiver {
         request: tonic::Request<S::Request>,
     ) -> Result<tonic::Response<S::Response>, tonic::Status> {
         let request = request.into_inner();
-        let response =
-            accept::<S>(&self.store, &request)
-                .await
-                .map_err(|refused| match refused {
-                    Refused::Invalid(reason) => tonic::Status::invalid_argument(reason),
-                    Refused::Unavailable(e) => tonic::Status::unavailable(format!(
-                        "the console's database is unavailable ({e}); retry later"
-                    )),
-                })?;
+        let received = crate::now_ms();
+        let (request, decoded) = off_the_runtime(move || {
+            let decoded = S::rows(&request, received);
+            (request, decoded)
+        })
+        .await
+        .map_err(|e| tonic::Status::unknown(e.1))?;
+        let response = accept::<S>(&self.store, decoded, received)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Invalid(reason) => tonic::Status::invalid_argument(reason),
+                Refused::Unavailable(e) => tonic::Status::unavailable(format!(
+                    "the console's database is unavailable ({e}); retry later"
+                )),
+            })?;
         if let Some(forward) = &self.forward {
             forward.forward_protobuf(S::PATH, request.encoded_len(), || request.encode_to_vec());
         }

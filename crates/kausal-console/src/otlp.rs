@@ -4,7 +4,16 @@
 //! records to [`SpanRow`]s and [`LogRow`]s. Whatever comes from outside is
 //! checked here: a bad body is an [`OtlpError`] with the reason, a span or
 //! record with an invalid id is rejected alone and counted, the rest kept.
+//!
+//! The JSON columns (attributes, events, links, resource, a non-string log
+//! body) are written straight from the decoded messages with serde_json's
+//! serializer, without building `serde_json::Value`s: the same text a
+//! `serde_json::Map` would give (keys in byte order, a repeated key keeping
+//! its last value), at a fraction of the allocations. This mapping runs
+//! once per received span, so it is on the ingest path's critical cost
+//! (docs/benchmarks.md, "The console").
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use kausal_store::{LogRow, SpanLinkRow, SpanRow};
@@ -12,8 +21,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span;
 use prost::Message;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 /// The largest body accepted as sent (compressed or not).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
@@ -77,9 +88,9 @@ impl Format {
     }
 }
 
-/// The body as sent, gunzipped when `Content-Encoding: gzip`, within the
-/// bounds above.
-pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, OtlpError> {
+/// The body as sent (borrowed, not copied), gunzipped when
+/// `Content-Encoding: gzip`, within the bounds above.
+pub fn decompress<'a>(encoding: Option<&str>, body: &'a [u8]) -> Result<Cow<'a, [u8]>, OtlpError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(OtlpError::TooLarge {
             limit: MAX_BODY_BYTES,
@@ -87,7 +98,7 @@ pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, OtlpEr
         });
     }
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("identity") => Ok(body.to_vec()),
+        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
         Some("gzip") => {
             let mut out = Vec::new();
             // One byte over the limit tells "too large" from "exactly full".
@@ -102,7 +113,7 @@ pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, OtlpEr
                     stage: "after gzip",
                 });
             }
-            Ok(out)
+            Ok(Cow::Owned(out))
         }
         Some(other) => Err(OtlpError::UnsupportedEncoding(other.to_owned())),
     }
@@ -151,7 +162,16 @@ impl<R> Decoded<R> {
 /// Spans and their links from a trace export request.
 pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> Decoded<SpanRow> {
     let mut out = Decoded::default();
+    out.rows.reserve(
+        request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum(),
+    );
     for resource_spans in &request.resource_spans {
+        // Once per resource, shared by its spans.
         let resource = resource_json(resource_spans.resource.as_ref());
         let service = service_name(resource_spans.resource.as_ref());
         for scope in &resource_spans.scope_spans {
@@ -178,33 +198,24 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
                 };
                 let mut links = Vec::new();
                 for link in &span.links {
-                    let (Some(lt), Some(ls)) = (trace_hex(&link.trace_id), span_hex(&link.span_id))
+                    let (Some(trace_id), Some(span_id)) =
+                        (trace_hex(&link.trace_id), span_hex(&link.span_id))
                     else {
                         continue; // A link to nothing joins nothing; the span stays.
                     };
-                    out.links.push(SpanLinkRow {
-                        trace_id: trace_id.clone(),
-                        span_id: span_id.clone(),
-                        linked_trace_id: lt.clone(),
-                        linked_span_id: ls.clone(),
+                    links.push(LinkJson {
+                        attributes: Attributes(&link.attributes),
+                        span_id,
+                        trace_id,
                     });
-                    links.push(serde_json::json!({
-                        "trace_id": lt,
-                        "span_id": ls,
-                        "attributes": attributes(&link.attributes),
-                    }));
                 }
-                let events: Vec<Value> = span
-                    .events
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "name": e.name,
-                            "time_ns": clamp_ns(e.time_unix_nano),
-                            "attributes": attributes(&e.attributes),
-                        })
-                    })
-                    .collect();
+                let links_json = json_text(&links);
+                out.links.extend(links.into_iter().map(|link| SpanLinkRow {
+                    trace_id: trace_id.clone(),
+                    span_id: span_id.clone(),
+                    linked_trace_id: link.trace_id,
+                    linked_span_id: link.span_id,
+                }));
                 let status = span.status.as_ref();
                 out.rows.push(SpanRow {
                     trace_id,
@@ -219,9 +230,9 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
                     status_message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
                     correlation_id: string_attribute(&span.attributes, &[CORRELATION_ATTRIBUTE]),
                     event_id: string_attribute(&span.attributes, &[EVENT_ID_ATTRIBUTE]),
-                    attributes_json: Value::Object(attributes(&span.attributes)).to_string(),
-                    events_json: Value::Array(events).to_string(),
-                    links_json: Value::Array(links).to_string(),
+                    attributes_json: json_text(&Attributes(&span.attributes)),
+                    events_json: json_text(&Events(&span.events)),
+                    links_json,
                     resource_json: resource.clone(),
                     received_at_ms,
                 });
@@ -252,30 +263,30 @@ pub fn log_rows(request: &ExportLogsServiceRequest, received_at_ms: i64) -> Deco
                 };
                 let body = record.body.as_ref().map(|b| match &b.value {
                     Some(any_value::Value::StringValue(s)) => s.clone(),
-                    _ => any_value_json(b).to_string(),
+                    _ => json_text(&Any(Some(b))),
                 });
-                let attributes_json = Value::Object(attributes(&record.attributes)).to_string();
+                let attributes_json = json_text(&Attributes(&record.attributes));
                 let severity_text = Some(record.severity_text.clone()).filter(|s| !s.is_empty());
                 let severity_number =
                     (record.severity_number != 0).then_some(i64::from(record.severity_number));
                 let trace_id = trace.flatten();
                 let span_id = span.flatten();
-                let identity = serde_json::json!([
-                    service,
+                // The record's identity: a JSON array of its content, the
+                // same text for the same record in every version (retries
+                // across an upgrade are still stored once).
+                let identity = json_text(&(
+                    &service,
                     time_ns,
                     severity_number,
-                    severity_text,
-                    body,
-                    trace_id,
-                    span_id,
-                    attributes_json
-                ]);
+                    &severity_text,
+                    &body,
+                    &trace_id,
+                    &span_id,
+                    &attributes_json,
+                ));
                 out.rows.push(LogRow {
-                    log_id: uuid::Uuid::new_v5(
-                        &uuid::Uuid::NAMESPACE_OID,
-                        identity.to_string().as_bytes(),
-                    )
-                    .to_string(),
+                    log_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, identity.as_bytes())
+                        .to_string(),
                     time_ns: clamp_ns(time_ns),
                     severity_number,
                     severity_text,
@@ -310,7 +321,11 @@ fn id_hex(bytes: &[u8], len: usize) -> Option<String> {
     if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
         return None;
     }
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    // Through a buffer on the stack: one allocation, for the result.
+    let mut buf = [0u8; 32];
+    let hex = buf.get_mut(..2 * len)?;
+    hex::encode_to_slice(bytes, hex).ok()?;
+    std::str::from_utf8(hex).ok().map(str::to_owned)
 }
 
 fn clamp_ns(ns: u64) -> i64 {
@@ -341,12 +356,7 @@ fn service_name(resource: Option<&Resource>) -> Option<String> {
 }
 
 fn resource_json(resource: Option<&Resource>) -> String {
-    Value::Object(
-        resource
-            .map(|r| attributes(&r.attributes))
-            .unwrap_or_default(),
-    )
-    .to_string()
+    json_text(&Attributes(resource.map_or(&[][..], |r| &r.attributes)))
 }
 
 /// The first of `names` that is a non-empty string attribute.
@@ -361,34 +371,84 @@ fn string_attribute(attributes: &[KeyValue], names: &[&str]) -> Option<String> {
     })
 }
 
-/// Attributes as a JSON object (a repeated key keeps its last value).
-fn attributes(attributes: &[KeyValue]) -> Map<String, Value> {
-    attributes
-        .iter()
-        .map(|kv| {
-            let value = kv.value.as_ref().map_or(Value::Null, any_value_json);
-            (kv.key.clone(), value)
-        })
-        .collect()
+/// Compact JSON text of one of the views below.
+fn json_text(value: &impl Serialize) -> String {
+    // Only strings, numbers, booleans, nulls, arrays and string-keyed
+    // objects are written, which serde_json cannot fail to serialise.
+    serde_json::to_string(value).expect("OTLP values serialise to JSON")
 }
 
-fn any_value_json(value: &AnyValue) -> Value {
-    match &value.value {
-        None => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+/// Attributes as a JSON object: keys in byte order, a repeated key keeps
+/// its last value — the text of the `serde_json::Map` they would collect
+/// into (a `BTreeMap`: serde_json's `preserve_order` is off).
+struct Attributes<'a>(&'a [KeyValue]);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<&KeyValue> = self.0.iter().collect();
+        // Stable: of a repeated key, the last sent stays last.
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut map = serializer.serialize_map(None)?;
+        for (i, kv) in sorted.iter().enumerate() {
+            if sorted.get(i + 1).is_some_and(|next| next.key == kv.key) {
+                continue;
+            }
+            map.serialize_entry(&kv.key, &Any(kv.value.as_ref()))?;
         }
-        Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(any_value_json).collect())
-        }
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
-        Some(any_value::Value::BytesValue(b)) => {
-            Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+        map.end()
+    }
+}
+
+/// One attribute value as JSON: a missing value and a non-finite double
+/// are `null`, bytes are lowercase hex, a key-value list an object as
+/// [`Attributes`].
+struct Any<'a>(Option<&'a AnyValue>);
+
+impl Serialize for Any<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use any_value::Value as V;
+        match self.0.and_then(|v| v.value.as_ref()) {
+            None => serializer.serialize_unit(),
+            Some(V::StringValue(s)) => serializer.serialize_str(s),
+            Some(V::BoolValue(b)) => serializer.serialize_bool(*b),
+            Some(V::IntValue(i)) => serializer.serialize_i64(*i),
+            Some(V::DoubleValue(d)) if d.is_finite() => serializer.serialize_f64(*d),
+            Some(V::DoubleValue(_)) => serializer.serialize_unit(),
+            Some(V::ArrayValue(a)) => serializer.collect_seq(a.values.iter().map(|v| Any(Some(v)))),
+            Some(V::KvlistValue(kv)) => Attributes(&kv.values).serialize(serializer),
+            Some(V::BytesValue(b)) => serializer.serialize_str(&hex::encode(b)),
         }
     }
+}
+
+/// Span events as a JSON array of `{attributes, name, time_ns}`.
+struct Events<'a>(&'a [span::Event]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|e| EventJson {
+            attributes: Attributes(&e.attributes),
+            name: &e.name,
+            time_ns: clamp_ns(e.time_unix_nano),
+        }))
+    }
+}
+
+// The fields of the two below are in byte order, as the keys of an object
+// of `serde_json::Map` are.
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    attributes: Attributes<'a>,
+    name: &'a str,
+    time_ns: i64,
+}
+
+#[derive(Serialize)]
+struct LinkJson<'a> {
+    attributes: Attributes<'a>,
+    span_id: String,
+    trace_id: String,
 }
 
 #[cfg(test)]
@@ -583,9 +643,13 @@ mod tests {
         let mut ok = GzEncoder::new(Vec::new(), Compression::fast());
         ok.write_all(b"hello").expect("write");
         assert_eq!(
-            decompress(Some("GZIP"), &ok.finish().expect("gzip")).expect("ok"),
-            b"hello"
+            *decompress(Some("GZIP"), &ok.finish().expect("gzip")).expect("ok"),
+            *b"hello"
         );
+        assert!(matches!(
+            decompress(Some("identity"), b"as sent"),
+            Ok(Cow::Borrowed(b"as sent"))
+        ));
     }
 
     #[test]
@@ -645,5 +709,329 @@ mod tests {
             rows[0].log_id,
             "stable across retries"
         );
+    }
+
+    /// The mapping as it was before it wrote JSON itself (through
+    /// `serde_json::Value`): the text stored must stay the same, byte for
+    /// byte, since the console's pages and API read it and a log record's
+    /// id is a digest of it.
+    mod value_oracle {
+        use super::*;
+        use serde_json::{Map, Value};
+
+        pub fn attributes(attributes: &[KeyValue]) -> Map<String, Value> {
+            attributes
+                .iter()
+                .map(|kv| {
+                    let value = kv.value.as_ref().map_or(Value::Null, any_value_json);
+                    (kv.key.clone(), value)
+                })
+                .collect()
+        }
+
+        pub fn any_value_json(value: &AnyValue) -> Value {
+            match &value.value {
+                None => Value::Null,
+                Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+                Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+                Some(any_value::Value::IntValue(i)) => Value::from(*i),
+                Some(any_value::Value::DoubleValue(d)) => {
+                    serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+                }
+                Some(any_value::Value::ArrayValue(a)) => {
+                    Value::Array(a.values.iter().map(any_value_json).collect())
+                }
+                Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
+                Some(any_value::Value::BytesValue(b)) => {
+                    Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+                }
+            }
+        }
+
+        pub fn object(kvs: &[KeyValue]) -> String {
+            Value::Object(attributes(kvs)).to_string()
+        }
+
+        pub fn events(span: &Span) -> String {
+            let events: Vec<Value> = span
+                .events
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "name": e.name,
+                        "time_ns": clamp_ns(e.time_unix_nano),
+                        "attributes": attributes(&e.attributes),
+                    })
+                })
+                .collect();
+            Value::Array(events).to_string()
+        }
+
+        pub fn links(span: &Span) -> String {
+            let links: Vec<Value> = span
+                .links
+                .iter()
+                .filter_map(|link| {
+                    let lt = trace_hex(&link.trace_id)?;
+                    let ls = span_hex(&link.span_id)?;
+                    Some(serde_json::json!({
+                        "trace_id": lt,
+                        "span_id": ls,
+                        "attributes": attributes(&link.attributes),
+                    }))
+                })
+                .collect();
+            Value::Array(links).to_string()
+        }
+
+        pub fn log_id(service: Option<&str>, record: &LogRecord) -> String {
+            let time_ns = if record.time_unix_nano != 0 {
+                record.time_unix_nano
+            } else {
+                record.observed_time_unix_nano
+            };
+            let body = record.body.as_ref().map(|b| match &b.value {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                _ => any_value_json(b).to_string(),
+            });
+            let severity_text = Some(record.severity_text.clone()).filter(|s| !s.is_empty());
+            let severity_number =
+                (record.severity_number != 0).then_some(i64::from(record.severity_number));
+            let trace_id = (!record.trace_id.is_empty())
+                .then(|| trace_hex(&record.trace_id))
+                .flatten();
+            let span_id = (!record.span_id.is_empty())
+                .then(|| span_hex(&record.span_id))
+                .flatten();
+            let identity = serde_json::json!([
+                service,
+                time_ns,
+                severity_number,
+                severity_text,
+                body,
+                trace_id,
+                span_id,
+                object(&record.attributes)
+            ]);
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, identity.to_string().as_bytes())
+                .to_string()
+        }
+    }
+
+    fn value(v: any_value::Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(v) })
+    }
+
+    fn kv_of(key: &str, v: Option<AnyValue>) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: v,
+        }
+    }
+
+    /// Every kind of value, keys out of order, repeated, and in need of
+    /// escaping.
+    fn awkward_attributes() -> Vec<KeyValue> {
+        use any_value::Value as V;
+        let list = |values: Vec<Option<AnyValue>>| {
+            value(V::ArrayValue(
+                opentelemetry_proto::tonic::common::v1::ArrayValue {
+                    values: values.into_iter().map(Option::unwrap_or_default).collect(),
+                },
+            ))
+        };
+        let kvlist = |values: Vec<KeyValue>| {
+            value(V::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList { values },
+            ))
+        };
+        vec![
+            kv("zeta", "last in order, first sent"),
+            kv("messaging.system", "kafka"),
+            kv_of("repeated", value(V::IntValue(1))),
+            kv_of("int.min", value(V::IntValue(i64::MIN))),
+            kv_of("int.max", value(V::IntValue(i64::MAX))),
+            kv_of("bool", value(V::BoolValue(false))),
+            kv_of("double", value(V::DoubleValue(0.1))),
+            kv_of("double.big", value(V::DoubleValue(1e300))),
+            kv_of("double.negative-zero", value(V::DoubleValue(-0.0))),
+            kv_of("double.nan", value(V::DoubleValue(f64::NAN))),
+            kv_of("double.inf", value(V::DoubleValue(f64::NEG_INFINITY))),
+            kv_of("bytes", value(V::BytesValue(vec![0, 0xab, 0xff]))),
+            kv_of("no value", None),
+            kv_of("empty value", Some(AnyValue { value: None })),
+            kv("escapes \"\\\n\t\u{1}", "ünïcödé ✓ \u{7f} </script>"),
+            kv("Ärger", "non-ASCII key"),
+            kv("", "empty key"),
+            kv_of(
+                "array",
+                list(vec![
+                    value(V::StringValue("a".into())),
+                    None,
+                    value(V::IntValue(-3)),
+                    list(vec![value(V::BoolValue(true))]),
+                ]),
+            ),
+            kv_of(
+                "kvlist",
+                kvlist(vec![
+                    kv("b", "2"),
+                    kv("a", "1"),
+                    kv("b", "3, the last b"),
+                    kv_of("nested", kvlist(vec![kv("y", "y"), kv("x", "x")])),
+                ]),
+            ),
+            kv_of(
+                "repeated",
+                value(V::StringValue("the last one wins".into())),
+            ),
+            kv(CORRELATION_ATTRIBUTE, "corr-1"),
+            kv_of("repeated", value(V::DoubleValue(2.5))),
+        ]
+    }
+
+    #[test]
+    fn json_columns_are_the_text_a_serde_json_map_gives() {
+        let mut s = span(vec![0xab; 16], vec![0x01; 8]);
+        s.attributes = awkward_attributes();
+        s.events = vec![
+            span::Event {
+                time_unix_nano: u64::MAX,
+                name: "exception \"x\"".to_owned(),
+                attributes: awkward_attributes(),
+                ..span::Event::default()
+            },
+            span::Event::default(),
+        ];
+        s.links = vec![
+            span::Link {
+                trace_id: vec![0xcd; 16],
+                span_id: vec![0x03; 8],
+                attributes: awkward_attributes(),
+                ..span::Link::default()
+            },
+            span::Link {
+                trace_id: vec![0; 16], // dropped: a link to nothing
+                span_id: vec![0x03; 8],
+                ..span::Link::default()
+            },
+            span::Link {
+                trace_id: vec![0x0e; 16],
+                span_id: vec![0x04; 8],
+                ..span::Link::default()
+            },
+        ];
+        let bare = span(vec![0xab; 16], vec![0x02; 8]);
+        let mut request = traces(vec![s.clone(), bare.clone()]);
+        request.resource_spans[0]
+            .resource
+            .as_mut()
+            .expect("resource")
+            .attributes
+            .extend(awkward_attributes());
+        let resource = request.resource_spans[0]
+            .resource
+            .clone()
+            .expect("resource");
+        let mut no_resource = traces(vec![bare.clone()]);
+        no_resource.resource_spans[0].resource = None;
+
+        let decoded = span_rows(&request, 0);
+        assert_eq!(decoded.rows.len(), 2);
+        for (row, span) in decoded.rows.iter().zip([&s, &bare]) {
+            assert_eq!(row.attributes_json, value_oracle::object(&span.attributes));
+            assert_eq!(row.events_json, value_oracle::events(span));
+            assert_eq!(row.links_json, value_oracle::links(span));
+            assert_eq!(
+                row.resource_json,
+                value_oracle::object(&resource.attributes)
+            );
+        }
+        assert_eq!(decoded.links.len(), 2);
+        assert_eq!(decoded.rows[1].events_json, "[]");
+        assert_eq!(decoded.rows[1].links_json, "[]");
+        assert_eq!(span_rows(&no_resource, 0).rows[0].resource_json, "{}");
+        // Spot checks of the oracle itself.
+        let attributes: serde_json::Value =
+            serde_json::from_str(&decoded.rows[0].attributes_json).expect("JSON");
+        assert_eq!(attributes["repeated"], 2.5);
+        assert_eq!(attributes["bytes"], "00abff");
+        assert_eq!(attributes["double.nan"], serde_json::Value::Null);
+        assert_eq!(attributes["kvlist"]["b"], "3, the last b");
+    }
+
+    #[test]
+    fn log_columns_and_ids_are_the_same_as_through_serde_json_values() {
+        use any_value::Value as V;
+        let base = LogRecord {
+            time_unix_nano: 5,
+            severity_number: 17,
+            severity_text: "ERROR".to_owned(),
+            attributes: awkward_attributes(),
+            trace_id: vec![0xab; 16],
+            span_id: vec![0x01; 8],
+            ..LogRecord::default()
+        };
+        let records = vec![
+            LogRecord {
+                body: value(V::StringValue("event failed \"quoted\"".to_owned())),
+                ..base.clone()
+            },
+            LogRecord {
+                body: value(V::KvlistValue(
+                    opentelemetry_proto::tonic::common::v1::KeyValueList {
+                        values: awkward_attributes(),
+                    },
+                )),
+                ..base.clone()
+            },
+            LogRecord {
+                body: value(V::DoubleValue(f64::NAN)),
+                severity_number: 0,
+                severity_text: String::new(),
+                time_unix_nano: 0,
+                observed_time_unix_nano: u64::MAX,
+                trace_id: Vec::new(),
+                span_id: Vec::new(),
+                ..base.clone()
+            },
+            LogRecord {
+                body: Some(AnyValue { value: None }),
+                attributes: Vec::new(),
+                ..base.clone()
+            },
+            LogRecord {
+                body: None,
+                ..base.clone()
+            },
+        ];
+        for service in [Some("notification-service"), None] {
+            let request = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: service.and_then(resource),
+                    scope_logs: vec![ScopeLogs {
+                        log_records: records.clone(),
+                        ..ScopeLogs::default()
+                    }],
+                    ..ResourceLogs::default()
+                }],
+            };
+            let decoded = log_rows(&request, 3);
+            assert_eq!(decoded.rows.len(), records.len());
+            for (row, record) in decoded.rows.iter().zip(&records) {
+                assert_eq!(
+                    row.attributes_json,
+                    value_oracle::object(&record.attributes)
+                );
+                assert_eq!(
+                    row.body,
+                    record.body.as_ref().map(|b| match &b.value {
+                        Some(V::StringValue(s)) => s.clone(),
+                        _ => value_oracle::any_value_json(b).to_string(),
+                    })
+                );
+                assert_eq!(row.log_id, value_oracle::log_id(service, record));
+            }
+        }
     }
 }
