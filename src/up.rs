@@ -514,15 +514,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         next_summary = now + summary_every;
         let line = summary_line(&services, started.elapsed()).await;
-        if tty {
-            print!("\r\x1b[2K{line}");
+        // A closed stdout (the terminal or the reading pipe went away) must
+        // not take the supervisor down and orphan its services: the summary
+        // is dropped, the services keep being supervised until a signal.
+        let mut out = std::io::stdout().lock();
+        let _ = if tty {
+            write!(out, "\r\x1b[2K{line}")
         } else {
-            println!("{line}");
+            writeln!(out, "{line}")
         }
-        let _ = std::io::stdout().flush();
+        .and_then(|()| out.flush());
     }
 
-    println!("\nstopping services…");
+    let _ = writeln!(std::io::stdout(), "\nstopping services…");
     for s in &mut services {
         if let Some(pid) = s.child.as_ref().and_then(Child::id) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
@@ -563,7 +567,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if !clean {
         bail!("not every service stopped cleanly; see {}", logs.display());
     }
-    println!("stopped.");
+    let _ = writeln!(std::io::stdout(), "stopped.");
     Ok(())
 }
 
