@@ -260,9 +260,14 @@ async fn a_python_producer_and_the_rust_payment_service_share_one_correlation_do
                 .as_array()
                 .map(|s| s.iter().filter_map(|x| x["service"].as_str()).collect())
                 .unwrap_or_default();
+            // The payment hop needs the receipt, which the recorder
+            // ingests after the consumer committed: later than the spans.
             let done = services.contains(&"seed-python-producer")
                 && services.contains(&"payment-under-test")
-                && found["events"].as_array().is_some_and(|e| e.len() >= 2);
+                && found["events"].as_array().is_some_and(|e| e.len() >= 2)
+                && found["hops"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["consumer_group"] == "payment-service"));
             doc = found;
             if done {
                 break true;

@@ -192,6 +192,17 @@ impl Up {
     }
 }
 
+/// A test that fails before `interrupt` must not leave `kausal up` and its
+/// services running (they would slow every later test on a small machine).
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(&self.child, Signal::SIGINT);
+            wait(&mut self.child, Duration::from_secs(60));
+        }
+    }
+}
+
 /// The number after `label ` in a summary line (`payments 12 ok`).
 pub(crate) fn count_after(line: &str, label: &str) -> f64 {
     line.split(&format!("{label} "))
