@@ -656,4 +656,17 @@ mod multi_row_tests {
             "INSERT INTO t (a, b)\nVALUES (?, ?), (?, ?)\nON CONFLICT DO NOTHING"
         );
     }
+
+    /// Why `multi_row` and not `sqlx::QueryBuilder`: over the `Any` driver
+    /// the builder writes `?` whatever the backend, and PostgreSQL rejects
+    /// `?` (sqlx issue #3000). When this fails, sqlx numbers placeholders
+    /// per backend and `multi_row` should give way to the builder.
+    #[test]
+    fn query_builder_over_any_still_writes_question_marks() {
+        let mut b = sqlx::QueryBuilder::<sqlx::Any>::new("INSERT INTO t (a) ");
+        b.push_values([1_i64, 2], |mut row, v| {
+            row.push_bind(v);
+        });
+        assert_eq!(b.into_string(), "INSERT INTO t (a) VALUES (?), (?)");
+    }
 }
