@@ -47,7 +47,7 @@
 //!   runs first, see `Settings::from_env`; ignored with `KAUSAL_BENCH_KAFKA`);
 //! - `KAUSAL_BENCH_PIPELINES` — any of `bare`, `bare-no-linger`,
 //!   `bare-pipelined`, `kausal`, `no-receipts`, `kausal-no-linger`,
-//!   `no-receipts-no-linger`, `store`
+//!   `no-receipts-no-linger`, `store`, `slow-partition`
 //!   (default all, in that order);
 //! - `KAUSAL_BENCH_LOG_FILE` — install the JSON log layer writing to this
 //!   file (level from `RUST_LOG`, default info) to measure logging cost;
@@ -138,10 +138,19 @@ enum Pipeline {
     NoReceiptsNoLinger,
     /// Receipts on plus the SQLite idempotency store.
     Store,
+    /// The mixed workload: the default runtime with every record of
+    /// partition 0 taking [`SLOW_RECORD`] in its handler. Measured over the
+    /// other partitions' records only: against `Kausal`, what one slow
+    /// partition costs the healthy ones (per-partition workers: little;
+    /// one record at a time per process: everything).
+    SlowPartition,
 }
 
+/// The handler time of each record of the slow partition.
+const SLOW_RECORD: Duration = Duration::from_millis(50);
+
 impl Pipeline {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Bare,
         Self::BareNoLinger,
         Self::BarePipelined,
@@ -150,6 +159,7 @@ impl Pipeline {
         Self::KausalNoLinger,
         Self::NoReceiptsNoLinger,
         Self::Store,
+        Self::SlowPartition,
     ];
 
     fn key(self) -> &'static str {
@@ -162,6 +172,7 @@ impl Pipeline {
             Self::KausalNoLinger => "kausal-no-linger",
             Self::NoReceiptsNoLinger => "no-receipts-no-linger",
             Self::Store => "store",
+            Self::SlowPartition => "slow-partition",
         }
     }
 
@@ -177,6 +188,9 @@ impl Pipeline {
             Self::KausalNoLinger => "kausal runtime (receipts on), linger.ms=0",
             Self::NoReceiptsNoLinger => "kausal runtime, receipts off, linger.ms=0",
             Self::Store => "kausal runtime + SQLite idempotency store",
+            Self::SlowPartition => {
+                "kausal runtime, partition 0 slowed to 50 ms a record (the other partitions measured)"
+            }
         }
     }
 }
@@ -496,21 +510,25 @@ async fn run_pipeline(
         Pipeline::Bare => bare(kafka, &orders, &group, n, None).await?,
         Pipeline::BareNoLinger => bare(kafka, &orders, &group, n, Some("0")).await?,
         Pipeline::BarePipelined => bare_pipelined(kafka, &orders, &group, n).await?,
-        Pipeline::Kausal => kausal(kafka, &orders, &group, n, true, None).await?,
-        Pipeline::NoReceipts => kausal(kafka, &orders, &group, n, false, None).await?,
+        Pipeline::Kausal => kausal(kafka, &orders, &group, n, true, None, None).await?,
+        Pipeline::NoReceipts => kausal(kafka, &orders, &group, n, false, None, None).await?,
         Pipeline::KausalNoLinger => {
             let kafka = kafka.clone().with("linger.ms", "0");
-            kausal(&kafka, &orders, &group, n, true, None).await?
+            kausal(&kafka, &orders, &group, n, true, None, None).await?
         }
         Pipeline::NoReceiptsNoLinger => {
             let kafka = kafka.clone().with("linger.ms", "0");
-            kausal(&kafka, &orders, &group, n, false, None).await?
+            kausal(&kafka, &orders, &group, n, false, None, None).await?
         }
         Pipeline::Store => {
             let path = std::env::current_dir()?.join(dir).join("idempotency.db");
             let store =
                 kausal_store::Store::connect(&format!("sqlite://{}", path.display())).await?;
-            kausal(kafka, &orders, &group, n, true, Some(store)).await?
+            kausal(kafka, &orders, &group, n, true, Some(store), None).await?
+        }
+        Pipeline::SlowPartition => {
+            let slow = records_in_partition(kafka, &orders, 0)?;
+            kausal(kafka, &orders, &group, n, true, None, Some((0, slow))).await?
         }
     };
     println!(
@@ -526,6 +544,36 @@ async fn run_pipeline(
         }
     );
     Ok(((events, seconds), measured))
+}
+
+/// How many records `partition` of `topic` holds (its high watermark: the
+/// topic is fresh, so it starts at 0).
+fn records_in_partition(kafka: &KafkaConfig, topic: &str, partition: i32) -> Result<u64> {
+    let client: BaseConsumer = kafka
+        .consumer_config("kausal-bench-watermarks", "bench-watermarks")
+        .create()?;
+    let (low, high) = client.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+    Ok(u64::try_from(high - low)?)
+}
+
+/// A handler that takes [`SLOW_RECORD`] more for every record of one
+/// partition (none: it only passes records on).
+struct SlowPartition<H> {
+    inner: H,
+    partition: Option<i32>,
+}
+
+impl<H: kausal_kafka::Handler> kausal_kafka::Handler for SlowPartition<H> {
+    async fn handle(
+        &self,
+        event: &kausal_kafka::IncomingEvent,
+        out: &mut kausal_kafka::Emitter,
+    ) -> Result<(), kausal_kafka::HandlerError> {
+        if self.partition == Some(event.partition) {
+            tokio::time::sleep(SLOW_RECORD).await;
+        }
+        self.inner.handle(event, out).await
+    }
 }
 
 /// Produces `n` OrderPlaced root events with many publishes in flight.
@@ -737,12 +785,16 @@ async fn bare_pipelined(
 #[derive(Debug, Default)]
 struct Progress {
     finished: AtomicU64,
+    /// Records of the slowed partition finished (not measured).
+    slow_finished: AtomicU64,
     not_processed: AtomicU64,
     first: Mutex<Option<Instant>>,
     last: Mutex<Option<Instant>>,
 }
 
-/// The payment service's pipeline in-process.
+/// The payment service's pipeline in-process: the runtime over the `n` records of `orders`. With `slow` = (partition,
+/// its record count), that partition's records are slowed and the run is
+/// measured, and ends, on the other partitions' records.
 async fn kausal(
     kafka: &KafkaConfig,
     orders: &str,
@@ -750,7 +802,11 @@ async fn kausal(
     n: u64,
     receipts: bool,
     store: Option<kausal_store::Store>,
+    slow: Option<(i32, u64)>,
 ) -> Result<Measured> {
+    let slow_partition = slow.map(|(p, _)| p);
+    // Records measured: those of the partitions not slowed.
+    let n = n - slow.map_or(0, |(_, records)| records);
     let metrics = Metrics::new();
     let producer = EventProducer::new(kafka, "bench-payment", metrics.clone())?;
     let gateway = SimulatedGateway {
@@ -759,26 +815,35 @@ async fn kausal(
         latency: Duration::ZERO,
         poison_prefix: None,
     };
-    let handler = PaymentHandler::new(gateway, PaymentMetrics::register(&metrics));
+    let handler = SlowPartition {
+        inner: PaymentHandler::new(gateway, PaymentMetrics::register(&metrics)),
+        partition: slow_partition,
+    };
     let shutdown = CancellationToken::new();
     let progress = Arc::new(Progress::default());
     let observer = {
         let progress = progress.clone();
         let shutdown = shutdown.clone();
-        Arc::new(move |_: &kausal_kafka::IncomingEvent, outcome: &Outcome| {
-            let now = Instant::now();
-            if !matches!(outcome, Outcome::Processed { .. }) {
-                progress.not_processed.fetch_add(1, Ordering::Relaxed);
-            }
-            let finished = progress.finished.fetch_add(1, Ordering::Relaxed) + 1;
-            if finished == 1 {
-                *progress.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-            }
-            if finished == n {
-                *progress.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-                shutdown.cancel();
-            }
-        })
+        Arc::new(
+            move |event: &kausal_kafka::IncomingEvent, outcome: &Outcome| {
+                let now = Instant::now();
+                if slow_partition == Some(event.partition) {
+                    progress.slow_finished.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                if !matches!(outcome, Outcome::Processed { .. }) {
+                    progress.not_processed.fetch_add(1, Ordering::Relaxed);
+                }
+                let finished = progress.finished.fetch_add(1, Ordering::Relaxed) + 1;
+                if finished == 1 {
+                    *progress.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                }
+                if finished == n {
+                    *progress.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                    shutdown.cancel();
+                }
+            },
+        )
     };
     let mut runtime = ConsumerRuntime::new(
         kafka.clone(),
@@ -838,15 +903,23 @@ async fn kausal(
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or(first);
     let not_processed = progress.not_processed.load(Ordering::Relaxed);
+    let mut notes = Vec::new();
+    if not_processed > 0 {
+        notes.push(format!(
+            "{not_processed} records not processed (dead-lettered or skipped)"
+        ));
+    }
+    if let Some((partition, records)) = slow {
+        notes.push(format!(
+            "meanwhile {} of partition {partition}'s {records} slowed records",
+            progress.slow_finished.load(Ordering::Relaxed)
+        ));
+    }
     Ok(Measured {
         events: n - 1,
         seconds: (last - first).as_secs_f64(),
         startup: (first - subscribed).as_secs_f64(),
-        note: if not_processed > 0 {
-            format!("{not_processed} records not processed (dead-lettered or skipped)")
-        } else {
-            String::new()
-        },
+        note: notes.join("; "),
     })
 }
 

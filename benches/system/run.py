@@ -352,6 +352,10 @@ def preproduce(bootstrap, n, workdir):
     return json.loads(out.strip().splitlines()[-1])
 
 
+# Every consumer run's kind, in the order the report lists them.
+KINDS = ["python", "kausal", "kausal-lean", "kausal-otel", "kausal-otel-spans", "python-otel"]
+
+
 def consumer_run(kind, args, workdir, rep):
     """One fresh broker, N orders, one consumer process. kind: python,
     kausal, kausal-otel."""
@@ -365,13 +369,17 @@ def consumer_run(kind, args, workdir, rep):
         pre = preproduce(broker.bootstrap, n, run_dir)
         group = f"bench-{kind}-{rep}"
         env = {}
-        if kind.endswith("-otel"):
+        if "-otel" in kind:
             sink = Proc("otlp-sink", [sys.executable, SINK, "0"], run_dir, record=False)
             line = sink.wait_for_line("otlp sink listening", 30)
             sink_addr = line.rsplit(" ", 1)[1]
             env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink_addr}",
                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                    "OTEL_TRACES_SAMPLER": "always_on"}
+            if kind == "kausal-otel-spans":
+                # Spans only: splits the cost of telemetry between spans and
+                # the OTLP log records.
+                env["OTEL_LOGS_EXPORTER"] = "none"
         if kind.startswith("python"):
             argv = [sys.executable, SEED, "consume", "--bootstrap", broker.bootstrap, "--orders-topic", "orders",
                     "--group", group, "--count", str(n), "--failure-rate", "0", "--decline-rate", "0",
@@ -578,14 +586,15 @@ def report(args, rows, lat_rows, started):
                  "python-otel": "Python seed consumer, OTLP/HTTP exporter (BatchSpanProcessor)",
                  "kausal": "kausal service payment, telemetry off",
                  "kausal-lean": "kausal service payment, telemetry off, no receipts, no idempotency store (the seed's work)",
-                 "kausal-otel": "kausal service payment, OTLP/HTTP always_on"}
+                 "kausal-otel": "kausal service payment, OTLP/HTTP always_on (spans and log records)",
+                 "kausal-otel-spans": "kausal service payment, OTLP/HTTP always_on, spans only (OTEL_LOGS_EXPORTER=none)"}
         by_rep = {}
         for r in rows:
             by_rep.setdefault(r["rep"], {})[r["kind"]] = r
         for rep, kinds in sorted(by_rep.items()):
             py = kinds.get("python")
             off = kinds.get("kausal")
-            for kind in ["python", "kausal", "kausal-lean", "kausal-otel", "python-otel"]:
+            for kind in KINDS:
                 r = kinds.get(kind)
                 if not r:
                     continue
@@ -595,7 +604,7 @@ def report(args, rows, lat_rows, started):
                     ratio = f"{r['events_per_cpu_s'] / base['events_per_cpu_s']:.1f}×"
                 if "otlp" in r:
                     spans = fmt(r["otlp"]["spans"])
-                if kind == "kausal-otel" and off:
+                if kind.startswith("kausal-otel") and off:
                     onoff = f"{r['events_per_s'] / off['events_per_s']:.2f}"
                 if kind == "python-otel" and py:
                     onoff = f"{r['events_per_s'] / py['events_per_s']:.2f}"
@@ -604,7 +613,7 @@ def report(args, rows, lat_rows, started):
                              f"{fmt(r['steady_events_per_s'])} | {fmt(r['events_per_cpu_s'])} | "
                              f"{ratio} | {onoff} | {spans} | {fmt(r.get('broker_cpu_s'), 2)} | {'yes' if r['valid'] else 'NO'} |")
         med = {}
-        for kind in ["python", "kausal", "kausal-lean", "kausal-otel", "python-otel"]:
+        for kind in KINDS:
             ks = [r for r in rows if r["kind"] == kind and r["valid"]]
             if ks:
                 med[kind] = (stats([r["events_per_s"] for r in ks]), stats([r["events_per_cpu_s"] for r in ks]))
@@ -624,6 +633,10 @@ def report(args, rows, lat_rows, started):
         if "kausal-otel" in med and "kausal" in med:
             lines.append(f"Telemetry on/off (median events/s): {med['kausal-otel'][0] / med['kausal'][0]:.2f} "
                          f"(target ≥ 0.90); per CPU-s: {med['kausal-otel'][1] / med['kausal'][1]:.2f}.")
+        if "kausal-otel-spans" in med and "kausal" in med:
+            lines.append(f"Spans only on/off (median events/s): "
+                         f"{med['kausal-otel-spans'][0] / med['kausal'][0]:.2f}; per CPU-s: "
+                         f"{med['kausal-otel-spans'][1] / med['kausal'][1]:.2f}.")
         lines += ["", "Wall time runs from the consumer's process start (so it includes start-up and the group "
                   "join) to the moment the harness saw all N offsets committed (OffsetFetch, polled every 50 ms; "
                   "Kausal commits every 200 ms); steady events/s leaves out everything before the first commit "
@@ -703,7 +716,7 @@ def main():
     rows, lat_rows = [], []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        kinds = ((["python", "kausal", "kausal-lean"] if "a" in only else []) + (["kausal", "kausal-otel"] if "b" in only else [])
+        kinds = ((["python", "kausal", "kausal-lean"] if "a" in only else []) + (["kausal", "kausal-otel", "kausal-otel-spans"] if "b" in only else [])
                  + (["python-otel"] if "p" in only else []))
         kinds = list(dict.fromkeys(kinds))
         for rep in range(args.repeat if kinds else 0):
