@@ -23,7 +23,6 @@ pub mod config;
 pub mod event;
 pub mod group;
 pub mod heartbeat;
-pub mod ids;
 mod member;
 mod poll;
 pub mod producer;
@@ -41,6 +40,9 @@ pub use batch::{BatchEmitter, BatchHandler, BatchLimits, Batched};
 pub use config::KafkaConfig;
 pub use event::{Emitter, EventSpec, IncomingEvent, OutgoingEvent};
 pub use kausal_core::{ErrorClass, Event, HandlerError, RetryPolicy};
+/// Fresh ids and the clock (kept in `kausal-telemetry`, shared with the
+/// event store).
+pub use kausal_telemetry::ids;
 pub use producer::{Delivery, EventProducer, PublishError, Sending};
 pub use runtime::{
     ConsumerRuntime, CorrelationPolicy, Dispatch, Handler, Outcome, RunSummary, RuntimeError,

@@ -6,6 +6,7 @@
 //! their own strings.
 
 pub mod fields;
+pub mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;

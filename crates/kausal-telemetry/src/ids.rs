@@ -1,4 +1,5 @@
-//! Fresh ids: the randomness and clock that `kausal-core` leaves to the edge.
+//! Fresh ids: the randomness and clock that `kausal-core` leaves to the edge,
+//! shared by the Kafka runtime, the event store and the services.
 
 use kausal_core::{EventId, SpanId, TraceId};
 use rand::RngCore;
@@ -37,4 +38,9 @@ pub fn now_rfc3339() -> String {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A random fraction in `[0, 1)` (retry jitter).
+pub fn unit_sample() -> f64 {
+    rand::random::<f64>()
 }
