@@ -1,5 +1,6 @@
 //! Kausal's SQL store: idempotency keys, the lineage of events, consumer
-//! receipts and the DLQ ledger. One set of queries for SQLite (the default, a
+//! receipts, the DLQ ledger, and the event store with its outbox
+//! ([`event_store`]). One set of queries for SQLite (the default, a
 //! file under the data dir) and PostgreSQL (by URL), kept in `.sql` files;
 //! numbered migrations in `ddl/` applied on connect.
 //!
@@ -13,6 +14,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub mod event_store;
 mod lineage;
 mod marks;
 mod migrate;
@@ -22,6 +24,10 @@ pub mod telemetry;
 pub mod testing;
 pub mod topology;
 
+pub use event_store::{
+    AppendError, Appended, Direction, ExpectedVersion, GlobalCursor, NewEvent, OutboxStats,
+    OutboxTarget, PendingOutbox, RecordedEvent,
+};
 pub use lineage::{
     BatchCounts, DeadLetterCount, DeadLetterEntry, DeadLetterFilter, LineageEvent,
     MAX_LINEAGE_DEPTH, Receipt,

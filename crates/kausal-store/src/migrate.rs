@@ -17,6 +17,14 @@
 //!   version inside it. SQLite has one writer per file, so that already
 //!   serialises migrations; it has no advisory locks to take.
 //!
+//! One file serves both backends. Where a table truly differs (the event
+//! store's auto-assigned position and its transaction-id column), the file
+//! holds one statement per backend and tags each with a comment line of its
+//! own before it, `-- backend: sqlite` or `-- backend: postgres`: a tagged
+//! statement runs on that backend only, an untagged one on both. The
+//! version is recorded alike on both, so a database's history does not
+//! depend on its backend.
+//!
 //! Why not `sqlx::migrate::Migrator` (which takes a PostgreSQL advisory lock
 //! itself): its SQLite lock is a no-op and it applies a migration without
 //! re-checking inside a deferred transaction, so processes sharing one
@@ -53,6 +61,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "006-recent-events-by-type",
         include_str!("../ddl/006-recent-events-by-type.sql"),
+    ),
+    (
+        7,
+        "007-event-store",
+        include_str!("../ddl/007-event-store.sql"),
     ),
 ];
 
@@ -116,7 +129,7 @@ async fn apply_unlocked(conn: &mut AnyConnection, backend: Backend) -> Result<()
             tx.rollback().await?;
             continue;
         }
-        for statement in statements(sql) {
+        for statement in statements(sql).into_iter().filter(|s| runs_on(s, backend)) {
             sqlx::query(statement)
                 .execute(&mut *tx)
                 .await
@@ -179,6 +192,30 @@ fn statements(sql: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The tag line that restricts a statement to one backend.
+fn backend_tag(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "-- backend: sqlite",
+        Backend::Postgres => "-- backend: postgres",
+    }
+}
+
+/// Whether `statement` runs on `backend`: untagged statements run on both,
+/// tagged ones (a line of the comments before the SQL) on theirs only.
+fn runs_on(statement: &str, backend: Backend) -> bool {
+    let tags: Vec<&str> = statement
+        .lines()
+        .map(str::trim)
+        .take_while(|l| l.is_empty() || l.starts_with("--"))
+        .filter(|l| {
+            [Backend::Sqlite, Backend::Postgres]
+                .map(backend_tag)
+                .contains(l)
+        })
+        .collect();
+    tags.is_empty() || tags.contains(&backend_tag(backend))
+}
+
 fn is_blank(statement: &str) -> bool {
     statement
         .lines()
@@ -187,7 +224,52 @@ fn is_blank(statement: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::statements;
+    use super::{runs_on, statements};
+    use crate::Backend;
+
+    #[test]
+    fn tagged_statements_run_on_their_backend_only() {
+        let cases = [
+            ("CREATE TABLE a (x BIGINT)", true, true),
+            (
+                "-- backend: sqlite\nCREATE TABLE a (x INTEGER)",
+                true,
+                false,
+            ),
+            (
+                "-- why\n-- backend: postgres\n-- more\nCREATE TABLE a (x BIGINT)",
+                false,
+                true,
+            ),
+            // A tag after the SQL has started is not a tag.
+            (
+                "CREATE TABLE a (\n-- backend: sqlite\nx BIGINT)",
+                true,
+                true,
+            ),
+        ];
+        for (statement, sqlite, postgres) in cases {
+            assert_eq!(runs_on(statement, Backend::Sqlite), sqlite, "{statement}");
+            assert_eq!(
+                runs_on(statement, Backend::Postgres),
+                postgres,
+                "{statement}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_event_store_table_is_created_once_per_backend() {
+        let sql = include_str!("../ddl/007-event-store.sql");
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let creates = statements(sql)
+                .into_iter()
+                .filter(|s| runs_on(s, backend))
+                .filter(|s| s.contains("CREATE TABLE IF NOT EXISTS event_store_events"))
+                .count();
+            assert_eq!(creates, 1, "{backend:?}");
+        }
+    }
 
     #[test]
     fn semicolons_in_comments_do_not_split_statements() {

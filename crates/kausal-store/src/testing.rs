@@ -72,3 +72,34 @@ fn uuid_like() -> String {
 pub async fn connect(db: &TestDatabase) -> Result<Store> {
     Store::connect(&db.url).await
 }
+
+/// Waits until every committed event of the event store is readable through
+/// [`Store::read_all`]. On PostgreSQL `read_all` holds back events behind
+/// any transaction still open in the cluster (other tests' included: that is
+/// the method, see [`crate::event_store`]), so a test that wants "everything
+/// committed so far" in one read waits for those to end. Nothing signals
+/// that, so this polls, every 2 ms, for at most 30 s, and panics after.
+/// Once settled it stays settled: transactions that start later have larger
+/// ids than the events read.
+pub async fn settle_read_all(store: &Store) {
+    use crate::GlobalCursor;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let committed = store
+                .events_after(GlobalCursor::START)
+                .await
+                .expect("count the committed events");
+            let readable = store
+                .read_all(GlobalCursor::START, committed + 1)
+                .await
+                .expect("read_all")
+                .len();
+            if readable as i64 >= committed {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the transactions open in the database cluster end within 30 s");
+}
