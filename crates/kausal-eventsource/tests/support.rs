@@ -120,17 +120,27 @@ impl Env {
 pub async fn envs() -> Vec<Env> {
     let mut out = Vec::new();
     for db in testing::databases().await.expect("test databases") {
-        let store = testing::connect(&db).await.expect(db.label);
-        let registry = kausal_telemetry::Metrics::new();
-        let events = EventStore::new(store, EventStoreMetrics::register(&registry));
-        out.push(Env {
-            label: db.label,
-            db,
-            events,
-            registry,
-        });
+        out.push(env_of(db).await);
     }
     out
+}
+
+/// A fresh PostgreSQL database, for the tests that only mean something
+/// there; fails when no server is configured (never skips).
+pub async fn postgres_env() -> Env {
+    env_of(testing::postgres().await).await
+}
+
+async fn env_of(db: TestDatabase) -> Env {
+    let store = testing::connect(&db).await.expect(db.label);
+    let registry = kausal_telemetry::Metrics::new();
+    let events = EventStore::new(store, EventStoreMetrics::register(&registry));
+    Env {
+        label: db.label,
+        db,
+        events,
+        registry,
+    }
 }
 
 pub fn correlation(id: &str) -> kausal_core::CorrelationId {

@@ -36,6 +36,26 @@ pub async fn databases() -> Result<Vec<TestDatabase>> {
     Ok(out)
 }
 
+/// A fresh PostgreSQL schema, for a test that only means something on
+/// PostgreSQL (concurrent transactions, row locks). Unlike [`databases`],
+/// it panics when `KAUSAL_TEST_DATABASE_URL` is unset: such a test must
+/// fail, never pass by skipping, when the server is missing.
+pub async fn postgres() -> TestDatabase {
+    let base = std::env::var(DATABASE_URL_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{DATABASE_URL_ENV} names the test PostgreSQL; scripts/prepare.sh starts one and sets it"
+        )
+    });
+    let url = fresh_schema(&base)
+        .await
+        .unwrap_or_else(|e| panic!("a fresh schema on {base}: {e}"));
+    TestDatabase {
+        url,
+        label: "postgres",
+        _dir: None,
+    }
+}
+
 /// Creates a uniquely named schema and returns a URL whose connections use it.
 async fn fresh_schema(base: &str) -> Result<String> {
     sqlx::any::install_default_drivers();

@@ -437,65 +437,61 @@ async fn checkpoints_round_trip() {
 /// a reader that followed its cursor sees each exactly once.
 #[tokio::test]
 async fn read_all_does_not_skip_an_event_committed_out_of_order() {
-    for db in testing::databases().await.expect("test databases") {
-        if db.label != "postgres" {
-            continue;
-        }
-        let store = testing::connect(&db).await.expect(db.label);
-        let mut raw = sqlx::AnyConnection::connect(&db.url)
-            .await
-            .expect("a second connection");
-        let mut open = raw.begin().await.expect("begin");
-        let early = event("Early", "early");
-        sqlx::query(
-            "INSERT INTO event_store_events (stream_id, stream_version, event_id, event_type, \
+    let db = testing::postgres().await;
+    let store = testing::connect(&db).await.expect(db.label);
+    let mut raw = sqlx::AnyConnection::connect(&db.url)
+        .await
+        .expect("a second connection");
+    let mut open = raw.begin().await.expect("begin");
+    let early = event("Early", "early");
+    sqlx::query(
+        "INSERT INTO event_store_events (stream_id, stream_version, event_id, event_type, \
              event_version, payload, correlation_id, recorded_at_ms) \
              VALUES ($1, 1, $2, 'Early', 1, 'early', 'corr-1', 1)",
+    )
+    .bind("gap-early")
+    .bind(early.event_id.to_string())
+    .execute(&mut *open)
+    .await
+    .expect("insert in the open transaction");
+
+    let mut cursor = GlobalCursor::START;
+    let mut seen = Vec::new();
+    store
+        .append_events(
+            "gap-late",
+            ExpectedVersion::NoStream,
+            &[event("Late", "late")],
+            None,
         )
-        .bind("gap-early")
-        .bind(early.event_id.to_string())
-        .execute(&mut *open)
         .await
-        .expect("insert in the open transaction");
-
-        let mut cursor = GlobalCursor::START;
-        let mut seen = Vec::new();
-        store
-            .append_events(
-                "gap-late",
-                ExpectedVersion::NoStream,
-                &[event("Late", "late")],
-                None,
-            )
-            .await
-            .expect("append while the other is open");
-        // The late event is committed and visible to plain reads...
-        assert_eq!(store.stream_version("gap-late").await.expect("version"), 1);
-        // ...but not past the open transaction's gap.
-        let batch = store.read_all(cursor, 100).await.expect("read");
-        assert!(
-            batch.is_empty(),
-            "read_all handed out {:?} while an earlier transaction was open",
-            payloads(&batch)
-        );
-        // A follower keeps its cursor where it was.
-        for e in batch {
-            cursor = e.cursor();
-            seen.push(e.payload);
-        }
-
-        open.commit().await.expect("commit the early transaction");
-        settle_read_all(&store).await;
-        let batch = store.read_all(cursor, 100).await.expect("read");
-        assert_eq!(payloads(&batch), ["early", "late"]);
-        for e in batch {
-            cursor = e.cursor();
-            seen.push(e.payload);
-        }
-        assert!(store.read_all(cursor, 100).await.expect("read").is_empty());
-        assert_eq!(seen, ["early", "late"], "each exactly once");
-        raw.close().await.expect("close");
+        .expect("append while the other is open");
+    // The late event is committed and visible to plain reads...
+    assert_eq!(store.stream_version("gap-late").await.expect("version"), 1);
+    // ...but not past the open transaction's gap.
+    let batch = store.read_all(cursor, 100).await.expect("read");
+    assert!(
+        batch.is_empty(),
+        "read_all handed out {:?} while an earlier transaction was open",
+        payloads(&batch)
+    );
+    // A follower keeps its cursor where it was.
+    for e in batch {
+        cursor = e.cursor();
+        seen.push(e.payload);
     }
+
+    open.commit().await.expect("commit the early transaction");
+    settle_read_all(&store).await;
+    let batch = store.read_all(cursor, 100).await.expect("read");
+    assert_eq!(payloads(&batch), ["early", "late"]);
+    for e in batch {
+        cursor = e.cursor();
+        seen.push(e.payload);
+    }
+    assert!(store.read_all(cursor, 100).await.expect("read").is_empty());
+    assert_eq!(seen, ["early", "late"], "each exactly once");
+    raw.close().await.expect("close");
 }
 
 /// A follower of `read_all` running while several writers append: at the
@@ -582,82 +578,78 @@ async fn a_follower_sees_every_event_of_concurrent_writers_once() {
 /// duplicate version and not a database error.
 #[tokio::test]
 async fn the_unique_index_turns_a_lost_race_into_a_conflict() {
-    for db in testing::databases().await.expect("test databases") {
-        if db.label != "postgres" {
-            continue;
-        }
-        let store = testing::connect(&db).await.expect(db.label);
-        let mut raw = sqlx::AnyConnection::connect(&db.url)
-            .await
-            .expect("a second connection");
-        let raw_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut raw)
-            .await
-            .expect("pid");
-        let mut open = raw.begin().await.expect("begin");
-        sqlx::query(
-            "INSERT INTO event_store_events (stream_id, stream_version, event_id, event_type, \
+    let db = testing::postgres().await;
+    let store = testing::connect(&db).await.expect(db.label);
+    let mut raw = sqlx::AnyConnection::connect(&db.url)
+        .await
+        .expect("a second connection");
+    let raw_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut raw)
+        .await
+        .expect("pid");
+    let mut open = raw.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO event_store_events (stream_id, stream_version, event_id, event_type, \
              event_version, payload, correlation_id, recorded_at_ms) \
              VALUES ('arbiter', 1, $1, 'First', 1, 'first', 'corr-1', 1)",
-        )
-        .bind(EventId::from_uuid(uuid::Uuid::new_v4()).to_string())
-        .execute(&mut *open)
-        .await
-        .expect("insert in the open transaction");
+    )
+    .bind(EventId::from_uuid(uuid::Uuid::new_v4()).to_string())
+    .execute(&mut *open)
+    .await
+    .expect("insert in the open transaction");
 
-        // Reads version 0 (the insert above is not committed), inserts
-        // version 1 and waits on the index for the open transaction.
-        let loser = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append_events(
-                        "arbiter",
-                        ExpectedVersion::NoStream,
-                        &[event("Second", "second")],
-                        Some(&outbox("t", "arbiter")),
-                    )
-                    .await
-            })
-        };
-        let watcher = testing::connect(&db).await.expect("watcher");
-        tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+    // Reads version 0 (the insert above is not committed), inserts
+    // version 1 and waits on the index for the open transaction.
+    let loser = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append_events(
+                    "arbiter",
+                    ExpectedVersion::NoStream,
+                    &[event("Second", "second")],
+                    Some(&outbox("t", "arbiter")),
                 )
-                .bind(raw_pid)
-                .fetch_one(watcher.pool())
                 .await
-                .expect("blocked sessions");
-                if waiting > 0 {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
         })
-        .await
-        .expect("the second writer waits on the first within 30 s");
-        open.commit().await.expect("commit the first writer");
-
-        match loser.await.expect("task") {
-            Err(AppendError::Conflict {
-                stream,
-                expected,
-                actual,
-            }) => {
-                assert_eq!(stream, "arbiter");
-                assert_eq!(expected, ExpectedVersion::NoStream);
-                assert_eq!(actual, 1);
-            }
-            other => panic!("expected a conflict, got {other:?}"),
-        }
-        let events = store
-            .read_stream("arbiter", 1, 10, Direction::Forward)
+    };
+    let watcher = testing::connect(&db).await.expect("watcher");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(raw_pid)
+            .fetch_one(watcher.pool())
             .await
-            .expect("read");
-        assert_eq!(payloads(&events), ["first"]);
-        assert_eq!(store.outbox_stats(0).await.expect("stats").pending, 0);
-        raw.close().await.expect("close");
+            .expect("blocked sessions");
+            if waiting > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the second writer waits on the first within 30 s");
+    open.commit().await.expect("commit the first writer");
+
+    match loser.await.expect("task") {
+        Err(AppendError::Conflict {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(stream, "arbiter");
+            assert_eq!(expected, ExpectedVersion::NoStream);
+            assert_eq!(actual, 1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
     }
+    let events = store
+        .read_stream("arbiter", 1, 10, Direction::Forward)
+        .await
+        .expect("read");
+    assert_eq!(payloads(&events), ["first"]);
+    assert_eq!(store.outbox_stats(0).await.expect("stats").pending, 0);
+    raw.close().await.expect("close");
 }
