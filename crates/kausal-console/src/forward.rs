@@ -514,13 +514,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// OTLP/HTTP's retryable answers: 429, 502, 503, 504. Anything else is a
-/// refusal that sending again cannot change.
+/// OTLP/HTTP's retryable answers, as the services' own exporters retry.
 fn status_class(status: StatusCode) -> ErrorClass {
-    match status.as_u16() {
-        429 | 502 | 503 | 504 => ErrorClass::Retryable,
-        _ => ErrorClass::Fatal,
-    }
+    kausal_telemetry::export_retry::status_class(status.as_u16())
 }
 
 #[cfg(test)]
@@ -565,22 +561,6 @@ mod tests {
         );
         for bad in ["127.0.0.1:4318", "grpc://c:4317", "", "http://"] {
             assert!(ForwardConfig::new(bad).validate().is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn only_the_otlp_retryable_answers_are_retried() {
-        for (code, class) in [
-            (429, ErrorClass::Retryable),
-            (502, ErrorClass::Retryable),
-            (503, ErrorClass::Retryable),
-            (504, ErrorClass::Retryable),
-            (400, ErrorClass::Fatal),
-            (413, ErrorClass::Fatal),
-            (500, ErrorClass::Fatal),
-        ] {
-            let status = StatusCode::from_u16(code).expect("status");
-            assert_eq!(status_class(status), class, "{code}");
         }
     }
 }

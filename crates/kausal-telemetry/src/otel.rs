@@ -34,6 +34,8 @@ use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample, Span, SpanData, SpanProcessor,
 };
 
+use crate::export_retry::Retrying;
+
 /// What the environment asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelSettings {
@@ -233,6 +235,7 @@ pub fn init_tracing_at(service: &str, endpoint: Option<&str>) -> Result<OtelGuar
     if !named {
         resource = resource.with_service_name(service.to_owned());
     }
+    let exporter = Retrying::spans(exporter, crate::export_retry::default_policy());
     let processor = KeepErrors {
         inner: BatchSpanProcessor::builder(exporter).build(),
     };

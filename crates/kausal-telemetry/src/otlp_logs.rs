@@ -32,8 +32,16 @@ use crate::fields;
 static EXPORT: OnceLock<LogExport> = OnceLock::new();
 
 /// Targets never exported: the exporter's own stack, which would log about
-/// every export it makes.
-const OWN_STACK: [&str; 6] = ["opentelemetry", "reqwest", "hyper", "h2", "tower", "rustls"];
+/// every export it makes, and the warning that an export failed.
+const OWN_STACK: [&str; 7] = [
+    "opentelemetry",
+    "reqwest",
+    "hyper",
+    "h2",
+    "tower",
+    "rustls",
+    crate::export_retry::TARGET,
+];
 
 pub(crate) struct LogExport {
     provider: SdkLoggerProvider,
@@ -77,7 +85,10 @@ pub(crate) fn install_from_env(service: &str) -> Option<&'static LogExport> {
     }
     let provider = SdkLoggerProvider::builder()
         .with_resource(resource.build())
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(crate::export_retry::Retrying::logs(
+            exporter,
+            crate::export_retry::default_policy(),
+        ))
         .build();
     let logger = provider.logger("kausal");
     Some(EXPORT.get_or_init(|| LogExport { provider, logger }))
