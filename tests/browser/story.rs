@@ -132,6 +132,27 @@ async fn reload_until(
     .await;
 }
 
+/// The WARN and ERROR lines of every log under `<data_dir>/logs`, the
+/// last 40, to say on a failure what the services saw.
+fn warnings(data_dir: &std::path::Path) -> String {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(data_dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        {
+            lines.push(format!("{name}: {line}"));
+        }
+    }
+    lines.split_off(lines.len().saturating_sub(40)).join("\n")
+}
+
 /// The services the waterfall's rows name.
 async fn waterfall_services(c: &Client) -> std::collections::BTreeSet<String> {
     let mut services = std::collections::BTreeSet::new();
@@ -233,15 +254,24 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
         |answer| answer.contains("MissingCustomerEmail"),
     )
     .await;
-    until(
-        Duration::from_secs(60),
-        "four services in the waterfall",
-        || async {
-            c.refresh().await.ok()?;
-            (waterfall_services(&c).await.len() >= 4).then_some(())
-        },
-    )
-    .await;
+    // On a failure, say what the waterfall did show (a service whose spans
+    // never came, or came late).
+    let waited = Instant::now();
+    let services = loop {
+        let services = waterfall_services(&c).await;
+        if services.len() >= 4 {
+            break services;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "waited {:?} for four services in the waterfall; it shows {services:?}; \
+             warnings in the services' logs:\n{}",
+            waited.elapsed(),
+            warnings(&data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = c.refresh().await;
+    };
     let answer = text(&c, "#answer").await;
     assert!(
         answer.contains("notification-service failed on PaymentProcessed: MissingCustomerEmail"),
@@ -256,7 +286,6 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
         .expect("attr")
         .expect("a dead-letter id");
     assert!(answer.contains(&dlq_id), "{answer} names {dlq_id}");
-    let services = waterfall_services(&c).await;
     for s in [
         "order-service",
         "payment-service",
