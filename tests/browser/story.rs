@@ -115,23 +115,6 @@ struct Running {
     token: String,
 }
 
-/// Reloads the page until `check` holds on the text of the element `css`
-/// selects, for at most `timeout`.
-async fn reload_until(
-    c: &Client,
-    timeout: Duration,
-    what: &str,
-    css: &str,
-    check: impl Fn(&str) -> bool,
-) {
-    until(timeout, what, || async {
-        c.refresh().await.ok()?;
-        let text = c.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
-        check(&text).then_some(())
-    })
-    .await;
-}
-
 /// The WARN and ERROR lines of every log under `<data_dir>/logs`, the
 /// last 40, to say on a failure what the services saw.
 fn warnings(data_dir: &std::path::Path) -> String {
@@ -242,30 +225,29 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
         None
     })
     .await;
-    // Spans, logs and receipts reach the console by different roads (OTLP
-    // batches every few seconds; receipts through the recorder, which
-    // trails on a loaded machine): reload until the answer names the
-    // failed hop, then until four services' spans are on the page.
-    reload_until(
-        &c,
-        Duration::from_secs(120),
-        "the answer to name the failed notification",
-        "#answer",
-        |answer| answer.contains("MissingCustomerEmail"),
-    )
-    .await;
-    // On a failure, say what the waterfall did show (a service whose spans
-    // never came, or came late).
+    // Spans, logs, receipts and dead letters reach the console by different
+    // roads (OTLP batches every few seconds; receipts and the dead-letter
+    // ledger through the recorder, which trails on a loaded machine, and
+    // not in a fixed order): reload until the page has all three — the
+    // answer naming the failed hop, the dead letter's row, four services'
+    // spans — and on a timeout say which are missing.
     let waited = Instant::now();
     let services = loop {
+        let answer = match c.find(Locator::Css("#answer")).await {
+            Ok(a) => a.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let named = answer.contains("MissingCustomerEmail");
+        let row = c.find(Locator::Css("tr[data-dlq-id]")).await.is_ok();
         let services = waterfall_services(&c).await;
-        if services.len() >= 4 {
+        if named && row && services.len() >= 4 {
             break services;
         }
         assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "waited {:?} for four services in the waterfall; it shows {services:?}; \
-             warnings in the services' logs:\n{}",
+            waited.elapsed() < Duration::from_secs(180),
+            "waited {:?} for the failed hop, its dead letter and four services on the page; \
+             the answer names MissingCustomerEmail: {named}, a dead letter's row: {row}, \
+             the waterfall's services: {services:?}; warnings in the services' logs:\n{}",
             waited.elapsed(),
             warnings(&data_dir)
         );
