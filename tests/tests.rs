@@ -23,6 +23,7 @@ mod lag;
 mod lineage;
 mod openapi;
 mod otel;
+mod outbox;
 mod partitions;
 mod process;
 mod runtime;

@@ -19,6 +19,7 @@ mod lineage;
 mod marks;
 mod migrate;
 pub mod order_view;
+pub mod outbox_lease;
 mod retention;
 pub mod telemetry;
 pub mod testing;
@@ -26,7 +27,7 @@ pub mod topology;
 
 pub use event_store::{
     AppendError, Appended, Direction, ExpectedVersion, GlobalCursor, NewEvent, OutboxStats,
-    OutboxTarget, PendingOutbox, RecordedEvent,
+    OutboxTarget, PendingOutbox, RecordedEvent, StreamAppend,
 };
 pub use lineage::{
     BatchCounts, DeadLetterCount, DeadLetterEntry, DeadLetterFilter, LineageEvent,
@@ -35,6 +36,7 @@ pub use lineage::{
 pub use marks::MarkWriter;
 pub use migrate::{MIGRATION_LOCK_KEY, MIGRATIONS};
 pub use order_view::OrderView;
+pub use outbox_lease::OutboxLease;
 pub use retention::PrunedLineage;
 pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};
 

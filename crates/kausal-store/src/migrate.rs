@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "007-event-store",
         include_str!("../ddl/007-event-store.sql"),
     ),
+    (
+        8,
+        "008-outbox-lease",
+        include_str!("../ddl/008-outbox-lease.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {
