@@ -59,6 +59,12 @@ pub enum Error {
         #[source]
         source: HandlerError,
     },
+    /// A multi-stream append named one stream twice; nothing was written.
+    #[error(
+        "stream {stream} appears twice in one append: stage each stream once, with all of its \
+         events in order"
+    )]
+    StreamRepeated { stream: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,6 +78,7 @@ impl Error {
             Self::Encode { .. } => "EncodeError".to_owned(),
             Self::Decode { .. } => "DecodeError".to_owned(),
             Self::Handler { source, .. } => source.error_type.clone(),
+            Self::StreamRepeated { .. } => "StreamRepeated".to_owned(),
             Self::Store(_) => "StoreError".to_owned(),
         }
     }
@@ -90,6 +97,7 @@ impl From<AppendError> for Error {
                 actual,
             },
             AppendError::DuplicateEvent { event_id } => Self::DuplicateEvent { event_id },
+            AppendError::StreamRepeated { stream } => Self::StreamRepeated { stream },
             AppendError::Store(e) => Self::Store(e),
         }
     }

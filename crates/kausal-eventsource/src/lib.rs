@@ -11,7 +11,8 @@
 //! | [`aggregate`] | the [`Aggregate`] trait: pure `decide` and `apply` |
 //! | [`repository`] | [`Repository`]: `load`, `save`, `exists`, `execute` with conflict retries |
 //! | [`subscription`] | [`Subscription`]: catch-up, at-least-once, checkpoint after the handler |
-//! | [`store`] | [`EventStore`]: the store's appends and reads, traced and measured |
+//! | [`store`] | [`EventStore`]: the store's appends (one stream, or several in one transaction) and reads, traced and measured |
+//! | [`idempotency`] | [`IdempotencyKeys`]: `Idempotency-Key` for requests whose effect is outside the store |
 //! | [`metrics`] | [`EventStoreMetrics`]: append duration, conflicts, subscription lag |
 //! | [`names`] | every span, attribute and metric name, once |
 //!
@@ -29,6 +30,7 @@
 
 pub mod aggregate;
 mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod names;
 pub mod repository;
@@ -38,9 +40,10 @@ mod trace;
 
 pub use aggregate::{Aggregate, AggregateEvent};
 pub use error::{Error, ExecuteError, Result};
+pub use idempotency::{Claim, IdempotencyKey, IdempotencyKeys, StoredAnswer};
 pub use metrics::EventStoreMetrics;
 pub use repository::{CommandContext, Executed, Repository};
-pub use store::{EventStore, StreamName};
+pub use store::{EventStore, StreamEvents, StreamName};
 pub use subscription::{Batch, BatchHandler, Subscription};
 
 /// The store's types that appear in this crate's API.

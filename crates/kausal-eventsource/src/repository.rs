@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::aggregate::{Aggregate, AggregateEvent};
 use crate::error::{Error, ExecuteError, Result};
 use crate::names::span;
-use crate::store::{EventStore, StreamName};
+use crate::store::{EventStore, StreamEvents, StreamName};
 use crate::trace::Traced;
 use kausal_telemetry::ids;
 
@@ -244,6 +244,28 @@ impl<A: Aggregate> Repository<A> {
         saved
     }
 
+    /// `events` decided on `expected_version` (0: a new aggregate) as one
+    /// stream's part of an [`EventStore::append_many`], encoded with the
+    /// context's ids and outbox target: what [`save`](Self::save) appends,
+    /// for a change that spans several aggregates in one transaction. The
+    /// caller owns retrying on a conflict (load, decide and stage again).
+    pub fn stage(
+        id: &str,
+        expected_version: i64,
+        events: &[A::Event],
+        context: &CommandContext,
+    ) -> Result<StreamEvents> {
+        Ok(StreamEvents {
+            stream: Self::stream(id),
+            expected: ExpectedVersion::Exact(expected_version),
+            events: events
+                .iter()
+                .map(|e| new_event::<A>(e, context))
+                .collect::<Result<Vec<_>>>()?,
+            outbox: context.outbox.clone(),
+        })
+    }
+
     /// Loads the aggregate, decides `command`, saves the events; on a
     /// conflict loads and decides again, at most `max_retries` times. The
     /// aggregate's refusal is [`ExecuteError::Rejected`] and writes nothing.
@@ -333,7 +355,7 @@ fn new_event<A: Aggregate>(event: &A::Event, context: &CommandContext) -> Result
 
 /// "Full jitter": a random wait up to 2 ms × 2^(retry−1), at most
 /// [`MAX_RETRY_WAIT`].
-fn retry_wait(retry: u32) -> Duration {
+pub fn retry_wait(retry: u32) -> Duration {
     let ceiling = Duration::from_millis(2)
         .saturating_mul(1 << retry.saturating_sub(1).min(16))
         .min(MAX_RETRY_WAIT);

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Instant;
 
 use kausal_core::TraceParent;
+use kausal_store::event_store::StreamAppend;
 use kausal_store::{
     AppendError, Appended, Backend, Direction, ExpectedVersion, GlobalCursor, NewEvent,
     OutboxTarget, RecordedEvent, Store,
@@ -53,6 +54,18 @@ impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.aggregate_type, self.aggregate_id)
     }
+}
+
+/// One stream's part of [`EventStore::append_many`]
+/// ([`crate::Repository::stage`] makes one from an aggregate's decided
+/// events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvents {
+    pub stream: StreamName,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// Publish these events through the outbox to this topic and key.
+    pub outbox: Option<OutboxTarget>,
 }
 
 /// The event store, traced and measured. Cheap to clone.
@@ -132,6 +145,95 @@ impl EventStore {
         });
         match &result {
             Ok(appended) => traced.set_version(appended.stream_version),
+            Err(e) => traced.fail(&e.error_type(), &e.to_string()),
+        }
+        traced.end();
+        result
+    }
+
+    /// Appends to several streams in one transaction, each part under its
+    /// own expected version and outbox target: all of it, or nothing (a
+    /// conflict on any stream is [`Error::Conflict`] naming that stream).
+    /// One `eventsource.event_store.append_events` span covers the
+    /// transaction, with the streams' aggregate types, ids and versions
+    /// after the append as arrays (in the order given) and the total event
+    /// count; every event's `traceparent` is set to it. The duration is
+    /// observed once for each aggregate type involved; a conflict is
+    /// counted for the type of the stream that moved. Returns what each
+    /// part wrote, in the order given.
+    pub async fn append_many(
+        &self,
+        mut parts: Vec<StreamEvents>,
+        parent: Option<TraceParent>,
+    ) -> Result<Vec<Appended>> {
+        let mut traced = Traced::start(
+            span::APPEND_EVENTS,
+            parent,
+            self.db_system(),
+            Subject::default(),
+            &[],
+        );
+        traced.set_streams(
+            parts
+                .iter()
+                .map(|p| p.stream.aggregate_type.clone())
+                .collect(),
+            parts
+                .iter()
+                .map(|p| p.stream.aggregate_id.clone())
+                .collect(),
+        );
+        traced.set_count(parts.iter().map(|p| p.events.len()).sum());
+        for event in parts.iter_mut().flat_map(|p| p.events.iter_mut()) {
+            event.traceparent = Some(traced.context());
+        }
+        let stream_ids: Vec<String> = parts.iter().map(|p| p.stream.stream_id()).collect();
+        let store_parts: Vec<StreamAppend<'_>> = parts
+            .iter()
+            .zip(&stream_ids)
+            .map(|(p, id)| StreamAppend {
+                stream_id: id,
+                expected: p.expected,
+                events: &p.events,
+                outbox: p.outbox.as_ref(),
+            })
+            .collect();
+        let started = Instant::now();
+        let result = self
+            .store
+            .append_many(&store_parts)
+            .instrument(traced.log_span())
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut types: Vec<&str> = parts
+            .iter()
+            .map(|p| p.stream.aggregate_type.as_str())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        for aggregate_type in types {
+            self.metrics
+                .append_duration
+                .get_or_create(&AggregateTypeLabel {
+                    aggregate_type: aggregate_type.to_owned(),
+                })
+                .observe(elapsed);
+        }
+        let result = result.map_err(|e| {
+            if let AppendError::Conflict { stream, .. } = &e
+                && let Some(part) = parts.iter().find(|p| p.stream.stream_id() == *stream)
+            {
+                let label = AggregateTypeLabel {
+                    aggregate_type: part.stream.aggregate_type.clone(),
+                };
+                self.metrics.conflicts.get_or_create(&label).inc();
+            }
+            Error::from(e)
+        });
+        match &result {
+            Ok(appended) => {
+                traced.set_versions(appended.iter().map(|a| a.stream_version).collect())
+            }
             Err(e) => traced.fail(&e.error_type(), &e.to_string()),
         }
         traced.end();

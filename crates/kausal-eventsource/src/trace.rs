@@ -104,6 +104,30 @@ impl Traced {
         self.log.record(attr::EXPECTED_VERSION, version);
     }
 
+    /// The streams of a multi-stream append: `eventsource.aggregate.type`
+    /// and `eventsource.aggregate.id` as arrays, one entry per stream in
+    /// the order given (comma-separated on the log span, whose fields
+    /// cannot hold arrays).
+    pub(crate) fn set_streams(&mut self, types: Vec<String>, ids: Vec<String>) {
+        self.log.record(attr::AGGREGATE_TYPE, types.join(","));
+        self.log.record(attr::AGGREGATE_ID, ids.join(","));
+        self.otel
+            .set_attribute(attr::AGGREGATE_TYPE, string_array(types));
+        self.otel
+            .set_attribute(attr::AGGREGATE_ID, string_array(ids));
+    }
+
+    /// The versions of a multi-stream append's streams after it, as an
+    /// array in the order of [`set_streams`](Self::set_streams).
+    pub(crate) fn set_versions(&mut self, versions: Vec<i64>) {
+        let text: Vec<String> = versions.iter().map(i64::to_string).collect();
+        self.log.record(attr::VERSION, text.join(","));
+        self.otel.set_attribute(
+            attr::VERSION,
+            opentelemetry::Value::Array(opentelemetry::Array::I64(versions)),
+        );
+    }
+
     pub(crate) fn set_count(&mut self, count: usize) {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.otel.set_attribute(attr::EVENT_COUNT, count);
@@ -118,6 +142,12 @@ impl Traced {
     pub(crate) fn end(self) {
         self.otel.end();
     }
+}
+
+fn string_array(values: Vec<String>) -> opentelemetry::Value {
+    opentelemetry::Value::Array(opentelemetry::Array::String(
+        values.into_iter().map(Into::into).collect(),
+    ))
 }
 
 /// The `tracing` span of an operation: `tracing` needs each span's name as

@@ -2,6 +2,8 @@
 //! configured backend (SQLite always, PostgreSQL when
 //! `KAUSAL_TEST_DATABASE_URL` is set), against real databases.
 
+mod idempotency;
+mod many;
 mod repository;
 mod spans;
 mod subscription;

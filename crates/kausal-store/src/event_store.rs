@@ -38,6 +38,15 @@
 //! its write lock, so they commit in order: `tx_id` is always 0, the cursor
 //! is `(0, position)` and a plain ordered read is correct.
 //!
+//! **Several streams at once.** [`Store::append_many`] appends to several
+//! streams in one transaction, each under its own [`ExpectedVersion`] and
+//! with its own outbox target: a conflict on any stream rolls back all of
+//! them (a ledger entry moves money between accounts all at once or not at
+//! all). It inserts the streams in the order of their ids, whatever order
+//! the caller gave: two such appends that share streams then wait for each
+//! other on the unique index in one order only, so PostgreSQL never has to
+//! break a deadlock between them. A stream may appear once per call.
+//!
 //! **Outbox.** An append given an [`OutboxTarget`] writes one outbox row per
 //! event in the same transaction, keyed by the event's position. A relay
 //! reads [`Store::outbox_pending`] (by position, which within one stream is
@@ -183,6 +192,16 @@ pub struct OutboxTarget {
     pub key: Option<String>,
 }
 
+/// One stream's part of [`Store::append_many`]: its events, the version the
+/// writer expects it at, and where its events are to be published.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub stream_id: &'a str,
+    pub expected: ExpectedVersion,
+    pub events: &'a [NewEvent],
+    pub outbox: Option<&'a OutboxTarget>,
+}
+
 /// What an append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -233,6 +252,12 @@ pub enum AppendError {
          a new id (a retried command must not re-append what it already wrote)"
     )]
     DuplicateEvent { event_id: EventId },
+    /// [`Store::append_many`] was given two parts for one stream.
+    #[error(
+        "stream {stream} appears twice in one append: give each stream one part, with all of \
+         its events in order"
+    )]
+    StreamRepeated { stream: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -297,12 +322,48 @@ impl Store {
         events: &[NewEvent],
         outbox: Option<&OutboxTarget>,
     ) -> Result<Appended, AppendError> {
+        let part = StreamAppend {
+            stream_id,
+            expected,
+            events,
+            outbox,
+        };
+        let mut appended = self.append_many(&[part]).await?;
+        Ok(appended.pop().unwrap_or(Appended {
+            stream_version: 0,
+            cursors: Vec::new(),
+        }))
+    }
+
+    /// Appends to several streams in one transaction: every part's events
+    /// if every stream's version is what its part expects, with the outbox
+    /// rows of the parts that name a target; otherwise nothing at all (a
+    /// conflict names the first stream found moved). Returns what each
+    /// part wrote, in the order given.
+    pub async fn append_many(
+        &self,
+        parts: &[StreamAppend<'_>],
+    ) -> Result<Vec<Appended>, AppendError> {
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock order: by stream id (see the module comment).
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by(|&a, &b| parts[a].stream_id.cmp(parts[b].stream_id));
+        if let Some(pair) = order
+            .windows(2)
+            .find(|w| parts[w[0]].stream_id == parts[w[1]].stream_id)
+        {
+            return Err(AppendError::StreamRepeated {
+                stream: parts[pair[0]].stream_id.to_owned(),
+            });
+        }
         let mut attempt = 1;
         loop {
-            match self.try_append(stream_id, expected, events, outbox).await {
-                // A concurrent writer took the version; with no expectation
-                // the next version is as good.
-                Err(AppendError::Conflict { .. })
+            match self.try_append_many(parts, &order).await {
+                // A concurrent writer took the version of a stream appended
+                // with no expectation; the next version is as good.
+                Err(AppendError::Conflict { expected, .. })
                     if expected == ExpectedVersion::Any && attempt < ANY_VERSION_ATTEMPTS =>
                 {
                     tokio::time::sleep(jitter(attempt)).await;
@@ -313,81 +374,46 @@ impl Store {
         }
     }
 
-    async fn try_append(
+    /// One try of [`append_many`](Self::append_many): the parts in `order`
+    /// in one transaction.
+    async fn try_append_many(
         &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-        outbox: Option<&OutboxTarget>,
-    ) -> Result<Appended, AppendError> {
+        parts: &[StreamAppend<'_>],
+        order: &[usize],
+    ) -> Result<Vec<Appended>, AppendError> {
         let mut tx = self.begin_write().await?;
-        let actual = stream_version(&mut tx, stream_id).await?;
-        if !expected.admits(actual) {
-            tx.rollback().await?;
-            return Err(AppendError::Conflict {
-                stream: stream_id.to_owned(),
-                expected,
-                actual,
-            });
-        }
         let recorded_at_ms = now_ms();
-        let mut cursors = Vec::with_capacity(events.len());
-        for (version, event) in (actual + 1..).zip(events) {
-            let inserted = sqlx::query(include_str!("../sql/event_store_insert.sql"))
-                .bind(stream_id)
-                .bind(version)
-                .bind(event.event_id.to_string())
-                .bind(&event.event_type)
-                .bind(i64::from(event.event_version))
-                .bind(&event.payload)
-                .bind(event.correlation_id.as_str())
-                .bind(event.causation_id.map(|id| id.to_string()))
-                .bind(event.traceparent.map(|tp| tp.to_string()))
-                .bind(recorded_at_ms)
-                .fetch_one(&mut *tx)
-                .await;
-            let row = match inserted {
-                Ok(row) => row,
-                Err(e) => {
-                    // PostgreSQL aborted the transaction; end it before
-                    // reading the version the winner left.
-                    let kind = violation(&e);
+        let mut written = Vec::with_capacity(parts.len());
+        for &index in order {
+            let part = &parts[index];
+            match append_part(&mut tx, part, recorded_at_ms).await {
+                Ok(appended) => written.push((index, appended)),
+                Err(failure) => {
+                    // PostgreSQL aborted the transaction on a failed insert;
+                    // end it before reading the version the winner left.
                     tx.rollback().await?;
-                    return Err(match kind {
-                        Some(Violation::StreamVersion) => AppendError::Conflict {
-                            stream: stream_id.to_owned(),
-                            expected,
-                            actual: self.stream_version(stream_id).await?,
+                    let conflict = |actual| AppendError::Conflict {
+                        stream: part.stream_id.to_owned(),
+                        expected: part.expected,
+                        actual,
+                    };
+                    return Err(match failure {
+                        PartFailure::Moved { actual } => conflict(actual),
+                        PartFailure::Query(e) => e.into(),
+                        PartFailure::Insert { error, event_id } => match violation(&error) {
+                            Some(Violation::StreamVersion) => {
+                                conflict(self.stream_version(part.stream_id).await?)
+                            }
+                            Some(Violation::EventId) => AppendError::DuplicateEvent { event_id },
+                            None => error.into(),
                         },
-                        Some(Violation::EventId) => AppendError::DuplicateEvent {
-                            event_id: event.event_id,
-                        },
-                        None => e.into(),
                     });
                 }
-            };
-            let cursor = GlobalCursor {
-                tx_id: row.try_get("tx_id")?,
-                position: row.try_get("global_position")?,
-            };
-            if let Some(target) = outbox {
-                sqlx::query(include_str!("../sql/outbox_insert.sql"))
-                    .bind(cursor.position)
-                    .bind(stream_id)
-                    .bind(version)
-                    .bind(&target.topic)
-                    .bind(target.key.as_deref())
-                    .bind(recorded_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
             }
-            cursors.push(cursor);
         }
         tx.commit().await?;
-        Ok(Appended {
-            stream_version: actual + cursors.len() as i64,
-            cursors,
-        })
+        written.sort_by_key(|(index, _)| *index);
+        Ok(written.into_iter().map(|(_, appended)| appended).collect())
     }
 
     /// A write transaction. SQLite: take the write lock before reading the
@@ -532,6 +558,85 @@ impl Store {
             oldest_age_ms: oldest.map(|t| (now_ms - t).max(0)),
         })
     }
+}
+
+/// Why one part of an append failed inside its transaction.
+enum PartFailure {
+    /// The stream's version is not what the part expected.
+    Moved {
+        actual: i64,
+    },
+    /// Inserting this event failed (a unique index, or the database).
+    Insert {
+        error: sqlx::Error,
+        event_id: EventId,
+    },
+    Query(StoreError),
+}
+
+impl From<sqlx::Error> for PartFailure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Query(StoreError::Query(e))
+    }
+}
+
+impl From<StoreError> for PartFailure {
+    fn from(e: StoreError) -> Self {
+        Self::Query(e)
+    }
+}
+
+/// Checks one stream's version and inserts its events (and outbox rows)
+/// inside `tx`; the caller commits or rolls back.
+async fn append_part(
+    tx: &mut Transaction<'static, Any>,
+    part: &StreamAppend<'_>,
+    recorded_at_ms: i64,
+) -> Result<Appended, PartFailure> {
+    let actual = stream_version(tx, part.stream_id).await?;
+    if !part.expected.admits(actual) {
+        return Err(PartFailure::Moved { actual });
+    }
+    let mut cursors = Vec::with_capacity(part.events.len());
+    for (version, event) in (actual + 1..).zip(part.events) {
+        let row = sqlx::query(include_str!("../sql/event_store_insert.sql"))
+            .bind(part.stream_id)
+            .bind(version)
+            .bind(event.event_id.to_string())
+            .bind(&event.event_type)
+            .bind(i64::from(event.event_version))
+            .bind(&event.payload)
+            .bind(event.correlation_id.as_str())
+            .bind(event.causation_id.map(|id| id.to_string()))
+            .bind(event.traceparent.map(|tp| tp.to_string()))
+            .bind(recorded_at_ms)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|error| PartFailure::Insert {
+                error,
+                event_id: event.event_id,
+            })?;
+        let cursor = GlobalCursor {
+            tx_id: row.try_get("tx_id")?,
+            position: row.try_get("global_position")?,
+        };
+        if let Some(target) = part.outbox {
+            sqlx::query(include_str!("../sql/outbox_insert.sql"))
+                .bind(cursor.position)
+                .bind(part.stream_id)
+                .bind(version)
+                .bind(&target.topic)
+                .bind(target.key.as_deref())
+                .bind(recorded_at_ms)
+                .execute(&mut **tx)
+                .await?;
+        }
+        cursors.push(cursor);
+    }
+    Ok(Appended {
+        stream_version: actual + cursors.len() as i64,
+        cursors,
+    })
 }
 
 async fn stream_version(conn: &mut sqlx::AnyConnection, stream_id: &str) -> Result<i64> {

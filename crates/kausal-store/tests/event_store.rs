@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use kausal_core::EventId;
+use kausal_store::event_store::StreamAppend;
 use kausal_store::testing::settle_read_all;
 use kausal_store::{
     AppendError, Direction, ExpectedVersion, GlobalCursor, NewEvent, OutboxTarget, RecordedEvent,
@@ -652,4 +653,189 @@ async fn the_unique_index_turns_a_lost_race_into_a_conflict() {
     assert_eq!(payloads(&events), ["first"]);
     assert_eq!(store.outbox_stats(0).await.expect("stats").pending, 0);
     raw.close().await.expect("close");
+}
+
+fn part<'a>(
+    stream_id: &'a str,
+    expected: ExpectedVersion,
+    events: &'a [NewEvent],
+    outbox: Option<&'a OutboxTarget>,
+) -> StreamAppend<'a> {
+    StreamAppend {
+        stream_id,
+        expected,
+        events,
+        outbox,
+    }
+}
+
+/// Several streams in one transaction: all written when every version is
+/// as expected, answered in the order given; nothing at all, outbox rows
+/// included, when one stream moved, one event is a duplicate, or a stream
+/// is named twice.
+#[tokio::test]
+async fn append_many_writes_every_stream_or_none() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let label = db.label;
+        let target = outbox("ledger.entry.v1", "e-1");
+        let entry = [event("EntryPosted", "e1")];
+        let legs = [event("LegPosted", "cash1"), event("LegPosted", "cash2")];
+        let revenue = [event("LegPosted", "revenue1")];
+        // Given out of stream-id order on purpose: answers follow the input.
+        let appended = store
+            .append_many(&[
+                part("entry-1", ExpectedVersion::NoStream, &entry, Some(&target)),
+                part("account-revenue", ExpectedVersion::Exact(0), &revenue, None),
+                part("account-cash", ExpectedVersion::Any, &legs, None),
+            ])
+            .await
+            .expect(label);
+        let versions: Vec<i64> = appended.iter().map(|a| a.stream_version).collect();
+        assert_eq!(versions, [1, 1, 2], "{label}");
+        let cursors: Vec<usize> = appended.iter().map(|a| a.cursors.len()).collect();
+        assert_eq!(cursors, [1, 1, 2], "{label}");
+        // One transaction: on PostgreSQL every row has its id.
+        let tx_ids: Vec<i64> = appended
+            .iter()
+            .flat_map(|a| a.cursors.iter().map(|c| c.tx_id))
+            .collect();
+        assert!(
+            tx_ids.windows(2).all(|w| w[0] == w[1]),
+            "{label}: {tx_ids:?}"
+        );
+        let pending = store.outbox_pending(10).await.expect(label);
+        assert_eq!(pending.len(), 1, "{label}: only the part with a target");
+        assert_eq!(pending[0].event.stream_id, "entry-1");
+        assert_eq!(pending[0].key.as_deref(), Some("e-1"));
+
+        let count = |store: &Store| {
+            let store = store.clone();
+            async move {
+                store
+                    .events_after(GlobalCursor::START)
+                    .await
+                    .expect("count")
+            }
+        };
+        let before = count(&store).await;
+        assert_eq!(before, 4, "{label}");
+
+        // One stale stream among fresh ones: a conflict naming it, nothing
+        // written (the fresh streams first and last in lock order).
+        let more = [event("LegPosted", "x")];
+        let again = [event("EntryPosted", "e2")];
+        let err = store
+            .append_many(&[
+                part("account-cash", ExpectedVersion::Exact(2), &more, None),
+                part("entry-2", ExpectedVersion::NoStream, &again, Some(&target)),
+                part("account-revenue", ExpectedVersion::Exact(0), &more, None),
+                part(
+                    "zz-last",
+                    ExpectedVersion::NoStream,
+                    &[event("E", "z")],
+                    None,
+                ),
+            ])
+            .await
+            .expect_err(label);
+        match err {
+            AppendError::Conflict {
+                stream,
+                expected,
+                actual,
+            } => {
+                assert_eq!(stream, "account-revenue", "{label}");
+                assert_eq!(expected, ExpectedVersion::Exact(0));
+                assert_eq!(actual, 1);
+            }
+            other => panic!("{label}: expected a conflict, got {other:?}"),
+        }
+        assert_eq!(count(&store).await, before, "{label}: nothing written");
+        assert_eq!(store.stream_version("account-cash").await.expect(label), 2);
+        assert_eq!(store.stream_version("entry-2").await.expect(label), 0);
+        assert_eq!(store.outbox_stats(0).await.expect(label).pending, 1);
+
+        // A duplicate event id in a later part: nothing of the earlier ones.
+        let err = store
+            .append_many(&[
+                part("account-cash", ExpectedVersion::Exact(2), &more, None),
+                part("zz-dup", ExpectedVersion::NoStream, &entry, Some(&target)),
+            ])
+            .await
+            .expect_err(label);
+        assert!(
+            matches!(err, AppendError::DuplicateEvent { event_id } if event_id == entry[0].event_id),
+            "{label}: {err:?}"
+        );
+        assert_eq!(count(&store).await, before, "{label}: nothing written");
+
+        // A stream named twice is refused before anything runs.
+        let err = store
+            .append_many(&[
+                part("account-cash", ExpectedVersion::Exact(2), &more, None),
+                part("account-cash", ExpectedVersion::Exact(3), &again, None),
+            ])
+            .await
+            .expect_err(label);
+        assert!(
+            matches!(&err, AppendError::StreamRepeated { stream } if stream == "account-cash"),
+            "{label}: {err:?}"
+        );
+        assert!(err.to_string().contains("give each stream one part"));
+        assert_eq!(count(&store).await, before, "{label}: nothing written");
+        assert!(store.append_many(&[]).await.expect(label).is_empty());
+    }
+}
+
+/// Writers that each append to the same two streams, half of them naming
+/// the streams in the opposite order: per round exactly one wins and the
+/// others get a conflict — never a deadlock error from PostgreSQL, since
+/// the store inserts streams in one order whatever order it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_multi_stream_appends_one_wins_and_never_deadlock() {
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let label = db.label;
+        let rounds = 10;
+        for round in 0..rounds {
+            let tasks: Vec<_> = (0..6)
+                .map(|w| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let x = [event("E", &format!("x{w}"))];
+                        let y = [event("E", &format!("y{w}"))];
+                        let target = outbox("t", "k");
+                        let mut parts = vec![
+                            part("pair-x", ExpectedVersion::Exact(round), &x, Some(&target)),
+                            part("pair-y", ExpectedVersion::Exact(round), &y, None),
+                        ];
+                        if w % 2 == 1 {
+                            parts.reverse();
+                        }
+                        store.append_many(&parts).await
+                    })
+                })
+                .collect();
+            let mut wins = 0;
+            for task in tasks {
+                match task.await.expect("task") {
+                    Ok(appended) => {
+                        assert!(appended.iter().all(|a| a.stream_version == round + 1));
+                        wins += 1;
+                    }
+                    Err(AppendError::Conflict { actual, .. }) => {
+                        assert_eq!(actual, round + 1, "{label}")
+                    }
+                    Err(other) => panic!("{label}: round {round}: {other}"),
+                }
+            }
+            assert_eq!(wins, 1, "{label}: round {round}");
+        }
+        for stream in ["pair-x", "pair-y"] {
+            assert_eq!(store.stream_version(stream).await.expect(label), rounds);
+        }
+        let stats = store.outbox_stats(i64::MAX).await.expect(label);
+        assert_eq!(stats.pending, rounds, "{label}: one outbox row per winner");
+    }
 }

@@ -4,10 +4,13 @@
 //! `ShipmentCreated` (shipments).
 //!
 //! Payloads accept unknown fields so that a newer producer does not break an
-//! older consumer; a breaking change bumps the event's version.
+//! older consumer; a breaking change bumps the event's version. The ledger's
+//! HTTP bodies and its `EntryPosted` event are in [`ledger`].
 
 pub use kausal_core::Event;
 use serde::{Deserialize, Serialize};
+
+pub mod ledger;
 
 pub mod topics {
     pub const ORDERS: &str = "orders";
