@@ -90,6 +90,10 @@ pub struct ServiceArgs {
     /// fail transiently on every attempt (they end dead-lettered).
     #[arg(long)]
     pub payment_poison_prefix: Option<String>,
+    /// payment: the ledger service's base URL (`http://127.0.0.1:8095`);
+    /// every approved charge is posted to it as an entry. Unset: no ledger.
+    #[arg(long, env = "KAUSAL_LEDGER_URL")]
+    pub ledger_url: Option<String>,
     /// The topic orders go to (seed: ORDERS_TOPIC).
     #[arg(long, env = "ORDERS_TOPIC", default_value = topics::ORDERS)]
     pub orders_topic: String,
@@ -129,7 +133,8 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                 poison_prefix: args.payment_poison_prefix.clone(),
             },
             &orders,
-        ),
+            args.ledger_url.as_deref(),
+        )?,
         ServiceName::Inventory => kausal_inventory::service(config),
         ServiceName::Notification => {
             kausal_notification::service(config, args.notify_without_email)

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use kausal_contracts::topics;
+use kausal_eventsource::{EventStore, EventStoreMetrics, IdempotencyKeys};
 use kausal_kafka::{CorrelationPolicy, EventProducer};
 use kausal_order::http::{ApiState, serve};
 use kausal_order::view_handler::{GROUP, INPUT_TOPICS, ViewHandler};
@@ -65,6 +66,18 @@ pub(crate) async fn request_bytes(
     (status, head, buf[split + 4..].to_vec())
 }
 
+/// The order API's state as order-service builds it, over `store`.
+fn api_state(b: &TestBroker, store: &Store) -> ApiState {
+    let metrics = Metrics::new();
+    let events = EventStore::new(store.clone(), EventStoreMetrics::register(&metrics));
+    ApiState {
+        producer: EventProducer::new(&b.kafka, "order-service", metrics).expect("producer"),
+        store: store.clone(),
+        topic: topics::ORDERS.to_owned(),
+        keys: IdempotencyKeys::new(events, "orders"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model() {
     let b = TestBroker::start(Engine::Memory).await;
@@ -76,15 +89,10 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
         .await
         .expect("store");
-    let producer = EventProducer::new(&b.kafka, "order-service", Metrics::new()).expect("producer");
     let stop = CancellationToken::new();
     let (addr, api) = serve(
         "127.0.0.1:0".parse().expect("addr"),
-        ApiState {
-            producer,
-            store: store.clone(),
-            topic: topics::ORDERS.to_owned(),
-        },
+        api_state(&b, &store),
         stop.clone().cancelled_owned(),
     )
     .await
@@ -237,3 +245,107 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
     payment.stop().await;
     view.stop().await;
 }
+
+/// `POST /orders` with an `Idempotency-Key`: a client's retry gets the
+/// first answer and places nothing new, eight identical requests at once
+/// place one order, a key reused for another order is a 409; on the
+/// broker, one `OrderPlaced` per key.
+async fn post_orders_with_an_idempotency_key_places_each_order_once(engine: Engine) {
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[(topics::ORDERS, 3)]).await;
+    let dir = crate::harness::scratch_dir();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
+        .await
+        .expect("store");
+    let stop = CancellationToken::new();
+    let (addr, api) = serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        api_state(&b, &store),
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .expect("api");
+    let unique = crate::harness::unique();
+    let first_key = format!("retry-{unique}");
+    let body = format!(r#"{{"user_id":"u-{unique}","amount":12.5,"currency":"EUR"}}"#);
+    let post = |key: String, body: String| async move {
+        request(
+            addr,
+            "POST",
+            "/orders",
+            &[
+                ("Idempotency-Key", &key),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+        .await
+    };
+
+    // The client's retry: the same answer (the same generated order id),
+    // marked as given again.
+    let (status, head, first) = post(first_key.clone(), body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(!head.contains("idempotent-replayed"), "{head}");
+    let (status, head, again) = post(first_key.clone(), body.clone()).await;
+    assert_eq!(status, 201, "{again}");
+    assert!(head.contains("idempotent-replayed: true"), "{head}");
+    let (first, again): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&first).expect("json"),
+        serde_json::from_str(&again).expect("json"),
+    );
+    assert_eq!(first, again, "the first answer, given again");
+
+    // The same key for another order: refused, nothing placed.
+    let other = format!(r#"{{"user_id":"u-{unique}","amount":99,"currency":"EUR"}}"#);
+    let (status, _, resp) = post(first_key.clone(), other).await;
+    assert_eq!(status, 409, "{resp}");
+    assert!(resp.contains("another order"), "{resp}");
+    for bad in ["has space", &"k".repeat(256)] {
+        let (status, _, resp) = post(bad.to_owned(), body.clone()).await;
+        assert_eq!(status, 400, "{bad:?}: {resp}");
+        assert!(resp.contains("Idempotency-Key"), "{resp}");
+    }
+
+    // Eight identical requests at once: one places the order, the others
+    // get its answer or a 409 "being placed now".
+    let racing_key = format!("race-{unique}");
+    let racing_body = format!(
+        r#"{{"user_id":"u-{unique}","amount":7,"currency":"EUR","order_id":"ord-race-{unique}"}}"#
+    );
+    let answers =
+        futures::future::join_all((0..8).map(|_| post(racing_key.clone(), racing_body.clone())))
+            .await;
+    let placed = answers
+        .iter()
+        .filter(|(s, h, _)| *s == 201 && !h.contains("idempotent-replayed"))
+        .count();
+    assert_eq!(placed, 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _, _)| *s == 201 || *s == 409),
+        "{answers:?}"
+    );
+
+    // On the broker: one OrderPlaced per key, nothing more.
+    let order_ids = [
+        first["order_id"].as_str().expect("order id").to_owned(),
+        format!("ord-race-{unique}"),
+    ];
+    let records = b.read_all(topics::ORDERS, 3, Duration::from_secs(10));
+    let keys: Vec<String> = records
+        .iter()
+        .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    for id in &order_ids {
+        assert_eq!(
+            keys.iter().filter(|k| *k == id).count(),
+            1,
+            "{id} in {keys:?}"
+        );
+    }
+    assert_eq!(keys.len(), 2, "{keys:?}");
+
+    stop.cancel();
+    let _ = api.await;
+}
+on_brokers!(post_orders_with_an_idempotency_key_places_each_order_once: Sqlite);

@@ -26,6 +26,12 @@ pub mod attr {
     pub const MESSAGE_ID: &str = "messaging.message.id";
     pub const CONVERSATION_ID: &str = "messaging.message.conversation_id";
     pub const ERROR_TYPE: &str = "error.type";
+    pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+    pub const HTTP_ROUTE: &str = "http.route";
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    pub const URL_FULL: &str = "url.full";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
     pub const RETRY_ATTEMPT: &str = "messaging.kausal.attempt";
     pub const EVENT_TYPE: &str = "messaging.kausal.event_type";
     /// Records handled by one batch span (semconv).
@@ -57,6 +63,7 @@ pub enum Kind {
     Producer,
     Consumer,
     Server,
+    Client,
     Internal,
 }
 
@@ -66,6 +73,7 @@ impl Kind {
             Self::Producer => SpanKind::Producer,
             Self::Consumer => SpanKind::Consumer,
             Self::Server => SpanKind::Server,
+            Self::Client => SpanKind::Client,
             Self::Internal => SpanKind::Internal,
         }
     }

@@ -91,10 +91,16 @@ pub fn service(config: ServiceConfig, options: OrderOptions) -> Service {
             .without_idempotency_store(),
         )
         .task("order API", move |ctx| async move {
+            let store = ctx.store().await?;
+            let events = kausal_eventsource::EventStore::new(
+                store.clone(),
+                kausal_eventsource::EventStoreMetrics::register(&ctx.metrics),
+            );
             let api = http::ApiState {
                 producer: ctx.producer.clone(),
-                store: ctx.store().await?,
+                store,
                 topic: api_topic,
+                keys: kausal_eventsource::IdempotencyKeys::new(events, "orders"),
             };
             let (addr, task) = http::serve(http, api, ctx.shutdown.clone().cancelled_owned())
                 .await

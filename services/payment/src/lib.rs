@@ -20,6 +20,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use rand::Rng;
 
+mod ledger;
+pub use ledger::{DEFAULT_MERCHANT_ACCOUNT, LedgerClient};
+
 pub const SERVICE_NAME: &str = "payment-service";
 pub const GROUP: &str = "payment-service";
 
@@ -29,14 +32,21 @@ pub fn service<G: PaymentGateway>(
     config: ServiceConfig,
     gateway: G,
     orders: &OrdersTopic,
-) -> Service {
+    ledger_url: Option<&str>,
+) -> anyhow::Result<Service> {
     let service = Service::new(SERVICE_NAME, config);
-    let handler = PaymentHandler::new(gateway, PaymentMetrics::register(service.metrics()));
-    service.consume(
+    let mut handler = PaymentHandler::new(gateway, PaymentMetrics::register(service.metrics()));
+    if let Some(url) = ledger_url {
+        handler = handler.with_ledger(
+            LedgerClient::new(SERVICE_NAME, url)
+                .map_err(|e| anyhow::anyhow!("cannot reach the ledger at {url}: {e}"))?,
+        );
+    }
+    Ok(service.consume(
         Consumer::new(GROUP, &[&orders.name], handler)
             .dead_letter_topic(&orders.name, &orders.dead_letters)
             .emits_to(&[topics::PAYMENTS]),
-    )
+    ))
 }
 
 /// The gateway's answer to a charge.
@@ -162,11 +172,24 @@ impl PaymentMetrics {
 pub struct PaymentHandler<G> {
     gateway: G,
     metrics: PaymentMetrics,
+    /// Where approved charges are posted, if anywhere.
+    ledger: Option<LedgerClient>,
 }
 
 impl<G: PaymentGateway> PaymentHandler<G> {
     pub fn new(gateway: G, metrics: PaymentMetrics) -> Self {
-        Self { gateway, metrics }
+        Self {
+            gateway,
+            metrics,
+            ledger: None,
+        }
+    }
+
+    /// Posts every approved charge to the ledger before `PaymentProcessed`
+    /// is emitted (see [`LedgerClient`]).
+    pub fn with_ledger(mut self, ledger: LedgerClient) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 }
 
@@ -190,6 +213,9 @@ impl<G: PaymentGateway> Handler for PaymentHandler<G> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         match charge {
             Ok(Charge::Approved { payment_id }) => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.post_charge(&order, &payment_id, event).await?;
+                }
                 self.metrics.count("approved");
                 tracing::info!(orderId = %order.order_id, paymentId = %payment_id, "payment approved");
                 out.emit(&PaymentProcessed {
