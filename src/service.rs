@@ -21,6 +21,9 @@ pub enum ServiceName {
     Notification,
     /// Ships reserved orders; publishes on `shipments`.
     Fulfillment,
+    /// The double-entry ledger over HTTP; publishes `EntryPosted` on
+    /// `ledger.entry.v1` through its outbox.
+    Ledger,
     /// Records every event, dead letter and receipt into the lineage store.
     Recorder,
     /// Watches consumer lag and the dead-letter backlog; exports the gauges.
@@ -35,6 +38,7 @@ impl ServiceName {
             Self::Inventory => kausal_inventory::SERVICE_NAME,
             Self::Notification => kausal_notification::SERVICE_NAME,
             Self::Fulfillment => kausal_fulfillment::SERVICE_NAME,
+            Self::Ledger => kausal_ledger::SERVICE_NAME,
             Self::Recorder => "lineage-recorder",
             Self::Monitor => "lag-monitor",
         }
@@ -48,6 +52,7 @@ impl ServiceName {
             Self::Inventory => "inventory",
             Self::Notification => "notification",
             Self::Fulfillment => "fulfillment",
+            Self::Ledger => "ledger",
             Self::Recorder => "recorder",
             Self::Monitor => "monitor",
         }
@@ -63,6 +68,9 @@ pub struct ServiceArgs {
     /// order: port of the HTTP API (POST /orders, GET /orders/{id}).
     #[arg(long, env = "KAUSAL_HTTP_PORT", default_value_t = 8081)]
     pub http_port: u16,
+    /// ledger: port of the HTTP API (POST /v1/entries, GET /v1/accounts/{id}).
+    #[arg(long, env = "KAUSAL_LEDGER_PORT", default_value_t = 8095)]
+    pub ledger_port: u16,
     /// order: orders per second (0 = none).
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
@@ -140,6 +148,13 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             kausal_notification::service(config, args.notify_without_email)
         }
         ServiceName::Fulfillment => kausal_fulfillment::service(config),
+        ServiceName::Ledger => kausal_ledger::service(
+            config,
+            kausal_ledger::LedgerOptions {
+                http: SocketAddr::from(([127, 0, 0, 1], args.ledger_port)),
+                max_conflict_retries: 10,
+            },
+        ),
         ServiceName::Recorder => recorder(config),
         ServiceName::Monitor => monitor(config, Duration::from_millis(args.monitor_interval_ms)),
     };

@@ -83,6 +83,9 @@ pub struct UpArgs {
     /// Port of the order service's HTTP API (or any free port when taken).
     #[arg(long, default_value_t = 8081)]
     pub http_port: u16,
+    /// Port of the ledger service's HTTP API (or any free port when taken).
+    #[arg(long, default_value_t = 8095)]
+    pub ledger_port: u16,
     /// Partitions per topic.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
@@ -334,7 +337,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let kafka = args.common.kafka_config_at(&bootstrap);
     let admin = Admin::new(&kafka)?;
-    let mut wanted: Vec<TopicSpec> = vec![TopicSpec::new(RECEIPTS_TOPIC, args.partitions)];
+    let mut wanted: Vec<TopicSpec> = vec![
+        TopicSpec::new(RECEIPTS_TOPIC, args.partitions),
+        TopicSpec::new(
+            kausal_contracts::ledger::LEDGER_ENTRIES_TOPIC,
+            args.partitions,
+        ),
+    ];
     for topic in topics::ALL {
         wanted.push(TopicSpec::new(topic, args.partitions));
         wanted.push(TopicSpec::new(
@@ -365,6 +374,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Consumers first, so the order generator's first events find them.
     let order = [
         ServiceName::Recorder,
+        // Before payment, which posts every approved charge to it.
+        ServiceName::Ledger,
         ServiceName::Payment,
         ServiceName::Inventory,
         ServiceName::Notification,
@@ -373,6 +384,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Monitor,
     ];
     let api_addr = port_near(args.http_port)?;
+    let ledger_addr = port_near(args.ledger_port)?;
     let console_addr = port_near(args.console_port)?;
     let grpc_addr = port_near(args.otlp_grpc_port)?;
     let export = span_export(console_addr);
@@ -436,7 +448,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 args.payment_failure_rate.to_string(),
                 "--payment-decline-rate".into(),
                 args.payment_decline_rate.to_string(),
+                "--ledger-url".into(),
+                format!("http://{ledger_addr}"),
             ],
+            ServiceName::Ledger => vec!["--ledger-port".into(), ledger_addr.port().to_string()],
             ServiceName::Notification => vec![
                 "--notify-without-email".into(),
                 args.notify_without_email
@@ -486,6 +501,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         kausal_console::token::path(&data_dir).display()
     );
     println!("  order API  POST http://{api_addr}/orders   GET http://{api_addr}/orders/{{id}}");
+    println!(
+        "  ledger API POST http://{ledger_addr}/v1/entries   GET http://{ledger_addr}/v1/accounts/{{id}}"
+    );
     println!(
         "  trace      kausal trace <order-id> --data-dir {}",
         data_dir.display()
@@ -656,6 +674,7 @@ fn service_port_offset(name: ServiceName) -> u16 {
         ServiceName::Fulfillment => 4,
         ServiceName::Recorder => 5,
         ServiceName::Monitor => 6,
+        ServiceName::Ledger => 7,
     }
 }
 

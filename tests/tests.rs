@@ -20,6 +20,7 @@ mod history;
 mod http;
 mod interop;
 mod lag;
+mod ledger;
 mod lineage;
 mod openapi;
 mod otel;

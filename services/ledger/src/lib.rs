@@ -11,8 +11,8 @@
 //! (`LedgerIdempotency-<key>`: the request and its answer), all appended
 //! at the versions they were loaded at — all of it or nothing. Conflicts
 //! are decided again a bounded number of times, then answered 503 with
-//! `Retry-After`. Publishing the outbox is the relay's job, not this
-//! crate's.
+//! `Retry-After`. The service runs `kausal_outbox`'s relay beside the API,
+//! publishing the outbox.
 //!
 //! | module | what |
 //! |---|---|
@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use kausal_eventsource::{EventStore, EventStoreMetrics};
+use kausal_outbox::{OutboxMetrics, Relay, RelayConfig};
 use kausal_service::{Service, ServiceConfig};
 
 pub mod account;
@@ -50,22 +51,39 @@ pub struct LedgerOptions {
 }
 
 /// ledger-service as it runs: the HTTP API over the service's store, its
-/// event store metrics in the service's registry.
+/// event store metrics in the service's registry, and the outbox relay
+/// that publishes `EntryPosted` on `ledger.entry.v1` (created if missing).
 pub fn service(config: ServiceConfig, options: LedgerOptions) -> Service {
-    let service = Service::new(SERVICE_NAME, config);
+    let service =
+        Service::new(SERVICE_NAME, config).creates(kausal_contracts::ledger::LEDGER_ENTRIES_TOPIC);
     let metrics = EventStoreMetrics::register(service.metrics());
-    service.task("ledger API", move |ctx| async move {
-        let ledger = Ledger::new(EventStore::new(ctx.store().await?, metrics))
-            .with_max_conflict_retries(options.max_conflict_retries);
-        let http = options.http;
-        let (addr, task) = http::serve(
-            http,
-            http::ApiState { ledger },
-            ctx.shutdown.clone().cancelled_owned(),
-        )
-        .await
-        .with_context(|| format!("cannot serve the ledger API on {http} (pick another port)"))?;
-        tracing::info!(api = %format!("http://{addr}/v1/entries"), "ledger API listening");
-        task.await.context("the ledger API stopped")
-    })
+    let relay_metrics = OutboxMetrics::register(service.metrics());
+    service
+        .task("outbox relay", move |ctx| async move {
+            let relay = Relay::new(
+                ctx.store().await?,
+                ctx.producer.clone(),
+                relay_metrics,
+                RelayConfig::new(SERVICE_NAME),
+            )?;
+            let summary = relay.run(ctx.shutdown.clone()).await;
+            tracing::info!(?summary, "outbox relay stopped");
+            Ok(())
+        })
+        .task("ledger API", move |ctx| async move {
+            let ledger = Ledger::new(EventStore::new(ctx.store().await?, metrics))
+                .with_max_conflict_retries(options.max_conflict_retries);
+            let http = options.http;
+            let (addr, task) = http::serve(
+                http,
+                http::ApiState { ledger },
+                ctx.shutdown.clone().cancelled_owned(),
+            )
+            .await
+            .with_context(|| {
+                format!("cannot serve the ledger API on {http} (pick another port)")
+            })?;
+            tracing::info!(api = %format!("http://{addr}/v1/entries"), "ledger API listening");
+            task.await.context("the ledger API stopped")
+        })
 }

@@ -1,0 +1,217 @@
+//! Seed 004's chain under `kausal up` (issue 14): an order placed over HTTP
+//! is charged by payment-service, which posts the customer → merchant entry
+//! to ledger-service over HTTP; the ledger appends it to its event store
+//! with an outbox row, and the outbox relay publishes `EntryPosted` on
+//! `ledger.entry.v1`. Checked on what a real OTLP receiver (the console)
+//! got: one trace from `process orders` through the CLIENT and SERVER
+//! spans, the append, `publishEvent` and `send ledger.entry.v1`; in the
+//! lineage, `EntryPosted` caused by the `OrderPlaced` it was posted for;
+//! and the customer's account debited.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::harness::{free_port, relative, scratch_dir};
+use crate::http::request;
+use crate::process::Up;
+
+/// The address after `prefix` on a banner line (`console    http://…`).
+fn banner_address(up: &Up, prefix: &str) -> Option<SocketAddr> {
+    up.seen.iter().find_map(|l| {
+        l.trim()
+            .strip_prefix(prefix)?
+            .trim_start()
+            .strip_prefix("http://")?
+            .split([' ', '/'])
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = request(addr, "GET", path, &[], "").await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The span of `doc` named `name` in `service`, if any.
+fn span<'a>(
+    doc: &'a serde_json::Value,
+    service: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    doc["spans"]
+        .as_array()?
+        .iter()
+        .find(|s| s["service"] == service && s["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
+    let dir = scratch_dir();
+    let data_dir = relative(&dir, "data");
+    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
+    let mut up = Up::spawn(
+        &[
+            "--rate",
+            "0",
+            "--payment-failure-rate",
+            "0",
+            "--payment-decline-rate",
+            "0",
+            "--broker-port",
+            &ports[0],
+            "--metrics-port-base",
+            &ports[1],
+            "--console-port",
+            &ports[2],
+            "--otlp-grpc-port",
+            &ports[3],
+            "--http-port",
+            &ports[4],
+            "--ledger-port",
+            &ports[5],
+        ],
+        &data_dir,
+    );
+    let banner = up.until(Duration::from_secs(180), |l| {
+        l.contains("kausal trace <order-id>")
+    });
+    let seen = up.seen.join("\n");
+    let (Some(_), Some(console), Some(api), Some(ledger)) = (
+        banner,
+        banner_address(&up, "console"),
+        banner_address(&up, "order API  POST"),
+        banner_address(&up, "ledger API POST"),
+    ) else {
+        let _ = up.interrupt();
+        panic!("kausal up printed no banner with the console, the order and ledger APIs:\n{seen}");
+    };
+
+    // One order, once the order API listens (the banner comes first).
+    let order_id = format!("ord-ledger-{}", crate::harness::unique());
+    let body = serde_json::json!({
+        "order_id": order_id,
+        "user_id": "u-ledger",
+        "amount": 12.5,
+        "currency": "EUR",
+        "customer_email": "ledger@example.com",
+    })
+    .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(api).await.is_err() {
+        assert!(Instant::now() < deadline, "the order API never listened");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _, placed) = request(
+        api,
+        "POST",
+        "/orders",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}");
+    let placed: serde_json::Value = serde_json::from_str(&placed).expect("json");
+    let correlation = placed["correlation_id"]
+        .as_str()
+        .expect("correlation")
+        .to_owned();
+
+    // The console has it all once spans (batched every few seconds),
+    // lineage and the relay's publish are in.
+    let waited = Instant::now();
+    let doc = loop {
+        let (status, doc) = get_json(console, &format!("/api/correlations/{correlation}")).await;
+        let complete = status == 200
+            && span(&doc, "ledger-service", "send ledger.entry.v1").is_some()
+            && span(&doc, "payment-service", "POST /v1/entries").is_some()
+            && doc["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["event_type"] == "EntryPosted"));
+        if complete {
+            break doc;
+        }
+        if waited.elapsed() > Duration::from_secs(150) {
+            let _ = up.interrupt();
+            panic!(
+                "waited {:?} for the ledger's spans and EntryPosted in the console: {doc:#}",
+                waited.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let (balance_status, balance) = get_json(ledger, "/v1/accounts/customer:u-ledger").await;
+    let stopped = up.interrupt();
+
+    // One trace, span by span, each the parent of the next.
+    let chain = [
+        ("payment-service", "process orders", "consumer"),
+        ("payment-service", "POST /v1/entries", "client"),
+        ("ledger-service", "POST /v1/entries", "server"),
+        (
+            "ledger-service",
+            "eventsource.event_store.append_events",
+            "internal",
+        ),
+        ("ledger-service", "publishEvent", "internal"),
+        ("ledger-service", "send ledger.entry.v1", "producer"),
+    ];
+    let spans: Vec<&serde_json::Value> = chain
+        .iter()
+        .map(|(service, name, kind)| {
+            let s = doc["spans"]
+                .as_array()
+                .and_then(|all| {
+                    all.iter().find(|s| {
+                        s["service"] == *service && s["name"] == *name && s["kind"] == *kind
+                    })
+                })
+                .unwrap_or_else(|| panic!("{service}'s {kind} span {name} in {doc:#}"));
+            s
+        })
+        .collect();
+    for pair in spans.windows(2) {
+        assert_eq!(
+            pair[1]["trace_id"], pair[0]["trace_id"],
+            "one trace: {pair:#?}"
+        );
+        assert_eq!(
+            pair[1]["parent_span_id"], pair[0]["span_id"],
+            "{} is the parent of {}",
+            pair[0]["name"], pair[1]["name"]
+        );
+    }
+    assert_eq!(
+        spans[0]["trace_id"], placed["trace_id"],
+        "the trace began at POST /orders"
+    );
+
+    // In the lineage: EntryPosted, caused by the OrderPlaced it was posted for.
+    let events = doc["events"].as_array().expect("events");
+    let id_of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["event_type"] == t)
+            .and_then(|e| e["event_id"].as_str())
+            .unwrap_or_else(|| panic!("{t} in {events:#?}"))
+            .to_owned()
+    };
+    let (order_placed, entry_posted) = (id_of("OrderPlaced"), id_of("EntryPosted"));
+    assert!(
+        doc["edges"].as_array().is_some_and(|edges| edges
+            .iter()
+            .any(|e| e["cause"] == order_placed.as_str() && e["effect"] == entry_posted.as_str())),
+        "OrderPlaced → EntryPosted in {}",
+        doc["edges"]
+    );
+
+    // The money: 12.50 EUR debited to the customer.
+    assert_eq!(balance_status, 200, "{balance}");
+    assert_eq!(balance["debits"], 1250, "{balance}");
+    assert_eq!(balance["currency"], "EUR");
+    assert_eq!(stopped.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
+}
