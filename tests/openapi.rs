@@ -1,7 +1,8 @@
 //! HTTP APIs against their OpenAPI documents, fuzzed by schemathesis from
 //! PyPI: no input may produce a 5xx, every status and body must be the
-//! documented ones. The order service (`services/order/openapi.yaml`) and
-//! the console (`crates/kausal-console/openapi.yaml`).
+//! documented ones. The order service (`services/order/openapi.yaml`), the
+//! ledger (`services/ledger/openapi.yaml`) and the console
+//! (`crates/kausal-console/openapi.yaml`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -48,6 +49,46 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     assert!(passed, "schemathesis failed:\n{report}");
     assert!(
         order
+            .terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "the service survives and stops cleanly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_ledger_api() {
+    let b = TestBroker::start(Engine::Sqlite).await;
+    let port = free_port();
+    let database = format!("sqlite://{}", b.dir.path().join("ledger.db").display());
+    let mut ledger = KillOnDrop(
+        Command::new(BIN)
+            .args(["service", "ledger"])
+            .args(["--kafka", &b.kafka.bootstrap_servers])
+            .args(["--database", &database])
+            .args(["--ledger-port", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ledger service starts"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        eventually(Duration::from_secs(60), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok())
+        .await,
+        "ledger API listens"
+    );
+    let (passed, report) = schemathesis(
+        &format!("http://127.0.0.1:{port}/openapi.yaml"),
+        b.dir.path(),
+    )
+    .await;
+    assert!(passed, "schemathesis failed:\n{report}");
+    assert!(
+        ledger
             .terminate(Duration::from_secs(20))
             .is_some_and(|s| s.success()),
         "the service survives and stops cleanly"
