@@ -11,7 +11,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, relative, scratch_dir};
+use kausal_contracts::ledger::LEDGER_ENTRIES_TOPIC;
+use kausal_eventsource::{EventStore, EventStoreMetrics};
+use kausal_kafka::EventProducer;
+use kausal_outbox::{OutboxMetrics, Relay, RelayConfig};
+use kausal_store::Store;
+use kausal_telemetry::Metrics;
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{CuttableProxy, Engine, TestBroker, free_port, relative, scratch_dir};
 use crate::http::request;
 use crate::process::Up;
 
@@ -215,3 +224,160 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
     assert_eq!(balance["currency"], "EUR");
     assert_eq!(stopped.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
 }
+
+/// The ledger's database (PostgreSQL, behind a proxy that can cut it) goes
+/// away: `POST /v1/entries` answers 503 with `Retry-After` and writes
+/// nothing; once it is back the same request (same key) posts, and the
+/// relay, which kept running through the outage, publishes both entries —
+/// each once.
+async fn a_ledger_without_its_database_answers_503_and_its_relay_resumes(engine: Engine) {
+    let db = kausal_store::testing::postgres().await;
+    let upstream = {
+        let url = url::Url::parse(&db.url).expect("database URL");
+        format!(
+            "{}:{}",
+            url.host_str().expect("host"),
+            url.port().unwrap_or(5432)
+        )
+    };
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut through = url::Url::parse(&db.url).expect("database URL");
+    through.set_host(Some("127.0.0.1")).expect("host");
+    through.set_port(Some(proxy.addr.port())).expect("port");
+    let store = Store::connect(through.as_str())
+        .await
+        .expect("the store through the proxy");
+    // What the test reads itself goes around the proxy.
+    let direct = Store::connect(&db.url).await.expect("the store");
+
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[(LEDGER_ENTRIES_TOPIC, 3)]).await;
+    let metrics = Metrics::new();
+    let events = EventStore::new(store.clone(), EventStoreMetrics::register(&metrics));
+    let stop = CancellationToken::new();
+    let (api, server) = kausal_ledger::http::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        kausal_ledger::http::ApiState {
+            ledger: kausal_ledger::Ledger::new(events),
+        },
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .expect("the ledger API");
+    let relay = Relay::new(
+        store.clone(),
+        EventProducer::new(&b.kafka, "ledger-service", Metrics::new()).expect("producer"),
+        OutboxMetrics::register(&metrics),
+        RelayConfig {
+            poll_interval: Duration::from_millis(100),
+            ..RelayConfig::new("ledger-service")
+        },
+    )
+    .expect("relay");
+    let relaying = tokio::spawn({
+        let stop = stop.clone();
+        async move { relay.run(stop).await }
+    });
+
+    let entry = |amount: u64| {
+        serde_json::json!({
+            "description": "outage",
+            "currency": "EUR",
+            "legs": [
+                {"account": "cash", "direction": "debit", "amount": amount},
+                {"account": "revenue", "direction": "credit", "amount": amount},
+            ],
+        })
+        .to_string()
+    };
+    let post = |key: &'static str, body: String| async move {
+        request(
+            api,
+            "POST",
+            "/v1/entries",
+            &[
+                ("Idempotency-Key", key),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+        .await
+    };
+    let (status, _, first) = post("before-the-outage", entry(100)).await;
+    assert_eq!(status, 201, "{first}");
+    let after_first = direct
+        .events_after(kausal_store::GlobalCursor::default())
+        .await
+        .expect("count");
+
+    proxy.cut();
+    let (status, head, refused) = post("during-the-outage", entry(250)).await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(head.contains("retry-after:"), "{head}");
+    assert!(refused.contains("retry"), "says what to do: {refused}");
+    // Nothing half-written: only the first entry's events are stored.
+    let stored_before = direct
+        .events_after(kausal_store::GlobalCursor::default())
+        .await
+        .expect("count");
+    assert_eq!(
+        stored_before, after_first,
+        "the refused entry wrote nothing"
+    );
+
+    proxy.restore();
+    // The pool reconnects on its own; the client retries as told.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let (status, _, body) = post("during-the-outage", entry(250)).await;
+        if status == 201 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the ledger never came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (first, second): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&first).expect("json"),
+        serde_json::from_str(&second).expect("json"),
+    );
+
+    // The relay resumes: both entries on the topic, each once.
+    let records = b.read_all(LEDGER_ENTRIES_TOPIC, 3, Duration::from_secs(20));
+    let keys: Vec<String> = records
+        .iter()
+        .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    for posted in [&first, &second] {
+        let id = posted["entry_id"].as_str().expect("entry id");
+        assert_eq!(
+            keys.iter().filter(|k| *k == id).count(),
+            1,
+            "{id} in {keys:?}"
+        );
+    }
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let stats = direct.outbox_stats(0).await.expect("outbox stats");
+    assert_eq!(stats.pending, 0, "{stats:?}");
+    let stored_after = direct
+        .events_after(kausal_store::GlobalCursor::default())
+        .await
+        .expect("count");
+    assert!(
+        stored_after > stored_before,
+        "the retried entry was stored after the outage ({stored_before} → {stored_after})"
+    );
+    let (_, _, cash) = request(api, "GET", "/v1/accounts/cash", &[], "").await;
+    let cash: serde_json::Value = serde_json::from_str(&cash).expect("json");
+    assert_eq!(cash["debits"], 350, "{cash}");
+    assert_eq!(cash["postings"], 2, "{cash}");
+
+    stop.cancel();
+    let _ = server.await;
+    let summary = relaying.await.expect("relay task");
+    assert_eq!(summary.published, 2, "{summary:?}");
+}
+on_brokers!(a_ledger_without_its_database_answers_503_and_its_relay_resumes: Sqlite);
