@@ -27,5 +27,6 @@ mod otel;
 mod outbox;
 mod partitions;
 mod process;
+mod read_model;
 mod runtime;
 mod service;

@@ -1,10 +1,12 @@
-//! The callee's side: serving an axum router until shutdown, and the
-//! SERVER span of a request, continuing the caller's `traceparent`.
+//! The callee's side: serving an axum router until shutdown, the SERVER
+//! span of a request, continuing the caller's `traceparent`, and the JSON
+//! refusal every API answers with.
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use kausal_core::TraceParent;
 use kausal_telemetry::ids;
 use kausal_telemetry::spans::{self, KausalSpan, Kind, SpanStart, attr};
@@ -74,4 +76,61 @@ pub fn server_span(
         own
     };
     (own, span)
+}
+
+/// Seconds a caller is asked to wait after a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// An API's refusal: the status and a message for the caller, answered as
+/// `{"error": …}`, with `Retry-After` on a 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// Ends a SERVER span with the answer's status, logging a refusal as INFO
+/// (`<what> refused`). A 4xx leaves the span's status unset (the caller's
+/// fault, by the semantic conventions); a 5xx was marked failed where it
+/// happened.
+pub fn finish(mut span: KausalSpan, answered: &Result<Response, ApiError>, what: &str) {
+    let status = match answered {
+        Ok(response) => response.status(),
+        Err(ApiError { status, message }) => {
+            tracing::info!(status = status.as_u16(), error = %message, "{what} refused");
+            *status
+        }
+    };
+    span.set_attribute(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
+    span.end();
 }

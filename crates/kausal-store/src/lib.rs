@@ -20,6 +20,7 @@ mod marks;
 mod migrate;
 pub mod order_view;
 pub mod outbox_lease;
+pub mod read_model;
 mod retention;
 pub mod telemetry;
 pub mod testing;
@@ -37,6 +38,10 @@ pub use marks::MarkWriter;
 pub use migrate::{MIGRATION_LOCK_KEY, MIGRATIONS};
 pub use order_view::OrderView;
 pub use outbox_lease::OutboxLease;
+pub use read_model::{
+    AccountProjection, MAX_STATEMENT_PAGE, ProjectError, Projected, ProjectedEntry, ProjectedLeg,
+    Side, StatementLine, StatementPage,
+};
 pub use retention::PrunedLineage;
 pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};
 

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "008-outbox-lease",
         include_str!("../ddl/008-outbox-lease.sql"),
     ),
+    (
+        9,
+        "009-read-model",
+        include_str!("../ddl/009-read-model.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

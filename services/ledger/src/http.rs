@@ -21,7 +21,7 @@ use kausal_contracts::ledger::{
 };
 use kausal_core::{CorrelationId, EventId, TraceParent};
 use kausal_http::header as names;
-use kausal_http::server::server_span;
+use kausal_http::server::{ApiError, finish, server_span};
 use kausal_telemetry::ids;
 use kausal_telemetry::spans::{self, KausalSpan};
 
@@ -30,49 +30,9 @@ use crate::idempotency::IdempotencyKey;
 use crate::names::attr;
 use crate::post::{Ledger, Origin, PostError, Posted};
 
-/// Seconds a caller is asked to wait after a 503.
-const RETRY_AFTER_SECS: u64 = 1;
-
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub ledger: Ledger,
-}
-
-/// An API error: the status and a message for the caller (as
-/// `{"error": …}`), with `Retry-After` on a 503.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        }
-        response
-    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -90,24 +50,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     kausal_http::server::serve(addr, router(state), shutdown, "ledger API").await
-}
-
-/// Ends a SERVER span with the answer's status. 4xx leaves its status
-/// unset (the caller's fault, semconv); a 5xx was marked failed where it
-/// happened.
-fn finish(mut span: KausalSpan, answered: &Result<Response, ApiError>, what: &str) {
-    let status = match answered {
-        Ok(response) => response.status(),
-        Err(ApiError { status, message }) => {
-            tracing::info!(status = status.as_u16(), error = %message, "{what} refused");
-            *status
-        }
-    };
-    span.set_attribute(
-        spans::attr::HTTP_RESPONSE_STATUS_CODE,
-        i64::from(status.as_u16()),
-    );
-    span.end();
 }
 
 async fn post_entry(
