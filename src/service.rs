@@ -24,6 +24,8 @@ pub enum ServiceName {
     /// The double-entry ledger over HTTP; publishes `EntryPosted` on
     /// `ledger.entry.v1` through its outbox.
     Ledger,
+    /// Projects `ledger.entry.v1` into balances and statements over HTTP.
+    ReadModel,
     /// Records every event, dead letter and receipt into the lineage store.
     Recorder,
     /// Watches consumer lag and the dead-letter backlog; exports the gauges.
@@ -39,6 +41,7 @@ impl ServiceName {
             Self::Notification => kausal_notification::SERVICE_NAME,
             Self::Fulfillment => kausal_fulfillment::SERVICE_NAME,
             Self::Ledger => kausal_ledger::SERVICE_NAME,
+            Self::ReadModel => kausal_read_model::SERVICE_NAME,
             Self::Recorder => "lineage-recorder",
             Self::Monitor => "lag-monitor",
         }
@@ -53,6 +56,7 @@ impl ServiceName {
             Self::Notification => "notification",
             Self::Fulfillment => "fulfillment",
             Self::Ledger => "ledger",
+            Self::ReadModel => "read-model",
             Self::Recorder => "recorder",
             Self::Monitor => "monitor",
         }
@@ -71,6 +75,9 @@ pub struct ServiceArgs {
     /// ledger: port of the HTTP API (POST /v1/entries, GET /v1/accounts/{id}).
     #[arg(long, env = "KAUSAL_LEDGER_PORT", default_value_t = 8095)]
     pub ledger_port: u16,
+    /// read-model: port of the HTTP API (GET /v1/accounts/{id}[/statement]).
+    #[arg(long, env = "KAUSAL_READ_MODEL_PORT", default_value_t = 8096)]
+    pub read_model_port: u16,
     /// order: orders per second (0 = none).
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
@@ -153,6 +160,12 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             kausal_ledger::LedgerOptions {
                 http: SocketAddr::from(([127, 0, 0, 1], args.ledger_port)),
                 max_conflict_retries: 10,
+            },
+        ),
+        ServiceName::ReadModel => kausal_read_model::service(
+            config,
+            kausal_read_model::ReadModelOptions {
+                http: SocketAddr::from(([127, 0, 0, 1], args.read_model_port)),
             },
         ),
         ServiceName::Recorder => recorder(config),

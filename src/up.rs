@@ -86,6 +86,9 @@ pub struct UpArgs {
     /// Port of the ledger service's HTTP API (or any free port when taken).
     #[arg(long, default_value_t = 8095)]
     pub ledger_port: u16,
+    /// Port of the read model's HTTP API (or any free port when taken).
+    #[arg(long, default_value_t = 8096)]
+    pub read_model_port: u16,
     /// Partitions per topic.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
@@ -376,6 +379,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Recorder,
         // Before payment, which posts every approved charge to it.
         ServiceName::Ledger,
+        ServiceName::ReadModel,
         ServiceName::Payment,
         ServiceName::Inventory,
         ServiceName::Notification,
@@ -385,6 +389,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ];
     let api_addr = port_near(args.http_port)?;
     let ledger_addr = port_near(args.ledger_port)?;
+    let read_model_addr = port_near(args.read_model_port)?;
     let console_addr = port_near(args.console_port)?;
     let grpc_addr = port_near(args.otlp_grpc_port)?;
     let export = span_export(console_addr);
@@ -452,6 +457,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 format!("http://{ledger_addr}"),
             ],
             ServiceName::Ledger => vec!["--ledger-port".into(), ledger_addr.port().to_string()],
+            ServiceName::ReadModel => vec![
+                "--read-model-port".into(),
+                read_model_addr.port().to_string(),
+            ],
             ServiceName::Notification => vec![
                 "--notify-without-email".into(),
                 args.notify_without_email
@@ -503,6 +512,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  order API  POST http://{api_addr}/orders   GET http://{api_addr}/orders/{{id}}");
     println!(
         "  ledger API POST http://{ledger_addr}/v1/entries   GET http://{ledger_addr}/v1/accounts/{{id}}"
+    );
+    println!(
+        "  read model GET http://{read_model_addr}/v1/accounts/{{id}}   GET http://{read_model_addr}/v1/accounts/{{id}}/statement"
     );
     println!(
         "  trace      kausal trace <order-id> --data-dir {}",
@@ -675,6 +687,7 @@ fn service_port_offset(name: ServiceName) -> u16 {
         ServiceName::Recorder => 5,
         ServiceName::Monitor => 6,
         ServiceName::Ledger => 7,
+        ServiceName::ReadModel => 8,
     }
 }
 

@@ -60,8 +60,22 @@ macro_rules! on_brokers {
 }
 
 /// A directory under the working directory (tansu resolves SQLite paths
-/// relative to it), removed on drop.
+/// relative to it), removed on drop. Every test that touches SQLite makes
+/// one first, so this is also where libsql takes its turn first (see
+/// [`TestBroker::start`]).
 pub fn scratch_dir() -> tempfile::TempDir {
+    static SQLITE: std::sync::Once = std::sync::Once::new();
+    SQLITE.call_once(|| {
+        // On a thread of its own: callers may be inside a runtime.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+                .block_on(kausal_broker::prepare_sqlite());
+        })
+        .join()
+        .expect("libsql initialised");
+    });
     let base = PathBuf::from(".kausal-test");
     std::fs::create_dir_all(&base).expect("create .kausal-test");
     tempfile::Builder::new()
@@ -95,6 +109,13 @@ enum Running {
 
 impl TestBroker {
     pub async fn start(engine: Engine) -> Self {
+        // Whichever opens a SQLite database first fixes the process's
+        // threading mode, and libsql (the embedded broker's engine) panics
+        // unless it was first. Tests run concurrently in one process: a
+        // test on Apache Kafka, or one with a store and no broker, must not
+        // open SQLite before another test's embedded broker starts, so
+        // libsql goes first (here and in `scratch_dir`).
+        kausal_broker::prepare_sqlite().await;
         let dir = scratch_dir();
         let storage = match engine {
             Engine::Memory => Storage::Memory,

@@ -4,9 +4,11 @@
 //! with an outbox row, and the outbox relay publishes `EntryPosted` on
 //! `ledger.entry.v1`. Checked on what a real OTLP receiver (the console)
 //! got: one trace from `process orders` through the CLIENT and SERVER
-//! spans, the append, `publishEvent` and `send ledger.entry.v1`; in the
-//! lineage, `EntryPosted` caused by the `OrderPlaced` it was posted for;
-//! and the customer's account debited.
+//! spans, the append, `publishEvent`, `send ledger.entry.v1` and
+//! read-model-service's `process ledger.entry.v1`; in the
+//! lineage, `EntryPosted` caused by the `OrderPlaced` it was posted for,
+//! and read-model-service's receipt for it; the customer's account debited
+//! in the ledger and the same in the read model.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -62,7 +64,7 @@ fn span<'a>(
 async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
     let dir = scratch_dir();
     let data_dir = relative(&dir, "data");
-    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
+    let ports: Vec<String> = (0..7).map(|_| free_port().to_string()).collect();
     let mut up = Up::spawn(
         &[
             "--rate",
@@ -83,6 +85,8 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
             &ports[4],
             "--ledger-port",
             &ports[5],
+            "--read-model-port",
+            &ports[6],
         ],
         &data_dir,
     );
@@ -90,11 +94,12 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
         l.contains("kausal trace <order-id>")
     });
     let seen = up.seen.join("\n");
-    let (Some(_), Some(console), Some(api), Some(ledger)) = (
+    let (Some(_), Some(console), Some(api), Some(ledger), Some(read_model)) = (
         banner,
         banner_address(&up, "console"),
         banner_address(&up, "order API  POST"),
         banner_address(&up, "ledger API POST"),
+        banner_address(&up, "read model GET"),
     ) else {
         let _ = up.interrupt();
         panic!("kausal up printed no banner with the console, the order and ledger APIs:\n{seen}");
@@ -136,7 +141,7 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
     let doc = loop {
         let (status, doc) = get_json(console, &format!("/api/correlations/{correlation}")).await;
         let complete = status == 200
-            && span(&doc, "ledger-service", "send ledger.entry.v1").is_some()
+            && span(&doc, "read-model-service", "process ledger.entry.v1").is_some()
             && span(&doc, "payment-service", "POST /v1/entries").is_some()
             && doc["events"]
                 .as_array()
@@ -154,6 +159,10 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let (balance_status, balance) = get_json(ledger, "/v1/accounts/customer:u-ledger").await;
+    // The read model's projection of the same account, once it handled the
+    // entry (its span is in, so its write is done).
+    let (projected_status, projected) =
+        get_json(read_model, "/v1/accounts/customer:u-ledger").await;
     let stopped = up.interrupt();
 
     // One trace, span by span, each the parent of the next.
@@ -168,19 +177,19 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
         ),
         ("ledger-service", "publishEvent", "internal"),
         ("ledger-service", "send ledger.entry.v1", "producer"),
+        ("read-model-service", "process ledger.entry.v1", "consumer"),
     ];
     let spans: Vec<&serde_json::Value> = chain
         .iter()
         .map(|(service, name, kind)| {
-            let s = doc["spans"]
+            doc["spans"]
                 .as_array()
                 .and_then(|all| {
                     all.iter().find(|s| {
                         s["service"] == *service && s["name"] == *name && s["kind"] == *kind
                     })
                 })
-                .unwrap_or_else(|| panic!("{service}'s {kind} span {name} in {doc:#}"));
-            s
+                .unwrap_or_else(|| panic!("{service}'s {kind} span {name} in {doc:#}"))
         })
         .collect();
     for pair in spans.windows(2) {
@@ -222,6 +231,22 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
     assert_eq!(balance_status, 200, "{balance}");
     assert_eq!(balance["debits"], 1250, "{balance}");
     assert_eq!(balance["currency"], "EUR");
+    assert_eq!(projected_status, 200, "{projected}");
+    for field in ["debits", "credits", "balance", "postings", "currency"] {
+        assert_eq!(
+            projected[field], balance[field],
+            "{field}: {projected} vs {balance}"
+        );
+    }
+    // And the read model's receipt for EntryPosted is in the document.
+    assert!(
+        doc["receipts"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["event_id"] == entry_posted.as_str()
+                && r["consumer_group"] == "read-model-service")),
+        "the read model's receipt: {}",
+        doc["receipts"]
+    );
     assert_eq!(stopped.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
 }
 
