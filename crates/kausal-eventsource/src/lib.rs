@@ -34,6 +34,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod names;
 pub mod repository;
+mod state_cache;
 pub mod store;
 pub mod subscription;
 mod trace;

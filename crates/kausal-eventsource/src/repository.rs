@@ -12,6 +12,7 @@
 //! under concurrency.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kausal_core::{CorrelationId, EventId, TraceParent};
@@ -21,6 +22,7 @@ use tracing::Instrument;
 use crate::aggregate::{Aggregate, AggregateEvent};
 use crate::error::{Error, ExecuteError, Result};
 use crate::names::span;
+use crate::state_cache::{Cloned, StateCache};
 use crate::store::{EventStore, StreamEvents, StreamName};
 use crate::trace::Traced;
 use kausal_telemetry::ids;
@@ -91,11 +93,22 @@ pub struct Executed<A: Aggregate> {
 }
 
 /// Loads and saves aggregates of type `A`. Cheap to clone.
-#[derive(Debug)]
 pub struct Repository<A> {
     store: EventStore,
     max_retries: u32,
+    /// Loaded states, when [`with_cache`](Self::with_cache) was asked for.
+    cache: Option<Arc<dyn StateCache<A>>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("store", &self.store)
+            .field("max_retries", &self.max_retries)
+            .field("cached", &self.cache.is_some())
+            .finish()
+    }
 }
 
 impl<A> Clone for Repository<A> {
@@ -103,8 +116,21 @@ impl<A> Clone for Repository<A> {
         Self {
             store: self.store.clone(),
             max_retries: self.max_retries,
+            cache: self.cache.clone(),
             _aggregate: PhantomData,
         }
+    }
+}
+
+impl<A: Aggregate + Clone> Repository<A> {
+    /// Keeps up to `capacity` loaded aggregates in memory (shared by this
+    /// repository's clones): a load starts from the cached state and reads
+    /// only the events after it, so an aggregate with a long stream (an
+    /// account posted to thousands of times) loads in the time of its new
+    /// events, not of its whole history; each process has its own cache.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(Arc::new(Cloned::new(capacity)));
+        self
     }
 }
 
@@ -113,6 +139,7 @@ impl<A: Aggregate> Repository<A> {
         Self {
             store,
             max_retries: DEFAULT_MAX_RETRIES,
+            cache: None,
             _aggregate: PhantomData,
         }
     }
@@ -135,10 +162,14 @@ impl<A: Aggregate> Repository<A> {
         let stream = Self::stream(id);
         let mut traced = self.start(span::REPOSITORY_LOAD, &stream, parent);
         let context = traced.context();
+        let cached = self.cache.as_ref().and_then(|c| c.get(id));
         let loaded = self
-            .fold(&stream, context)
+            .fold(&stream, cached, context)
             .instrument(traced.log_span())
             .await;
+        if let (Some(cache), Ok((state, version, _))) = (&self.cache, &loaded) {
+            cache.put(id, state, *version);
+        }
         match &loaded {
             Ok((_, version, count)) => {
                 traced.set_version(*version);
@@ -150,11 +181,16 @@ impl<A: Aggregate> Repository<A> {
         loaded.map(|(state, version, _)| (state, version))
     }
 
-    /// Reads the stream page by page and applies every event: (state,
-    /// version, events read).
-    async fn fold(&self, stream: &StreamName, parent: TraceParent) -> Result<(A, i64, usize)> {
-        let mut state = A::default();
-        let mut version = 0;
+    /// Reads the stream page by page from `from` (a cached state and its
+    /// version; the empty state when `None`) and applies every event after
+    /// it: (state, version, events read).
+    async fn fold(
+        &self,
+        stream: &StreamName,
+        from: Option<(A, i64)>,
+        parent: TraceParent,
+    ) -> Result<(A, i64, usize)> {
+        let (mut state, mut version) = from.unwrap_or_default();
         let mut count = 0;
         loop {
             let page = self

@@ -200,3 +200,49 @@ async fn a_subscription_batch_is_one_trace_linked_to_its_events() {
         );
     }
 }
+
+/// A repository with a cache reads only the events after the state it
+/// cached (its load span counts what it read), and still sees what another
+/// writer appended in between: the same state as a repository without one.
+#[tokio::test]
+async fn a_cached_repository_reads_only_the_new_events_and_agrees_with_a_full_replay() {
+    let capture = SpanCapture::install();
+    for env in envs().await {
+        let label = env.label;
+        let cached = Repository::<Counter>::new(env.events.clone()).with_cache(16);
+        let plain = Repository::<Counter>::new(env.events.clone());
+        let context = CommandContext::new(correlation("cache"));
+        for _ in 0..5 {
+            plain
+                .execute("c-cache", &CounterCommand::Increment(1), &context)
+                .await
+                .expect(label);
+        }
+        let read_by = |parent: TraceParent| {
+            let spans = capture.in_trace(&parent.trace_id.to_string());
+            one(&spans, span::REPOSITORY_LOAD)
+                .attribute(attr::EVENT_COUNT)
+                .unwrap_or_default()
+        };
+        let first = new_parent();
+        let (state, version) = cached.load("c-cache", Some(first)).await.expect(label);
+        assert_eq!((state.value, version), (5, 5), "{label}");
+        assert_eq!(read_by(first), "5", "{label}: the first load replays all");
+        // Another writer appends two more.
+        for _ in 0..2 {
+            plain
+                .execute("c-cache", &CounterCommand::Increment(10), &context)
+                .await
+                .expect(label);
+        }
+        let second = new_parent();
+        let (state, version) = cached.load("c-cache", Some(second)).await.expect(label);
+        assert_eq!(read_by(second), "2", "{label}: only the new events");
+        assert_eq!(
+            (state, version),
+            plain.load("c-cache", None).await.expect(label),
+            "{label}: the same as a full replay"
+        );
+        assert_eq!(version, 7, "{label}");
+    }
+}

@@ -101,6 +101,9 @@ impl From<kausal_eventsource::Error> for Attempt {
     }
 }
 
+/// Accounts kept loaded in memory (see `Repository::with_cache`).
+const ACCOUNT_CACHE: usize = 10_000;
+
 /// The ledger over an event store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -114,7 +117,10 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(events: EventStore) -> Self {
         Self {
-            accounts: Repository::new(events.clone()),
+            // Accounts are read on every posting and the busiest (the
+            // merchant's) gets a posting per order: without the cache each
+            // load would replay its whole history.
+            accounts: Repository::new(events.clone()).with_cache(ACCOUNT_CACHE),
             entries: Repository::new(events.clone()),
             keys: Repository::new(events.clone()),
             events,
