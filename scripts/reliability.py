@@ -23,7 +23,9 @@ reported.
 
 Scenarios on every broker: kill-payment, rebalance, broker-restart (the
 whole broker SIGKILLed: on Kafka all nodes at once), database-outage,
-poison, sigterm. On the cluster only: broker-kill (SIGKILL of the node that
+poison, sigterm, kill-ledger (the ledger service, with its outbox relay,
+SIGKILLed three times; every entry checked against the payments and the
+balances, reliability_lib/ledger.py). On the cluster only: broker-kill (SIGKILL of the node that
 leads most partitions of orders and payments, started again 20 s later) and
 rolling-restart (each node in turn stopped cleanly and started again, the
 next only when every partition has its full ISR). Without --scenario, every
@@ -61,6 +63,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reliability_lib import counting  # noqa: E402
+from reliability_lib import ledger as ledger_io  # noqa: E402
 from reliability_lib.brokers import ApacheKafka, BrokerError, EmbeddedBroker  # noqa: E402
 from reliability_lib.kafka_io import (  # noqa: E402
     GroupProbe, create_topics, json_value, produce_orders, read_topic,
@@ -69,7 +72,8 @@ from reliability_lib.procs import LogWatch, Proc, free_port  # noqa: E402
 from reliability_lib.proxy import CuttableProxy  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ["kill-payment", "rebalance", "broker-restart", "database-outage", "poison", "sigterm"]
+SCENARIOS = ["kill-payment", "rebalance", "broker-restart", "database-outage", "poison", "sigterm",
+             "kill-ledger"]
 CLUSTER_SCENARIOS = ["broker-kill", "rolling-restart"]
 PAYMENT_GROUP = "payment-service"
 RECORDER_GROUP = "kausal-lineage-recorder"
@@ -163,6 +167,10 @@ class Scenario:
         self.order_rate = a.rate
         # Multi-step faults in progress (generators advanced by drive()).
         self.steps: list = []
+        # kill-ledger: the ledger service (one process at a time).
+        self.ledger: Proc | None = None
+        self.ledger_starts = 0
+        self.ledger_port: int | None = None
 
     # -- processes ---------------------------------------------------------
     def kafka_properties(self, word: str) -> list[str]:
@@ -197,6 +205,26 @@ class Scenario:
                          [x for kv in flags.items() for x in kv])
         self.payments.append(p)
         return p
+
+    def start_ledger(self) -> Proc:
+        """ledger-service on `ledger_port` with its SQLite store in
+        `<scenario>/ledger`; always the same port and data directory."""
+        self.ledger_starts += 1
+        self.ledger = self.service("ledger", f"ledger-{self.ledger_starts}", "ledger",
+                                   ["--ledger-port", str(self.ledger_port)])
+        return self.ledger
+
+    @property
+    def ledger_url(self) -> str:
+        return f"http://127.0.0.1:{self.ledger_port}"
+
+    def ledger_ready(self) -> bool:
+        """The ledger's API answers; a ledger that exited fails the scenario."""
+        if self.ledger is None or not self.ledger.alive():
+            raise ScenarioFailed(f"{self.ledger.name if self.ledger else 'the ledger'} exited with status "
+                                 f"{self.ledger.returncode() if self.ledger else None} "
+                                 f"(log {self.ledger.log if self.ledger else '?'})")
+        return ledger_io.answering(self.ledger_url)
 
     def start_order(self) -> None:
         a = self.h.args
@@ -236,17 +264,21 @@ class Scenario:
             self.proxy.stop()
 
     # -- setup ---------------------------------------------------------------
-    def setup(self, payments: int = 1) -> GroupProbe:
+    def setup(self, payments: int = 1, topics: tuple[str, ...] = (), before=None) -> GroupProbe:
+        """Broker, topics (TOPICS and the scenario's `topics`), `before()`
+        (services that must run before payment), payment, order."""
         t = time.monotonic()
         self.broker.start()
         if self.broker.kind == "kafka":
             self.details.append(f"Apache Kafka, {self.broker.nodes} node(s) at {self.bootstrap}, "
                                 f"ready in {time.monotonic() - t:.0f} s")
         rf = self.broker.replication
-        create_topics(self.bootstrap, TOPICS, self.h.args.partitions, rf)
+        create_topics(self.bootstrap, TOPICS + list(topics), self.h.args.partitions, rf)
         if self.broker.kind == "kafka":
             create_topics(self.bootstrap, SERVICE_TOPICS, self.h.args.partitions, rf)
             create_topics(self.bootstrap, [HEARTBEATS_TOPIC], 1, rf)
+        if before is not None:
+            before()
         for _ in range(payments):
             self.start_payment()
         self.start_order()
@@ -752,6 +784,163 @@ def scenario_rolling_restart(s: Scenario, rng: random.Random) -> None:
     s.wait_recovered()
 
 
+def scenario_kill_ledger(s: Scenario, rng: random.Random) -> None:
+    """Issue 14: kill -9 of the ledger service (its API and its outbox relay
+    in one process) three times under load, restarted at once on the same
+    port and data directory. Payment posts every approved charge to it
+    before PaymentProcessed and retries while it is down."""
+    a = s.h.args
+    s.ledger_port = free_port()
+    s.payment_flags = {"--ledger-url": s.ledger_url, "--max-attempts": str(a.ledger_attempts),
+                       "--initial-backoff-ms": str(a.ledger_backoff_ms)}
+    budget = sum(min(a.ledger_backoff_ms * 2 ** i, 10_000) for i in range(a.ledger_attempts - 1)) / 1000
+    db = s.dir / "ledger" / "kausal.db"
+
+    def first_ledger():
+        s.start_ledger()
+        t = time.monotonic()
+        while not s.ledger_ready():
+            if time.monotonic() - t > 60:
+                raise ScenarioFailed(f"the ledger did not answer on {s.ledger_url} within 60 s (log {s.ledger.log})")
+            time.sleep(0.2)
+        s.details.append(f"ledger-service on {s.ledger_url} (SQLite store {db.relative_to(s.dir)}), answering "
+                         f"{time.monotonic() - t:.1f} s after its start; payment posts each approved charge to it "
+                         f"with {a.ledger_attempts} attempts from {a.ledger_backoff_ms} ms "
+                         f"(retry budget {budget:.1f} s nominal, backoff capped at 10 s)")
+
+    probe = s.setup(topics=(ledger_io.TOPIC,), before=first_ledger)
+    unsent_at_kill: list[tuple[int, list[str]]] = []
+    points = [rng.uniform(0.20, 0.30), rng.uniform(0.45, 0.55), rng.uniform(0.70, 0.80)]
+
+    def kill(i):
+        def act():
+            victim = s.ledger
+            snap = probe.snapshot()
+            level = f"{sum(c for c, _ in snap.values()) / max(s.expected, 1):.0%}" if snap else "?"
+            f = s.begin_fault(f"ledger kill -9 #{i}", probe)
+            victim.kill9()
+            # What the kill left: entries committed (outbox rows) and those
+            # not yet marked sent (unpublished, or published and not marked).
+            stats = ledger_io.outbox_stats(db)
+            s.start_ledger()
+            s.end_fault(f)
+            t = yield from wait_until(f"ledger answering after kill #{i}", s.ledger_ready, 60)
+            if stats is not None:
+                unsent_at_kill.append((i, stats[1]))
+            left = "outbox unreadable" if stats is None else (
+                f"{stats[0]} entries committed, {len(stats[1])} of them not marked published")
+            s.details.append(f"kill -9 #{i} of {victim.name} (pid {victim.pid}) at consumed {level}: {left}; "
+                             f"{s.ledger.name} answering {t:.1f} s after its start")
+            log(f"{s.name}: ledger kill #{i}: {left}; back in {t:.1f} s")
+        return act
+
+    s.drive(probe, [{"at": p, "on": "consumed", "action": kill(i + 1), "label": f"ledger kill -9 #{i + 1}"}
+                    for i, p in enumerate(points)])
+    s.wait_recovered()
+    if not s.ledger.alive():
+        raise ScenarioFailed(f"{s.ledger.name} exited with status {s.ledger.returncode()} (log {s.ledger.log})")
+
+    # d. every committed entry published: the merchant account's postings
+    # (one credit leg per entry) against the distinct entries on the topic.
+    t = time.monotonic()
+    while True:
+        records = read_topic(s.bootstrap, ledger_io.TOPIC)
+        distinct = len({r["headers"].get("event-id") for r in records})
+        merchant = ledger_io.account(s.ledger_url, ledger_io.MERCHANT) or {}
+        postings = int(merchant.get("postings", 0))
+        if distinct == postings and postings > 0:
+            break
+        if time.monotonic() - t > a.ledger_publish_wait:
+            st = ledger_io.outbox_stats(db)
+            s.fail_check(f"not every entry published: {distinct} distinct on {ledger_io.TOPIC}, the ledger "
+                         f"has {postings} postings on {ledger_io.MERCHANT} after {a.ledger_publish_wait:.0f} s "
+                         f"(outbox rows {st[0] if st else '?'}, unsent {st[1][:5] if st else '?'})")
+            break
+        time.sleep(2)
+    stats = ledger_io.outbox_stats(db)
+    if distinct == postings:
+        s.details.append(f"every entry published {time.monotonic() - t:.1f} s after the payment group drained: "
+                         f"{distinct} distinct entries on {ledger_io.TOPIC}, {postings} postings on "
+                         f"{ledger_io.MERCHANT}; outbox rows {stats[0] if stats else '?'}, unsent "
+                         f"{len(stats[1]) if stats else '?'}")
+    # Where the kills fell: an entry not marked sent at a kill that is on the
+    # topic twice had been published before the kill (the relay killed
+    # mid-batch, between the broker's acknowledgement and the mark); once,
+    # published only by the restarted relay (killed between commit and
+    # publication, or before the batch's acknowledgements).
+    copies: dict[str, int] = {}
+    for r in records:
+        eid = r["headers"].get("event-id")
+        copies[eid] = copies.get(eid, 0) + 1
+    for i, ids in unsent_at_kill:
+        twice = sum(1 for x in ids if copies.get(x, 0) > 1)
+        once = sum(1 for x in ids if copies.get(x, 0) == 1)
+        s.details.append(f"kill #{i}: of the {len(ids)} entries not marked published, {once} were published "
+                         f"once (after the restart), {twice} twice (before the kill and after the restart: "
+                         f"the relay killed mid-batch), {len(ids) - once - twice} are not on the topic")
+
+    c = s.count()
+    e = ledger_io.count_entries(records, s.records["orders"], s.records["payments"],
+                                s.records["orders.dlq"], s.placed)
+    s.details.append(e.summary())
+    # In the table: a paid order without its entry is lost, an order with
+    # two distinct entries a duplicate effect, a republication a redelivery.
+    s.result.lost += len(e.paid_without_entry)
+    s.result.duplicate_effects += len(e.several)
+    s.result.redeliveries += e.republished
+    s.details.append(f"the table's lost, duplicate effects and redeliveries include {len(e.paid_without_entry)} "
+                     f"paid orders without an entry, {len(e.several)} orders with two distinct entries and "
+                     f"{e.republished} republished entries")
+    # a. one distinct EntryPosted per paid order, never two ids for one order.
+    if e.paid_without_entry:
+        s.fail_check(f"{len(e.paid_without_entry)} paid orders have no EntryPosted: {e.paid_without_entry[:10]}")
+    if e.several:
+        s.fail_check(f"{len(e.several)} orders have EntryPosted under different event ids: "
+                     f"{[(o, sorted(e.by_order[o])) for o in e.several[:5]]}")
+    if e.entry_ids_reused:
+        s.fail_check(f"{len(e.entry_ids_reused)} entry ids published under two event ids: {e.entry_ids_reused[:5]}")
+    if e.republished_differently:
+        s.fail_check(f"{len(e.republished_differently)} event ids republished with another payload: "
+                     f"{e.republished_differently[:5]}")
+    # b. nothing for orders never placed (or never paid).
+    if e.unknown_order:
+        s.fail_check(f"{len(e.unknown_order)} EntryPosted for orders never placed: {e.unknown_order[:10]}")
+    if e.without_order:
+        s.fail_check(f"{len(e.without_order)} EntryPosted without an order id: {e.without_order[:5]}")
+    if e.declined_with_entry:
+        s.fail_check(f"{len(e.declined_with_entry)} declined orders have an EntryPosted: {e.declined_with_entry[:10]}")
+    # c. amounts and balances.
+    if e.wrong_amount:
+        s.fail_check(f"{len(e.wrong_amount)} entries' amounts differ from their orders' (cents): {e.wrong_amount[:5]}")
+    if e.unbalanced:
+        s.fail_check(f"{len(e.unbalanced)} entries with debits != credits: {e.unbalanced[:5]}")
+    t = time.monotonic()
+    mismatched = []
+    for acct, (debits, credits, n) in sorted(e.sums.items()):
+        got = ledger_io.account(s.ledger_url, acct)
+        want = {"debits": debits, "credits": credits, "postings": n, "balance": debits - credits}
+        have = {k: (got or {}).get(k) for k in want}
+        if have != want:
+            mismatched.append(f"{acct}: ledger {have}, topic {want}")
+    m = e.sums.get(ledger_io.MERCHANT, [0, 0, 0])
+    t_get = time.monotonic()
+    merchant = ledger_io.account(s.ledger_url, ledger_io.MERCHANT) or {}
+    t_get = time.monotonic() - t_get
+    s.details.append(f"balances: {ledger_io.MERCHANT} credits {merchant.get('credits')} / postings "
+                     f"{merchant.get('postings')} (sum of the distinct entries: {m[1]} / {m[2]}; its GET, "
+                     f"which replays the account's {merchant.get('version')} events, took {t_get:.2f} s); "
+                     f"{len(e.sums)} accounts compared with the entries in {time.monotonic() - t:.0f} s, "
+                     f"{len(mismatched)} differ")
+    if mismatched:
+        s.fail_check(f"{len(mismatched)} account balances differ from the sum of the distinct entries: "
+                     f"{mismatched[:5]}")
+    if e.dead_lettered or c.dead_lettered:
+        s.details.append(f"{e.dead_lettered} dead-lettered orders ({e.dead_lettered_with_entry} with an entry): "
+                         f"reported, not judged")
+    s.details.append("the kills land between an entry's commit and its publication, and inside relay "
+                     "batches, only by chance: the counts of unsent outbox rows at each kill show where they fell")
+
+
 RUNNERS = {
     "kill-payment": scenario_kill_payment,
     "rebalance": scenario_rebalance,
@@ -759,6 +948,7 @@ RUNNERS = {
     "database-outage": scenario_database_outage,
     "poison": scenario_poison,
     "sigterm": scenario_sigterm,
+    "kill-ledger": scenario_kill_ledger,
     "broker-kill": scenario_broker_kill,
     "rolling-restart": scenario_rolling_restart,
 }
@@ -841,7 +1031,7 @@ class Harness:
             print(f"    logs: {r.logs}")
         elif not self.args.keep:
             # Passed: keep the logs, drop the (large) databases.
-            for sub in ("payment", "order", "recorder"):
+            for sub in ("payment", "order", "recorder", "ledger"):
                 shutil.rmtree(s.dir / sub, ignore_errors=True)
             s.broker.drop_data()
         return r
@@ -947,6 +1137,14 @@ def main() -> int:
     p.add_argument("--poison-attempts", type=int, default=5)
     p.add_argument("--poison-backoff-ms", type=int, default=200)
     p.add_argument("--poison-slack", type=float, default=10.0, help="seconds allowed beyond the retry budget")
+    p.add_argument("--ledger-attempts", type=int, default=9,
+                   help="kill-ledger: payment's --max-attempts (default 9: with --ledger-backoff-ms 100 "
+                        "about 22 s of backoff, so a ledger down for a few seconds dead-letters nothing)")
+    p.add_argument("--ledger-backoff-ms", type=int, default=100,
+                   help="kill-ledger: payment's --initial-backoff-ms (default 100)")
+    p.add_argument("--ledger-publish-wait", type=float, default=60.0,
+                   help="kill-ledger: seconds to wait after the drain until every entry is on "
+                        "ledger.entry.v1 (default 60)")
     p.add_argument("--stall-timeout", type=float, default=120.0, help="fail when nothing is committed for this long")
     p.add_argument("--scenario-timeout", type=float, help="fail a scenario that has not drained after this long")
     p.add_argument("--sabotage", choices=["drop-outcome", "no-restart", "weak-producer"],
