@@ -1,7 +1,8 @@
 //! HTTP APIs against their OpenAPI documents, fuzzed by schemathesis from
 //! PyPI: no input may produce a 5xx, every status and body must be the
 //! documented ones. The order service (`services/order/openapi.yaml`), the
-//! ledger (`services/ledger/openapi.yaml`) and the console
+//! ledger (`services/ledger/openapi.yaml`), the read model
+//! (`services/read-model/openapi.yaml`) and the console
 //! (`crates/kausal-console/openapi.yaml`).
 
 use std::process::{Command, Stdio};
@@ -57,20 +58,32 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_ledger_api() {
+    fuzz_service("ledger", "--ledger-port").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_read_model_api() {
+    fuzz_service("read-model", "--read-model-port").await;
+}
+
+/// `kausal service <word>` on an embedded broker and a SQLite store, its
+/// API on the port `port_flag` sets, fuzzed from the OpenAPI document it
+/// serves; then it must stop cleanly.
+async fn fuzz_service(word: &str, port_flag: &str) {
     let b = TestBroker::start(Engine::Sqlite).await;
     let port = free_port();
-    let database = format!("sqlite://{}", b.dir.path().join("ledger.db").display());
-    let mut ledger = KillOnDrop(
+    let database = format!("sqlite://{}", b.dir.path().join("service.db").display());
+    let mut service = KillOnDrop(
         Command::new(BIN)
-            .args(["service", "ledger"])
+            .args(["service", word])
             .args(["--kafka", &b.kafka.bootstrap_servers])
             .args(["--database", &database])
-            .args(["--ledger-port", &port.to_string()])
+            .args([port_flag, &port.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("ledger service starts"),
+            .unwrap_or_else(|e| panic!("{word} service starts: {e}")),
     );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     assert!(
@@ -79,19 +92,19 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_le
         )
         .is_ok())
         .await,
-        "ledger API listens"
+        "{word} API listens"
     );
     let (passed, report) = schemathesis(
         &format!("http://127.0.0.1:{port}/openapi.yaml"),
         b.dir.path(),
     )
     .await;
-    assert!(passed, "schemathesis failed:\n{report}");
+    assert!(passed, "schemathesis failed on the {word} API:\n{report}");
     assert!(
-        ledger
+        service
             .terminate(Duration::from_secs(20))
             .is_some_and(|s| s.success()),
-        "the service survives and stops cleanly"
+        "the {word} service survives and stops cleanly"
     );
 }
 
