@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::place_order;
 
 pub use kausal_http::header::CORRELATION_ID as CORRELATION_HEADER;
+use kausal_http::server::{ApiError, finish};
 
 #[derive(Clone, Debug)]
 pub struct ApiState {
@@ -56,16 +57,6 @@ pub struct PlacedResponse {
     pub trace_id: String,
 }
 
-/// An API error: the status and a message for the caller.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/orders", post(create_order))
@@ -93,17 +84,7 @@ async fn create_order(
     // the HTTP request to the last consumer.
     let (server, mut span) = kausal_http::server::server_span("POST", "/orders", &headers);
     let answered = place_from_request(&state, &headers, &body, server, &mut span).await;
-    let status = match &answered {
-        Ok(response) => response.status(),
-        Err(ApiError(status, message)) => {
-            tracing::info!(status = status.as_u16(), error = %message, "order request refused");
-            *status
-        }
-    };
-    // 4xx leaves a server span's status unset (the caller's fault, semconv);
-    // a 5xx was marked failed where it happened.
-    span.set_attribute(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
-    span.end();
+    finish(span, &answered, "order request");
     answered
 }
 
@@ -119,9 +100,9 @@ async fn place_from_request(
     span: &mut KausalSpan,
 ) -> Result<Response, ApiError> {
     let request: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid order JSON: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid order JSON: {e}")))?;
     let new: NewOrder = serde_json::from_value(request.clone())
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid order JSON: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid order JSON: {e}")))?;
     let correlation_id = correlation_from(headers)?;
     let Some(key) = idempotency_key_from(headers)? else {
         let (status, body) = place(state, new, correlation_id, server, span).await?;
@@ -139,7 +120,7 @@ async fn place_from_request(
         Claim::New(claimed) => claimed,
         Claim::Replay(answer) => return Ok(replayed(answer)),
         Claim::Mismatch => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
                     "Idempotency-Key {} was used for another order; use a new key for a new order",
@@ -148,7 +129,7 @@ async fn place_from_request(
             ));
         }
         Claim::InProgress => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
                     "an order with Idempotency-Key {} is being placed now; retry in a second to get its answer",
@@ -184,14 +165,11 @@ fn correlation_from(headers: &HeaderMap) -> Result<Option<CorrelationId>, ApiErr
     let Some(v) = headers.get(CORRELATION_HEADER) else {
         return Ok(None);
     };
-    let text = v.to_str().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "X-Correlation-ID is not ASCII".into(),
-        )
-    })?;
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "X-Correlation-ID is not ASCII"))?;
     text.parse::<CorrelationId>().map(Some).map_err(|e| {
-        ApiError(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("X-Correlation-ID is not usable: {e}"),
         )
@@ -203,22 +181,19 @@ fn idempotency_key_from(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, A
     let Some(v) = headers.get(kausal_http::header::IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let text = v.to_str().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key is not ASCII".into(),
-        )
-    })?;
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "Idempotency-Key is not ASCII"))?;
     text.parse()
         .map(Some)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
 }
 
 /// A 503 for a store that did not answer, recorded on the span.
 fn unavailable(span: &mut KausalSpan, what: &str, e: &kausal_eventsource::Error) -> ApiError {
     tracing::error!(error = %e, "{what}");
     span.fail(&e.error_type(), &e.to_string());
-    ApiError(
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("{what}; retry later"),
     )
@@ -244,7 +219,7 @@ async fn place(
     };
     order
         .validate()
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let published = place_order(
         &state.producer,
         &state.topic,
@@ -258,9 +233,9 @@ async fn place(
         Err(e) => {
             tracing::error!(error = %e, "order not published");
             span.fail(&e.error_type(), &e.to_string());
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the order could not be published; retry later".into(),
+                "the order could not be published; retry later",
             ));
         }
     };
@@ -320,15 +295,15 @@ async fn get_order(
 ) -> Result<Response, ApiError> {
     match state.store.order_view(&id).await {
         Ok(Some(view)) => Ok(axum::Json(view).into_response()),
-        Ok(None) => Err(ApiError(
+        Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("order {id} is not known (yet)"),
         )),
         Err(e) => {
             tracing::error!(error = %e, "order view unavailable");
-            Err(ApiError(
+            Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the order store is unavailable; retry later".into(),
+                "the order store is unavailable; retry later",
             ))
         }
     }
