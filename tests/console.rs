@@ -365,18 +365,7 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
     let flowing = up.until(Duration::from_secs(180), |l| {
         crate::process::count_after(l, "dead-lettered") >= 1.0
     });
-    let console: SocketAddr = up
-        .seen
-        .iter()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("console    http://")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("the banner names the console");
+    let console: SocketAddr = up.address("console").expect("the banner names the console");
     let seen = up.seen.join("\n");
     if flowing.is_none() {
         let _ = up.interrupt();

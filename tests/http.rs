@@ -66,15 +66,49 @@ pub(crate) async fn request_bytes(
     (status, head, buf[split + 4..].to_vec())
 }
 
-/// The order API's state as order-service builds it, over `store`.
-fn api_state(b: &TestBroker, store: &Store) -> ApiState {
-    let metrics = Metrics::new();
-    let events = EventStore::new(store.clone(), EventStoreMetrics::register(&metrics));
-    ApiState {
-        producer: EventProducer::new(&b.kafka, "order-service", metrics).expect("producer"),
-        store: store.clone(),
-        topic: topics::ORDERS.to_owned(),
-        keys: IdempotencyKeys::new(events, "orders"),
+/// The order API as order-service runs it, over a SQLite store of its own.
+struct OrderApi {
+    addr: std::net::SocketAddr,
+    store: Store,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl OrderApi {
+    async fn start(b: &TestBroker) -> Self {
+        let dir = crate::harness::scratch_dir();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
+            .await
+            .expect("store");
+        let metrics = Metrics::new();
+        let events = EventStore::new(store.clone(), EventStoreMetrics::register(&metrics));
+        let state = ApiState {
+            producer: EventProducer::new(&b.kafka, "order-service", metrics).expect("producer"),
+            store: store.clone(),
+            topic: topics::ORDERS.to_owned(),
+            keys: IdempotencyKeys::new(events, "orders"),
+        };
+        let stop = CancellationToken::new();
+        let (addr, task) = serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            state,
+            stop.clone().cancelled_owned(),
+        )
+        .await
+        .expect("api");
+        Self {
+            addr,
+            store,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
 
@@ -85,18 +119,8 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
     all.push(("orders.dlq", 3));
     all.push(("payments.dlq", 3));
     b.create_topics(&all).await;
-    let dir = crate::harness::scratch_dir();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
-        .await
-        .expect("store");
-    let stop = CancellationToken::new();
-    let (addr, api) = serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        api_state(&b, &store),
-        stop.clone().cancelled_owned(),
-    )
-    .await
-    .expect("api");
+    let api = OrderApi::start(&b).await;
+    let (addr, store) = (api.addr, api.store.clone());
     let metrics = Metrics::new();
     let payment = start_runtime(
         &b.kafka,
@@ -240,8 +264,7 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
     let (status, _, resp) = request(addr, "GET", "/orders/ord-unknown", &[], "").await;
     assert_eq!(status, 404, "{resp}");
 
-    stop.cancel();
-    let _ = api.await;
+    api.stop().await;
     payment.stop().await;
     view.stop().await;
 }
@@ -253,18 +276,8 @@ async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model(
 async fn post_orders_with_an_idempotency_key_places_each_order_once(engine: Engine) {
     let b = TestBroker::start(engine).await;
     b.create_topics(&[(topics::ORDERS, 3)]).await;
-    let dir = crate::harness::scratch_dir();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("api.db").display()))
-        .await
-        .expect("store");
-    let stop = CancellationToken::new();
-    let (addr, api) = serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        api_state(&b, &store),
-        stop.clone().cancelled_owned(),
-    )
-    .await
-    .expect("api");
+    let api = OrderApi::start(&b).await;
+    let addr = api.addr;
     let unique = crate::harness::unique();
     let first_key = format!("retry-{unique}");
     let body = format!(r#"{{"user_id":"u-{unique}","amount":12.5,"currency":"EUR"}}"#);
@@ -345,7 +358,6 @@ async fn post_orders_with_an_idempotency_key_places_each_order_once(engine: Engi
     }
     assert_eq!(keys.len(), 2, "{keys:?}");
 
-    stop.cancel();
-    let _ = api.await;
+    api.stop().await;
 }
 on_brokers!(post_orders_with_an_idempotency_key_places_each_order_once: Sqlite);

@@ -26,20 +26,6 @@ use crate::harness::{CuttableProxy, Engine, TestBroker, free_port, relative, scr
 use crate::http::request;
 use crate::process::Up;
 
-/// The address after `prefix` on a banner line (`console    http://…`).
-fn banner_address(up: &Up, prefix: &str) -> Option<SocketAddr> {
-    up.seen.iter().find_map(|l| {
-        l.trim()
-            .strip_prefix(prefix)?
-            .trim_start()
-            .strip_prefix("http://")?
-            .split([' ', '/'])
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
 async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = request(addr, "GET", path, &[], "").await;
     (
@@ -96,10 +82,10 @@ async fn a_paid_order_reaches_the_ledger_and_its_outbox_in_one_trace() {
     let seen = up.seen.join("\n");
     let (Some(_), Some(console), Some(api), Some(ledger), Some(read_model)) = (
         banner,
-        banner_address(&up, "console"),
-        banner_address(&up, "order API  POST"),
-        banner_address(&up, "ledger API POST"),
-        banner_address(&up, "read model GET"),
+        up.address("console"),
+        up.address("order API  POST"),
+        up.address("ledger API POST"),
+        up.address("read model GET"),
     ) else {
         let _ = up.interrupt();
         panic!("kausal up printed no banner with the console, the order and ledger APIs:\n{seen}");

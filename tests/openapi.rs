@@ -14,68 +14,41 @@ const BIN: &str = env!("CARGO_BIN_EXE_kausal");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
-    let b = TestBroker::start(Engine::Sqlite).await;
-    let port = free_port();
-    let database = format!("sqlite://{}", b.dir.path().join("order.db").display());
-    let mut order = KillOnDrop(
-        Command::new(BIN)
-            .args(["service", "order", "--rate", "0"])
-            .args(["--kafka", &b.kafka.bootstrap_servers])
-            .args(["--database", &database])
-            .args(["--http-port", &port.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("order service starts"),
-    );
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    assert!(
-        eventually(Duration::from_secs(60), || std::net::TcpStream::connect(
-            addr
-        )
-        .is_ok())
-        .await,
-        "order API listens"
-    );
-    let (status, _, served) = crate::http::request(addr, "GET", "/openapi.yaml", &[], "").await;
-    assert_eq!(status, 200);
-    assert_eq!(served, kausal_order::http::OPENAPI);
-
-    let (passed, report) = schemathesis(
-        &format!("http://127.0.0.1:{port}/openapi.yaml"),
-        b.dir.path(),
+    fuzz_service(
+        &["order", "--rate", "0"],
+        "--http-port",
+        kausal_order::http::OPENAPI,
     )
     .await;
-    assert!(passed, "schemathesis failed:\n{report}");
-    assert!(
-        order
-            .terminate(Duration::from_secs(20))
-            .is_some_and(|s| s.success()),
-        "the service survives and stops cleanly"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_ledger_api() {
-    fuzz_service("ledger", "--ledger-port").await;
+    fuzz_service(&["ledger"], "--ledger-port", kausal_ledger::http::OPENAPI).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_in_the_read_model_api() {
-    fuzz_service("read-model", "--read-model-port").await;
+    fuzz_service(
+        &["read-model"],
+        "--read-model-port",
+        kausal_read_model::http::OPENAPI,
+    )
+    .await;
 }
 
-/// `kausal service <word>` on an embedded broker and a SQLite store, its
-/// API on the port `port_flag` sets, fuzzed from the OpenAPI document it
-/// serves; then it must stop cleanly.
-async fn fuzz_service(word: &str, port_flag: &str) {
+/// `kausal service <service…>` on an embedded broker and a SQLite store, its
+/// API on the port `port_flag` sets, serving `document` at `/openapi.yaml`,
+/// fuzzed from it; then it must stop cleanly.
+async fn fuzz_service(service: &[&str], port_flag: &str, document: &str) {
+    let word = service[0];
     let b = TestBroker::start(Engine::Sqlite).await;
     let port = free_port();
     let database = format!("sqlite://{}", b.dir.path().join("service.db").display());
     let mut service = KillOnDrop(
         Command::new(BIN)
-            .args(["service", word])
+            .arg("service")
+            .args(service)
             .args(["--kafka", &b.kafka.bootstrap_servers])
             .args(["--database", &database])
             .args([port_flag, &port.to_string()])
@@ -94,6 +67,9 @@ async fn fuzz_service(word: &str, port_flag: &str) {
         .await,
         "{word} API listens"
     );
+    let (status, _, served) = crate::http::request(addr, "GET", "/openapi.yaml", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(served, document, "{word} serves its OpenAPI document");
     let (passed, report) = schemathesis(
         &format!("http://127.0.0.1:{port}/openapi.yaml"),
         b.dir.path(),

@@ -185,6 +185,21 @@ impl Up {
         None
     }
 
+    /// The address after `prefix` on a banner line it printed
+    /// (`console    http://127.0.0.1:8080  (…)` for `"console"`).
+    pub(crate) fn address(&self, prefix: &str) -> Option<std::net::SocketAddr> {
+        self.seen.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix(prefix)?
+                .trim_start()
+                .strip_prefix("http://")?
+                .split([' ', '/'])
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
     /// Ctrl-C, then the exit status (killed after a minute).
     pub(crate) fn interrupt(mut self) -> Option<std::process::ExitStatus> {
         signal(&self.child, Signal::SIGINT);

@@ -76,20 +76,8 @@ fn start_up(data_dir: &std::path::Path, ports: &Ports, extra: &[&str]) -> Runnin
         l.contains("kausal trace <order-id>")
     });
     let seen = up.seen.join("\n");
-    let address = |prefix: &str| -> Option<SocketAddr> {
-        up.seen.iter().find_map(|l| {
-            l.trim()
-                .strip_prefix(prefix)?
-                .trim_start()
-                .strip_prefix("http://")?
-                .split([' ', '/'])
-                .next()?
-                .parse()
-                .ok()
-        })
-    };
     let (Some(_), Some(console), Some(api)) =
-        (banner, address("console"), address("order API  POST"))
+        (banner, up.address("console"), up.address("order API  POST"))
     else {
         let _ = up.interrupt();
         panic!("kausal up printed no banner with the console and the order API:\n{seen}");
