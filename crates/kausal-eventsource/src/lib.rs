@@ -15,6 +15,7 @@
 //! | [`idempotency`] | [`IdempotencyKeys`]: `Idempotency-Key` for requests whose effect is outside the store |
 //! | [`metrics`] | [`EventStoreMetrics`]: append duration, conflicts, subscription lag |
 //! | [`names`] | every span, attribute and metric name, once |
+//! | [`testing`] | unit tests of aggregates and projections: given/when, a throwaway store, captured spans |
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +38,7 @@ pub mod repository;
 mod state_cache;
 pub mod store;
 pub mod subscription;
+pub mod testing;
 mod trace;
 
 pub use aggregate::{Aggregate, AggregateEvent};

@@ -8,3 +8,4 @@ mod repository;
 mod spans;
 mod subscription;
 mod support;
+mod testing;

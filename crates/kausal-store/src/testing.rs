@@ -19,13 +19,7 @@ pub struct TestDatabase {
 /// One fresh database per backend: a new SQLite file, and a new schema in
 /// the PostgreSQL database named by `KAUSAL_TEST_DATABASE_URL`.
 pub async fn databases() -> Result<Vec<TestDatabase>> {
-    let mut out = Vec::new();
-    let dir = tempfile::tempdir().map_err(|e| crate::StoreError::Query(sqlx::Error::Io(e)))?;
-    out.push(TestDatabase {
-        url: format!("sqlite://{}", dir.path().join("kausal.db").display()),
-        label: "sqlite",
-        _dir: Some(dir),
-    });
+    let mut out = vec![sqlite()?];
     if let Ok(base) = std::env::var(DATABASE_URL_ENV) {
         out.push(TestDatabase {
             url: fresh_schema(&base).await?,
@@ -34,6 +28,16 @@ pub async fn databases() -> Result<Vec<TestDatabase>> {
         });
     }
     Ok(out)
+}
+
+/// A new SQLite file in a temporary directory, removed with the value.
+pub fn sqlite() -> Result<TestDatabase> {
+    let dir = tempfile::tempdir().map_err(|e| crate::StoreError::Query(sqlx::Error::Io(e)))?;
+    Ok(TestDatabase {
+        url: format!("sqlite://{}", dir.path().join("kausal.db").display()),
+        label: "sqlite",
+        _dir: Some(dir),
+    })
 }
 
 /// A fresh PostgreSQL schema, for a test that only means something on

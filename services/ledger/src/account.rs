@@ -167,6 +167,7 @@ impl Account {
 mod tests {
     use super::*;
     use Direction::{Credit, Debit};
+    use kausal_eventsource::testing::given;
 
     fn posted(direction: Direction, amount: u64, currency: &str) -> AccountEvent {
         AccountEvent::LegPosted {
@@ -236,19 +237,18 @@ mod tests {
                 Err("credit total would pass"),
             ),
         ];
-        for (given, when, then) in cases {
-            let account = Account::replay(&given);
-            match (account.decide(&when), then) {
-                (Ok(events), Ok(count)) => {
-                    assert_eq!(events.len(), count, "{when:?}");
-                    let mut after = account.clone();
-                    for e in &events {
-                        after.apply(e);
-                    }
-                    assert_eq!(after.postings, account.postings + count as i64);
+        for (history, when, then) in cases {
+            let before = given::<Account>(history.clone()).state().postings;
+            match (given::<Account>(history.clone()).when(&when), then) {
+                (Ok(decided), Ok(count)) => {
+                    assert_eq!(decided.events.len(), count, "{when:?}");
+                    assert_eq!(decided.state.postings, before + count as i64);
                 }
                 (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{e}"),
-                (got, want) => panic!("given {given:?} when {when:?}: {got:?}, want {want:?}"),
+                (got, want) => panic!(
+                    "given {history:?} when {when:?}: {:?}, want {want:?}",
+                    got.map(|d| d.events)
+                ),
             }
         }
     }
