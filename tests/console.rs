@@ -214,7 +214,7 @@ async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_producer_and_the_rust_payment_service_share_one_correlation_document() {
-    let b = TestBroker::start(Engine::Memory).await;
+    let b = TestBroker::start(Engine::Sqlite).await;
     b.create_topics(&[
         ("orders", 3),
         ("orders.dlq", 3),

@@ -114,7 +114,7 @@ impl OrderApi {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model() {
-    let b = TestBroker::start(Engine::Memory).await;
+    let b = TestBroker::start(Engine::Sqlite).await;
     let mut all: Vec<(&str, i32)> = INPUT_TOPICS.iter().map(|t| (*t, 3)).collect();
     all.push(("orders.dlq", 3));
     all.push(("payments.dlq", 3));

@@ -31,7 +31,7 @@ fn python(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-on_brokers!(a_python_producer_and_consumer_share_one_trace_with_the_rust_service: Memory);
+on_brokers!(a_python_producer_and_consumer_share_one_trace_with_the_rust_service: Sqlite);
 async fn a_python_producer_and_consumer_share_one_trace_with_the_rust_service(engine: Engine) {
     let b = TestBroker::start(engine).await;
     b.create_topics(&[

@@ -129,7 +129,7 @@ async fn wait_for_members(admin: &Admin, group: &str, alive: bool) -> bool {
 }
 
 on_brokers!(describe_group_sees_members_come_and_go: Memory);
-/// DescribeGroups through our own codec: members seen while polling, gone
+/// DescribeGroups through librdkafka: members seen while polling, gone
 /// after close. On the memory engine; the SQLite engine fails DescribeGroups
 /// for every existing group (pinned in `describe_groups_fails_on_sqlite`).
 async fn describe_group_sees_members_come_and_go(engine: Engine) {

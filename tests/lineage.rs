@@ -48,7 +48,7 @@ fn event_types(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-on_brokers!(trace_names_the_service_that_swallowed_the_confirmation_email: Memory);
+on_brokers!(trace_names_the_service_that_swallowed_the_confirmation_email: Sqlite);
 async fn trace_names_the_service_that_swallowed_the_confirmation_email(engine: Engine) {
     let b = TestBroker::start(engine).await;
     all_topics(&b).await;
@@ -486,7 +486,7 @@ impl Outage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_holds_its_batch_through_a_database_outage_and_loses_nothing() {
     for db in kausal_store::testing::databases().await.expect("databases") {
-        let b = TestBroker::start(Engine::Memory).await;
+        let b = TestBroker::start(Engine::Sqlite).await;
         all_topics(&b).await;
         // Migrations first, as the owner; then the outage's own access.
         let observer = kausal_store::testing::connect(&db).await.expect(db.label);
@@ -544,7 +544,7 @@ async fn recorder_holds_its_batch_through_a_database_outage_and_loses_nothing() 
     }
 }
 
-on_brokers!(plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation: Memory);
+on_brokers!(plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation: Sqlite);
 async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopted_correlation(
     engine: Engine,
 ) {
@@ -585,7 +585,7 @@ async fn plain_client_events_are_recorded_under_their_deterministic_id_and_adopt
     assert_eq!(store.chain(&expected).await.expect("chain").len(), 1);
 }
 
-on_brokers!(a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once: Memory);
+on_brokers!(a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once: Sqlite);
 async fn a_dead_letter_from_a_transient_fault_is_replayed_once_fixed_and_processed_once(
     engine: Engine,
 ) {
@@ -779,7 +779,7 @@ async fn wait_for_dead_letters(store: &Store, n: usize, timeout: Duration) -> us
     }
 }
 
-on_brokers!(spring_dead_letter_topics_reach_the_ledger_and_replay_to_their_original_topic: Memory);
+on_brokers!(spring_dead_letter_topics_reach_the_ledger_and_replay_to_their_original_topic: Sqlite);
 async fn spring_dead_letter_topics_reach_the_ledger_and_replay_to_their_original_topic(
     engine: Engine,
 ) {
@@ -1029,7 +1029,7 @@ impl kausal_kafka::Handler for FailWhile {
     }
 }
 
-on_brokers!(a_replay_sends_its_own_span_in_a_new_trace_linked_to_the_original: Memory);
+on_brokers!(a_replay_sends_its_own_span_in_a_new_trace_linked_to_the_original: Sqlite);
 async fn a_replay_sends_its_own_span_in_a_new_trace_linked_to_the_original(engine: Engine) {
     use kausal_lineage::replay;
     use kausal_telemetry::spans::attr;
