@@ -381,7 +381,7 @@ impl Store {
         parts: &[StreamAppend<'_>],
         order: &[usize],
     ) -> Result<Vec<Appended>, AppendError> {
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let recorded_at_ms = now_ms();
         let mut written = Vec::with_capacity(parts.len());
         for &index in order {
@@ -414,16 +414,6 @@ impl Store {
         tx.commit().await?;
         written.sort_by_key(|(index, _)| *index);
         Ok(written.into_iter().map(|(_, appended)| appended).collect())
-    }
-
-    /// A write transaction. SQLite: take the write lock before reading the
-    /// version, so that it cannot move before the commit (and a deferred
-    /// transaction cannot fail to upgrade to a writer).
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
     }
 
     /// The version of a stream's last event; 0 when it has none.

@@ -125,7 +125,7 @@ impl Store {
         dead_letters: &[DeadLetterEntry],
     ) -> Result<BatchCounts> {
         let mut counts = BatchCounts::default();
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // PostgreSQL: multi-row INSERTs, one round trip per chunk instead of
         // one per row (12.9 k → 61.5 k events/s). SQLite is in-process, has no
         // round trips, and measured slower with them: one row per statement.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Result, Store, StoreError};
 
 /// The most statement lines one read returns.
 pub const MAX_STATEMENT_PAGE: i64 = 500;
@@ -229,7 +229,7 @@ impl Store {
                 amount: leg.amount,
             });
         }
-        let mut tx = self.begin_projection().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // Every account first, in id order: one lock order for everyone.
         let accounts: BTreeSet<&str> = entry.legs.iter().map(|l| l.account.as_str()).collect();
         let mut sums: BTreeMap<&str, Sums> = BTreeMap::new();
@@ -342,15 +342,6 @@ impl Store {
             None
         };
         Ok(StatementPage { lines, next_after })
-    }
-
-    /// A write transaction; on SQLite with the file's write lock taken
-    /// first, so that the sums read cannot move before the commit.
-    async fn begin_projection(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
     }
 }
 

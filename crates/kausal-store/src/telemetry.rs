@@ -96,7 +96,7 @@ impl Store {
         received_at_ms: i64,
     ) -> Result<TelemetryCounts> {
         let mut counts = TelemetryCounts::default();
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for chunk in spans.chunks(CHUNK_ROWS) {
             let sql = multi_row(
                 include_str!("../sql/span_insert.sql"),
