@@ -112,13 +112,9 @@ impl OrderApi {
     }
 }
 
-/// On the memory engine, for now: on the SQLite engine the order view once
-/// stayed at `placed` for 60 s under the full suite's load while the
-/// payment was on its topic (1 run of 2; 2 s alone). Not explained yet;
-/// the view must not depend on the engine, so this is to be found, not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_orders_continues_the_callers_trace_and_get_returns_the_read_model() {
-    let b = TestBroker::start(Engine::Memory).await;
+    let b = TestBroker::start(Engine::Sqlite).await;
     let mut all: Vec<(&str, i32)> = INPUT_TOPICS.iter().map(|t| (*t, 3)).collect();
     all.push(("orders.dlq", 3));
     all.push(("payments.dlq", 3));

@@ -146,6 +146,63 @@ async fn order_views_round_trip_and_upsert_on_every_backend() {
     }
 }
 
+/// Events of one order are folded concurrently (a worker per partition):
+/// six folds at once, each setting its own field, must all be kept. A read
+/// outside the write would lose some (the order view once stayed `placed`
+/// with its payment on the topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_order_view_folds_lose_nothing_on_every_backend() {
+    type Set = fn(&mut kausal_store::OrderView);
+    const FOLDS: [Set; 6] = [
+        |v| v.payment_id = Some("pay".into()),
+        |v| v.reservation_id = Some("res".into()),
+        |v| v.shipment_id = Some("ship".into()),
+        |v| v.user_id = Some("u".into()),
+        |v| v.currency = Some("EUR".into()),
+        |v| v.notified = true,
+    ];
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        for order in 0..20 {
+            let id = format!("ord-{order}");
+            let folds = FOLDS.iter().map(|set| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move {
+                    store
+                        .update_order_view(&id, |current| {
+                            let mut v = current.unwrap_or_else(|| kausal_store::OrderView {
+                                order_id: id.clone(),
+                                status: "placed".into(),
+                                ..Default::default()
+                            });
+                            set(&mut v);
+                            Ok::<_, std::convert::Infallible>(Some(v))
+                        })
+                        .await
+                })
+            });
+            for fold in futures::future::join_all(folds).await {
+                fold.expect("task").expect(db.label).expect("infallible");
+            }
+            let v = store
+                .order_view(&id)
+                .await
+                .expect(db.label)
+                .expect("a view");
+            assert!(
+                v.payment_id.is_some()
+                    && v.reservation_id.is_some()
+                    && v.shipment_id.is_some()
+                    && v.user_id.is_some()
+                    && v.currency.is_some()
+                    && v.notified,
+                "{}: a fold was lost: {v:?}",
+                db.label
+            );
+        }
+    }
+}
+
 /// A view first saved without an amount (a later event folded before the
 /// order's OrderPlaced) and then with one: found by the lag monitor, which
 /// showed the order view stuck on PostgreSQL behind a binding error.

@@ -43,22 +43,20 @@ impl Handler for ViewHandler {
         // A database outage pauses the view (nothing committed) rather than
         // spending the retry budget and dead-lettering good events.
         loop {
-            let result = async {
-                let current = self.store.order_view(&order_id).await?;
-                let at = event.timestamp_ms.unwrap_or_default();
-                match crate::view::apply(
-                    current,
-                    event_type,
-                    payload,
-                    event.correlation_id().as_str(),
-                    at,
-                ) {
-                    Ok(Some(v)) => self.store.save_order_view(&v).await.map(|()| Ok(())),
-                    Ok(None) => Ok(Ok(())),
-                    Err(e) => Ok(Err(HandlerError::bad_payload(e))),
-                }
-            }
-            .await;
+            let at = event.timestamp_ms.unwrap_or_default();
+            let result = self
+                .store
+                .update_order_view(&order_id, |current| {
+                    crate::view::apply(
+                        current,
+                        event_type,
+                        payload,
+                        event.correlation_id().as_str(),
+                        at,
+                    )
+                    .map_err(HandlerError::bad_payload)
+                })
+                .await;
             match result {
                 Ok(outcome) => return outcome,
                 Err(e) => {
