@@ -279,7 +279,12 @@ async fn an_order_without_email_is_found_from_its_id_and_its_notification_replay
     // The fix is deployed: notification-service told to fall back to the
     // app's inbox. (`kausal up` restarted on the same data dir.)
     let stopped = first.up.interrupt();
-    assert_eq!(stopped.and_then(|s| s.code()), Some(0), "Ctrl-C exits 0");
+    assert_eq!(
+        stopped.and_then(|s| s.code()),
+        Some(0),
+        "Ctrl-C exits 0; the services' warnings and errors:\n{}",
+        warnings(&data_dir)
+    );
     let second = start_up(&data_dir, &ports, &["--notify-without-email", "in-app"]);
     assert_eq!(
         second.console, first.console,
