@@ -138,10 +138,20 @@ pub(crate) struct Up {
 }
 
 impl Up {
+    /// The ledger's and the read model's ports are free ones unless `args`
+    /// name them: their defaults (8095, 8096) would collide between `up`
+    /// tests running at once (a read model that cannot bind exits 1).
     pub(crate) fn spawn(args: &[&str], data_dir: &std::path::Path) -> Self {
+        let mut own_ports = Vec::new();
+        for flag in ["--ledger-port", "--read-model-port"] {
+            if !args.contains(&flag) {
+                own_ports.extend([flag.to_owned(), crate::harness::free_port().to_string()]);
+            }
+        }
         let mut child = Command::new(BIN)
             .arg("up")
             .args(args)
+            .args(&own_ports)
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("KAUSAL_KAFKA")
