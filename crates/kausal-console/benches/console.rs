@@ -73,6 +73,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use kausal_bench::{Latencies, env_usize};
 use kausal_console::otlp::{self, Decoded, Format};
 use kausal_console::{ConsoleConfig, query};
 use kausal_store::{SpanRow, Store};
@@ -167,13 +168,6 @@ impl Config {
             out.push("postgres");
         }
         out
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize, BoxError> {
-    match std::env::var(name) {
-        Ok(v) => Ok(v.replace('_', "").parse()?),
-        Err(_) => Ok(default),
     }
 }
 
@@ -830,31 +824,6 @@ async fn breakdown(
 }
 
 // ---- report ---------------------------------------------------------------
-
-#[derive(Debug)]
-struct Latencies {
-    calls: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Latencies {
-    fn new(mut times: Vec<Duration>) -> Self {
-        times.sort_unstable();
-        // Nearest rank: the smallest value with at least p % of calls at or below it.
-        let rank = |p: usize| {
-            let i = (times.len() * p).div_ceil(100).saturating_sub(1);
-            times.get(i).copied().unwrap_or_default()
-        };
-        Self {
-            calls: times.len(),
-            p50: rank(50),
-            p99: rank(99),
-            max: times.last().copied().unwrap_or_default(),
-        }
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
