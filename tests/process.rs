@@ -139,8 +139,9 @@ pub(crate) struct Up {
 
 impl Up {
     /// The ledger's and the read model's ports are free ones unless `args`
-    /// name them: their defaults (8095, 8096) would collide between `up`
-    /// tests running at once (a read model that cannot bind exits 1).
+    /// name them: `up` picks a free port near each default (8095, 8096),
+    /// but two `up` tests starting at once can pick the same one, and the
+    /// service that loses the bind exits 1.
     pub(crate) fn spawn(args: &[&str], data_dir: &std::path::Path) -> Self {
         let mut own_ports = Vec::new();
         for flag in ["--ledger-port", "--read-model-port"] {
