@@ -444,15 +444,24 @@ where
                 if inner.missed_heartbeat(group_id, now) {
                     info!("missed heartbeat for {group_id} in {}", inner.generation_id);
 
+                    // Kausal patch (vendor/tansu-broker/KAUSAL-PATCH.md): a
+                    // new generation, so that every survivor's next heartbeat
+                    // is answered REBALANCE_IN_PROGRESS and it rejoins; the
+                    // leader is kept only while it is still a member.
+                    let leader = inner
+                        .members
+                        .contains_key(&inner.state.leader)
+                        .then_some(inner.state.leader);
+
                     Self::Forming(Inner {
                         session_timeout_ms: inner.session_timeout_ms,
                         rebalance_timeout_ms: inner.rebalance_timeout_ms,
                         members: inner.members,
-                        generation_id: inner.generation_id,
+                        generation_id: inner.generation_id + 1,
                         state: Forming {
                             protocol_type: Some(inner.state.protocol_type),
                             protocol_name: Some(inner.state.protocol_name),
-                            leader: None,
+                            leader,
                         },
                         storage: inner.storage,
                         skip_assignment: inner.skip_assignment,
@@ -1362,6 +1371,21 @@ impl<O> Inner<O, Formed>
 where
     O: Storage,
 {
+    /// Kausal patch: whether a member's session expired, evicting nobody.
+    fn has_expired_member(&self, now: SystemTime) -> bool {
+        let timeout = u128::try_from(self.session_timeout_ms).unwrap_or(45_000);
+        // As `missed_heartbeat` decides: kept while last heard within the
+        // session timeout.
+        self.members.values().any(|member| {
+            !member.last_contact.is_some_and(|last_contact| {
+                now.duration_since(last_contact)
+                    .unwrap_or_default()
+                    .as_millis()
+                    <= timeout
+            })
+        })
+    }
+
     fn missed_heartbeat(&mut self, group_id: &str, now: SystemTime) -> bool {
         debug!(?group_id, ?now);
 
@@ -1965,11 +1989,15 @@ where
             return (self.into(), sync_group_response.into());
         }
 
+        // Kausal patch (vendor/tansu-broker/KAUSAL-PATCH.md): only the
+        // leader's SyncGroup forms the group. With no leader (it was just
+        // evicted) a follower's empty assignment formed it, every partition
+        // owned by nobody; refused, the follower rejoins and leads.
         if self
             .state
             .leader
             .as_ref()
-            .is_some_and(|leader_id| member_id != leader_id.as_str())
+            .is_none_or(|leader_id| member_id != leader_id.as_str())
         {
             debug!(?self.state.leader, sync_outcome = ?ErrorCode::RebalanceInProgress);
 
@@ -2673,7 +2701,12 @@ where
             );
         }
 
-        if self.missed_heartbeat(group_id, now) || (generation_id < self.generation_id) {
+        // Kausal patch (vendor/tansu-broker/KAUSAL-PATCH.md): an expired
+        // member is only noticed here. Evicting it here left the group Formed
+        // at the same generation, with a dead leader kept as leader; the
+        // controller's `Wrapper::missed_heartbeat`, called right after this,
+        // evicts it and forms the group again.
+        if self.has_expired_member(now) || (generation_id < self.generation_id) {
             return (
                 self,
                 HeartbeatResponse::default()
