@@ -546,3 +546,55 @@ async fn an_unreachable_broker_marks_nothing_sent_until_one_answers(engine: Engi
     assert_eq!(summary.published as i64, total, "{summary:?}");
     ledger.store.close().await;
 }
+
+on_brokers!(an_idle_relay_publishes_an_append_of_its_own_process_without_waiting_for_its_poll: Sqlite);
+/// A relay that found nothing to publish waits for its poll interval, but
+/// an append through the same store ends the wait: the events leave
+/// without a poll. With a 60 s poll, every append is published within
+/// 20 s (an SQLite engine's fetch included), three times in a row.
+async fn an_idle_relay_publishes_an_append_of_its_own_process_without_waiting_for_its_poll(
+    engine: Engine,
+) {
+    let b = TestBroker::start(engine).await;
+    for ledger in ledgers().await {
+        let label = ledger.label;
+        let topic = format!("outbox-{}", unique());
+        b.create_topics(&[(&topic, 1)]).await;
+        let mut config = fast_config();
+        config.poll_interval = Duration::from_secs(60);
+        let relay = start_relay(&b.kafka, &ledger.store, config);
+        let stream = StreamName::new("Account", "wake");
+        for n in 1..=3 {
+            // Idle: the relay's first pass found nothing, or the last
+            // append is sent.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            append(&ledger.events, &stream, n, 1, &target(&topic, None)).await;
+            let sent = tokio::time::timeout(Duration::from_secs(20), async {
+                while ledger
+                    .store
+                    .outbox_stats(i64::MAX)
+                    .await
+                    .expect("outbox stats")
+                    .pending
+                    > 0
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(
+                sent.is_ok(),
+                "{label}: append {n} is still pending after 20 s: the relay waits for its 60 s poll"
+            );
+        }
+        let summary = relay.stop().await;
+        assert_eq!(summary.published, 3, "{label}: {summary:?}");
+        let records = b.read_all(&topic, 3, Duration::from_secs(30));
+        assert_eq!(
+            records.len(),
+            3,
+            "{label}: the three events reached the topic"
+        );
+        ledger.store.close().await;
+    }
+}

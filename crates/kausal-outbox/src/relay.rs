@@ -31,7 +31,9 @@ pub struct RelayConfig {
     /// Outbox rows read and published per batch (at least 1).
     pub batch_size: usize,
     /// How long an idle relay (nothing pending, or the lease held by
-    /// another relay) waits before it looks again.
+    /// another relay) waits before it looks again, unless its store
+    /// commits outbox rows first (appends in the relay's own process wake
+    /// it at once; other processes' are found by this poll).
     pub poll_interval: Duration,
     /// How long a taken lease holds without renewal. It is renewed before
     /// every batch and every idle poll, and must outlast the longest batch:
@@ -185,7 +187,8 @@ impl Relay {
         let mut backoff = self.config.initial_backoff;
         let mut held = false;
         while !stop.is_cancelled() {
-            let wait = match self.pass(&stop, &mut held, &mut summary).await {
+            let pass = self.pass(&stop, &mut held, &mut summary).await;
+            let wait = match pass {
                 Pass::Busy => {
                     backoff = self.config.initial_backoff;
                     Duration::ZERO
@@ -202,9 +205,14 @@ impl Relay {
             };
             self.refresh_backlog().await;
             if !wait.is_zero() {
+                // Idle, a commit of outbox rows in this process ends the
+                // wait: its events leave at once, not a poll later. A
+                // backoff is sat out in full.
+                let idle = matches!(pass, Pass::Idle);
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(wait) => {}
+                    () = self.store.outbox_written(), if idle => {}
                 }
             }
         }

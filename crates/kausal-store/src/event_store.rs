@@ -412,6 +412,9 @@ impl Store {
             }
         }
         tx.commit().await?;
+        if parts.iter().any(|part| part.outbox.is_some()) {
+            self.outbox_committed();
+        }
         written.sort_by_key(|(index, _)| *index);
         Ok(written.into_iter().map(|(_, appended)| appended).collect())
     }

@@ -84,6 +84,9 @@ pub struct Store {
     /// SQLite: this process's writers take turns here (see
     /// [`Store::begin_write`]).
     sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Raised after a commit that wrote outbox rows (see
+    /// [`Store::outbox_written`]).
+    outbox_written: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// A writer's turn at a SQLite file, held until its transaction ended;
@@ -121,6 +124,7 @@ impl Store {
             pool,
             backend,
             sqlite_writer: std::sync::Arc::default(),
+            outbox_written: std::sync::Arc::default(),
         };
         migrate::apply(&store.pool, backend).await?;
         Ok(store)
@@ -155,6 +159,20 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Returns once this store (or a clone of it) commits outbox rows: at
+    /// once when one did since the last return, else at the next such
+    /// commit. Lets a relay in the appending process publish as soon as
+    /// the rows are there instead of at its next poll; rows committed by
+    /// other processes are only found by polling.
+    pub async fn outbox_written(&self) {
+        self.outbox_written.notified().await;
+    }
+
+    /// Wakes a waiter of [`Store::outbox_written`] (or the next one).
+    pub(crate) fn outbox_committed(&self) {
+        self.outbox_written.notify_one();
     }
 
     /// True when `group` already handled `event_id` to the end.
