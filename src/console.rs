@@ -26,12 +26,17 @@ pub struct ConsoleArgs {
     /// that cannot be bound is an error.
     #[arg(long, env = "KAUSAL_OTLP_GRPC_PORT")]
     pub otlp_grpc_port: Option<u16>,
-    /// Forward every OTLP request the console accepts to this OTLP/HTTP
-    /// endpoint as well (`http://collector:4318`; `/v1/traces` and
+    /// Forward every OTLP request the console accepts to this OTLP
+    /// endpoint as well (`http://collector:4318`; over HTTP `/v1/traces` and
     /// `/v1/logs` are appended), so a Jaeger or Tempo behind it still gets
     /// every span.
     #[arg(long, env = "KAUSAL_FORWARD_OTLP")]
     pub forward_otlp: Option<String>,
+    /// What --forward-otlp speaks, in `OTEL_EXPORTER_OTLP_PROTOCOL`'s
+    /// words: `http/protobuf` (also `http/json`: requests go as they came)
+    /// or `grpc` (`http://collector:4317`, plain-text).
+    #[arg(long, env = "KAUSAL_FORWARD_PROTOCOL", default_value = "http/protobuf")]
+    pub forward_protocol: String,
     /// Address to listen on; 0.0.0.0 to be reachable from other hosts.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
@@ -88,6 +93,15 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(kausal_console::forward::ForwardConfig::new);
+    let forward = match forward {
+        Some(f) => Some(
+            f.with_protocol(
+                kausal_console::forward::ForwardProtocol::parse(Some(&args.forward_protocol))
+                    .context("--forward-protocol")?,
+            ),
+        ),
+        None => None,
+    };
     // Authentication for a hosted endpoint travels in the standard variable.
     let forward = match (forward, std::env::var("OTEL_EXPORTER_OTLP_HEADERS")) {
         (Some(f), Ok(spec)) => Some(f.with_headers(&spec)?),

@@ -418,11 +418,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             grpc_addr.port().to_string(),
         ]
         .into_iter()
-        .chain(
-            forward
-                .iter()
-                .flat_map(|f| ["--forward-otlp".to_owned(), f.endpoint.clone()]),
-        )
+        .chain(forward.iter().flat_map(|f| {
+            [
+                "--forward-otlp".to_owned(),
+                f.endpoint.clone(),
+                "--forward-protocol".to_owned(),
+                f.protocol.as_env().to_owned(),
+            ]
+        }))
         .collect(),
         // The console's own log lines go where everyone's go: to itself
         // (and, forwarded, to the user's endpoint), not around it.
@@ -636,11 +639,10 @@ fn span_export(console: SocketAddr) -> Vec<(String, String)> {
 }
 
 /// Where the console forwards: the user's `OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// if set. Forwarding speaks OTLP/HTTP; `grpc` says the user's protocol was
-/// gRPC, which the banner warns about.
+/// if set, in the protocol `OTEL_EXPORTER_OTLP_PROTOCOL` names.
 struct UserEndpoint {
     endpoint: String,
-    grpc: bool,
+    protocol: kausal_console::forward::ForwardProtocol,
 }
 
 /// Checked here, so that a bad one stops `up` with the reason instead of
@@ -653,15 +655,18 @@ fn user_endpoint() -> anyhow::Result<Option<UserEndpoint>> {
     else {
         return Ok(None);
     };
+    let protocol = kausal_console::forward::ForwardProtocol::parse(
+        std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok().as_deref(),
+    )?;
     kausal_console::forward::ForwardConfig::new(endpoint.clone())
+        .with_protocol(protocol)
         .validate()
         .context(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is where the console forwards; give an OTLP/HTTP URL \
-             such as http://localhost:4318, or unset it",
+            "OTEL_EXPORTER_OTLP_ENDPOINT is where the console forwards; give an OTLP URL \
+             such as http://localhost:4318 (or http://localhost:4317 with \
+             OTEL_EXPORTER_OTLP_PROTOCOL=grpc), or unset it",
         )?;
-    let grpc = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
-        .is_ok_and(|p| p.trim().eq_ignore_ascii_case("grpc"));
-    Ok(Some(UserEndpoint { endpoint, grpc }))
+    Ok(Some(UserEndpoint { endpoint, protocol }))
 }
 
 /// Whether something accepts connections on `addr` within `timeout`.
@@ -743,15 +748,9 @@ fn print_otlp(console: SocketAddr, grpc: SocketAddr, forward: Option<&UserEndpoi
     println!("             OTLP/gRPC receiver on {grpc}");
     if let Some(forward) = forward {
         println!(
-            "             forwarded unchanged to {} (OTEL_EXPORTER_OTLP_ENDPOINT, OTLP/HTTP)",
-            forward.endpoint
+            "             forwarded to {} (OTEL_EXPORTER_OTLP_ENDPOINT, {})",
+            forward.endpoint, forward.protocol
         );
-        if forward.grpc {
-            println!(
-                "             warning: forwarding speaks OTLP/HTTP, not the gRPC that \
-                 OTEL_EXPORTER_OTLP_PROTOCOL asks for: point it at an OTLP/HTTP port (4318)"
-            );
-        }
     }
 }
 

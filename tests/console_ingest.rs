@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kausal_console::forward::{ForwardConfig, ForwardStatus};
+use kausal_console::forward::{ForwardConfig, ForwardProtocol, ForwardStatus};
 use kausal_core::retry::RetryPolicy;
 use kausal_store::Store;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -37,14 +37,19 @@ struct Console {
 }
 
 impl Console {
-    async fn start(http: SocketAddr, grpc: bool, forward: Option<ForwardConfig>) -> Self {
+    /// A console on `http`, with a gRPC receiver on `grpc` if given.
+    async fn start(
+        http: SocketAddr,
+        grpc: Option<SocketAddr>,
+        forward: Option<ForwardConfig>,
+    ) -> Self {
         let dir = scratch_dir();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
             .await
             .expect("store");
         let stop = CancellationToken::new();
         let config = kausal_console::ConsoleConfig {
-            grpc: grpc.then(|| "127.0.0.1:0".parse().expect("addr")),
+            grpc,
             forward,
             ..kausal_console::ConsoleConfig::new(http, "test-token")
         };
@@ -266,7 +271,7 @@ async fn the_sdks_tonic_exporters_land_spans_and_logs_over_grpc() {
     use opentelemetry::trace::{Span as _, Tracer, TracerProvider};
     use opentelemetry_otlp::WithExportConfig;
 
-    let console = Console::start(any_port(), true, None).await;
+    let console = Console::start(any_port(), Some(any_port()), None).await;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name("grpc-exporter")
         .build();
@@ -345,7 +350,7 @@ async fn the_sdks_tonic_exporters_land_spans_and_logs_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_receiver_answers_bad_inputs_with_otlp_codes_and_keeps_accepting() {
-    let console = Console::start(any_port(), true, None).await;
+    let console = Console::start(any_port(), Some(any_port()), None).await;
     let url = console.grpc_url();
     let mut client = TraceServiceClient::connect(url.clone())
         .await
@@ -429,16 +434,31 @@ async fn the_grpc_receiver_answers_bad_inputs_with_otlp_codes_and_keeps_acceptin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_forwards_what_it_accepts_over_http_and_grpc_to_another_console() {
-    let downstream = Console::start(any_port(), false, None).await;
+    forward_to_another_console(ForwardProtocol::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_forwards_over_otlp_grpc_to_another_consoles_grpc_receiver() {
+    forward_to_another_console(ForwardProtocol::Grpc).await;
+}
+
+/// What the upstream console accepts, over OTLP/HTTP (protobuf gzipped,
+/// JSON) and OTLP/gRPC, reaches the downstream console in `protocol`.
+async fn forward_to_another_console(protocol: ForwardProtocol) {
+    let downstream = Console::start(any_port(), Some(any_port()), None).await;
+    let endpoint = match protocol {
+        ForwardProtocol::Http => format!("http://{}", downstream.http),
+        ForwardProtocol::Grpc => downstream.grpc_url(),
+    };
     let upstream = Console::start(
         any_port(),
-        true,
-        Some(ForwardConfig::new(format!("http://{}", downstream.http))),
+        Some(any_port()),
+        Some(ForwardConfig::new(endpoint).with_protocol(protocol)),
     )
     .await;
 
-    // OTLP/HTTP: gzipped protobuf (forwarded as the same gzipped bytes,
-    // which the downstream console must decode itself) and JSON logs.
+    // OTLP/HTTP: gzipped protobuf (over HTTP forwarded as the same gzipped
+    // bytes, which the downstream console must decode itself) and JSON logs.
     let body = gzip(&traces(vec![span(0xc1, 1), span(0xc1, 2)]).encode_to_vec());
     let (status, head, _) = request_bytes(
         upstream.http,
@@ -462,7 +482,7 @@ async fn a_console_forwards_what_it_accepts_over_http_and_grpc_to_another_consol
     )
     .await;
     assert_eq!(status, 200, "{head}");
-    // OTLP/gRPC: forwarded as OTLP/HTTP protobuf.
+    // OTLP/gRPC (over HTTP forwarded as OTLP/HTTP protobuf).
     let mut client = TraceServiceClient::connect(upstream.grpc_url())
         .await
         .expect("connects");
@@ -499,7 +519,7 @@ async fn a_console_forwards_what_it_accepts_over_http_and_grpc_to_another_consol
     .await;
     assert!(
         arrived,
-        "downstream has {} + {} spans; forwarding sent {}, lost {}",
+        "{protocol}: downstream has {} + {} spans; forwarding sent {}, lost {}",
         downstream.spans(0xc1).await,
         downstream.spans(0xc2).await,
         upstream.forwarding().sent(),
@@ -517,7 +537,7 @@ async fn a_forwarding_target_that_is_down_costs_ingest_nothing_and_the_loss_is_c
     let nowhere = format!("http://127.0.0.1:{}", crate::harness::free_port());
     let upstream = Console::start(
         any_port(),
-        true,
+        Some(any_port()),
         Some(ForwardConfig {
             queue_requests: 2,
             retry: quick_retries(3, 50),
@@ -572,12 +592,26 @@ async fn a_forwarding_target_that_is_down_costs_ingest_nothing_and_the_loss_is_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_forwarding_to_itself_does_not_loop() {
-    let port = crate::harness::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for protocol in [ForwardProtocol::Http, ForwardProtocol::Grpc] {
+        forward_to_itself(protocol).await;
+    }
+}
+
+async fn forward_to_itself(protocol: ForwardProtocol) {
+    let port = || -> SocketAddr {
+        format!("127.0.0.1:{}", crate::harness::free_port())
+            .parse()
+            .expect("addr")
+    };
+    let (addr, grpc) = (port(), port());
+    let endpoint = match protocol {
+        ForwardProtocol::Http => format!("http://{addr}"),
+        ForwardProtocol::Grpc => format!("http://{grpc}"),
+    };
     let console = Console::start(
         addr,
-        false,
-        Some(ForwardConfig::new(format!("http://{addr}"))),
+        Some(grpc),
+        Some(ForwardConfig::new(endpoint).with_protocol(protocol)),
     )
     .await;
     let (status, _, _) = request_bytes(
@@ -593,7 +627,7 @@ async fn a_console_forwarding_to_itself_does_not_loop() {
     assert!(until(Duration::from_secs(10), || async { forwarding.sent() == 1 }).await);
     // The copy came back with this console's id and went no further.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!((forwarding.sent(), forwarding.lost()), (1, 0));
+    assert_eq!((forwarding.sent(), forwarding.lost()), (1, 0), "{protocol}");
     assert_eq!(console.spans(0xe0).await, 1);
     console.stop().await;
 }

@@ -1,11 +1,15 @@
 //! Forwarding: what the console accepts over OTLP also goes to the user's
-//! own OTLP/HTTP endpoint (an OpenTelemetry Collector, Jaeger, Tempo), so
+//! own OTLP endpoint (an OpenTelemetry Collector, Jaeger, Tempo), so
 //! pointing the services at the console takes nothing away downstream.
 //!
-//! An OTLP/HTTP request is forwarded as it came: the same bytes, the same
-//! `Content-Type` and `Content-Encoding`. An OTLP/gRPC request is forwarded
-//! as OTLP/HTTP protobuf, re-encoded from the decoded request (the same
-//! message; the bytes may differ from the exporter's). Only what the console
+//! The endpoint speaks OTLP/HTTP (the default) or OTLP/gRPC, as
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` says for the SDKs. Over HTTP, an OTLP/HTTP
+//! request is forwarded as it came: the same bytes, the same `Content-Type`
+//! and `Content-Encoding`; an OTLP/gRPC request goes as OTLP/HTTP protobuf,
+//! re-encoded from the decoded request (the same message; the bytes may
+//! differ from the exporter's). Over gRPC, every request is decoded again
+//! when it is sent (only then, so ingest pays nothing for it) and exported
+//! with the collector service's own client. Only what the console
 //! answered with success is forwarded: a request it refused, the exporter
 //! sends again, and forwarding it as well would send it twice.
 //!
@@ -24,7 +28,14 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use kausal_core::failure::ErrorClass;
 use kausal_core::retry::{RetryDecision, RetryPolicy};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::otlp::{self, Format};
 
 /// The header a forwarding console adds: the ids of the consoles a request
 /// went through, comma-separated. A console that finds its own id there
@@ -35,12 +46,61 @@ pub const FORWARDED_BY: &str = "kausal-forwarded-by";
 /// How often a loss that was not yet reported is logged, at most.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What the forwarding endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardProtocol {
+    /// OTLP/HTTP (port 4318 by convention): requests as they came.
+    #[default]
+    Http,
+    /// OTLP/gRPC (port 4317 by convention), plain-text HTTP/2.
+    Grpc,
+}
+
+impl ForwardProtocol {
+    /// From `OTEL_EXPORTER_OTLP_PROTOCOL`'s values: `grpc`, or
+    /// `http/protobuf` and `http/json` (both forward requests as they came;
+    /// the body keeps the format the exporter chose). Unset means HTTP.
+    pub fn parse(value: Option<&str>) -> Result<Self, ForwardError> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(Self::Http),
+            Some(v) if v.eq_ignore_ascii_case("grpc") => Ok(Self::Grpc),
+            Some(v)
+                if v.eq_ignore_ascii_case("http/protobuf")
+                    || v.eq_ignore_ascii_case("http/json") =>
+            {
+                Ok(Self::Http)
+            }
+            Some(other) => Err(ForwardError::Protocol(other.to_owned())),
+        }
+    }
+
+    /// The value [`parse`](Self::parse) reads back.
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Self::Http => "http/protobuf",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http => "OTLP/HTTP",
+            Self::Grpc => "OTLP/gRPC",
+        })
+    }
+}
+
 /// Where and how forwarding sends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
-    /// The OTLP/HTTP base URL, as in `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// (`http://collector:4318`); `/v1/traces` and `/v1/logs` are appended.
+    /// The endpoint's base URL, as in `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (`http://collector:4318`; over HTTP `/v1/traces` and `/v1/logs` are
+    /// appended, over gRPC the collector services' paths).
     pub endpoint: String,
+    /// OTLP/HTTP or OTLP/gRPC.
+    pub protocol: ForwardProtocol,
     /// Requests waiting to be sent, at most.
     pub queue_requests: usize,
     /// Bytes of requests waiting to be sent, at most.
@@ -60,6 +120,7 @@ impl ForwardConfig {
     pub fn new(endpoint: impl Into<String>) -> Self {
         Self {
             endpoint: endpoint.into(),
+            protocol: ForwardProtocol::Http,
             queue_requests: 1024,
             queue_bytes: 64 << 20,
             retry: RetryPolicy {
@@ -82,13 +143,20 @@ impl ForwardConfig {
         Ok(self)
     }
 
+    /// The same, speaking `protocol`.
+    pub fn with_protocol(mut self, protocol: ForwardProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// The URL a signal is posted to: the endpoint with `path` appended,
     /// as the OTLP exporter specification appends `v1/traces`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.endpoint.trim_end_matches('/'))
     }
 
-    /// Checks the endpoint: an absolute `http` or `https` URL.
+    /// Checks the endpoint: an absolute `http` or `https` URL; over gRPC
+    /// `http` only (the console's gRPC client has no TLS).
     pub fn validate(&self) -> Result<(), ForwardError> {
         let url = reqwest::Url::parse(&self.endpoint)
             .map_err(|e| ForwardError::Endpoint(self.endpoint.clone(), e.to_string()))?;
@@ -96,6 +164,14 @@ impl ForwardConfig {
             return Err(ForwardError::Endpoint(
                 self.endpoint.clone(),
                 "not an http:// or https:// URL with a host".to_owned(),
+            ));
+        }
+        if self.protocol == ForwardProtocol::Grpc && url.scheme() != "http" {
+            return Err(ForwardError::Endpoint(
+                self.endpoint.clone(),
+                "OTLP/gRPC forwarding is plain-text only: use an http:// URL, or \
+                 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for an https:// endpoint"
+                    .to_owned(),
             ));
         }
         Ok(())
@@ -139,6 +215,10 @@ pub enum ForwardError {
     Endpoint(String, String),
     #[error("cannot build the forwarding client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not a protocol forwarding speaks: use grpc, http/protobuf or http/json"
+    )]
+    Protocol(String),
 }
 
 /// Counts shared by the queue, the sending task and [`ForwardStatus`].
@@ -260,11 +340,7 @@ impl Forwarder {
     /// Starts the sending task on the current runtime.
     pub fn start(config: ForwardConfig) -> Result<(Self, ForwardWorker), ForwardError> {
         config.validate()?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
-            .default_headers(config.headers.clone())
-            .build()?;
+        let client = Client::new(&config)?;
         let (queue, receiver) = mpsc::channel(config.queue_requests.max(1));
         let counters = Arc::new(Counters {
             reported_at_ms: AtomicI64::new(i64::MIN),
@@ -290,28 +366,8 @@ impl Forwarder {
         let Some(content_type) = headers.get(header::CONTENT_TYPE).cloned() else {
             return; // Refused before: the receiver demands a content type.
         };
-        let previous = headers
-            .get(FORWARDED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if previous.split(',').any(|id| id.trim() == &*self.id) {
-            if !self.counters.loop_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    path,
-                    "this console received a request it forwarded itself (the forwarding endpoint \
-                     leads back here): it is stored, not forwarded again; further ones are not logged"
-                );
-            }
-            return;
-        }
-        let chain = if previous.trim().is_empty() {
-            self.id.to_string()
-        } else {
-            format!("{previous},{}", self.id)
-        };
-        let Ok(forwarded_by) = HeaderValue::from_str(&chain) else {
-            self.counters
-                .lose(1, "the request's kausal-forwarded-by header is not valid");
+        let previous = headers.get(FORWARDED_BY).and_then(|v| v.to_str().ok());
+        let Some(forwarded_by) = self.chain(path, previous) else {
             return;
         };
         self.enqueue(Outgoing {
@@ -324,14 +380,19 @@ impl Forwarder {
     }
 
     /// Queues a request received over gRPC, re-encoded as OTLP/HTTP
-    /// protobuf. `encoded_len` is checked against the queue's byte budget
-    /// before `encode` runs.
+    /// protobuf, unless it already went through this console (`previous`:
+    /// the request's `kausal-forwarded-by` metadata). `encoded_len` is
+    /// checked against the queue's byte budget before `encode` runs.
     pub fn forward_protobuf(
         &self,
         path: &'static str,
+        previous: Option<&str>,
         encoded_len: usize,
         encode: impl FnOnce() -> Vec<u8>,
     ) {
+        let Some(forwarded_by) = self.chain(path, previous) else {
+            return;
+        };
         if !self.reserve(encoded_len) {
             return;
         }
@@ -340,10 +401,37 @@ impl Forwarder {
             body: Bytes::from(encode()),
             content_type: HeaderValue::from_static("application/x-protobuf"),
             content_encoding: None,
-            forwarded_by: HeaderValue::from_str(&self.id)
-                .unwrap_or(HeaderValue::from_static("kausal")),
+            forwarded_by,
         };
         self.send_reserved(outgoing, encoded_len);
+    }
+
+    /// The [`FORWARDED_BY`] chain to send on: `previous` with this console
+    /// added; `None` when this console is in it already (a loop: the
+    /// request is stored, not forwarded again) or it cannot be sent.
+    fn chain(&self, path: &'static str, previous: Option<&str>) -> Option<HeaderValue> {
+        let previous = previous.unwrap_or("");
+        if previous.split(',').any(|id| id.trim() == &*self.id) {
+            if !self.counters.loop_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    path,
+                    "this console received a request it forwarded itself (the forwarding endpoint \
+                     leads back here): it is stored, not forwarded again; further ones are not logged"
+                );
+            }
+            return None;
+        }
+        let chain = if previous.trim().is_empty() {
+            self.id.to_string()
+        } else {
+            format!("{previous},{}", self.id)
+        };
+        let value = HeaderValue::from_str(&chain).ok();
+        if value.is_none() {
+            self.counters
+                .lose(1, "the request's kausal-forwarded-by header is not valid");
+        }
+        value
     }
 
     fn enqueue(&self, outgoing: Outgoing) {
@@ -408,7 +496,7 @@ impl ForwardWorker {
 /// not yet logged every [`WARN_INTERVAL`].
 async fn send_queue(
     mut queue: mpsc::Receiver<Outgoing>,
-    client: reqwest::Client,
+    client: Client,
     config: ForwardConfig,
     counters: Arc<Counters>,
 ) {
@@ -440,49 +528,184 @@ async fn send_queue(
     counters.report();
 }
 
-/// One request, with retries; `Err` with the last reason when it is lost.
-async fn send_with_retries(
+/// The forwarding client of one protocol.
+#[derive(Debug)]
+enum Client {
+    Http(reqwest::Client),
+    Grpc {
+        traces: TraceServiceClient<Channel>,
+        logs: LogsServiceClient<Channel>,
+    },
+}
+
+/// Why one attempt failed: how to go on, what to log, and the wait the
+/// endpoint asked for.
+type Failed = (ErrorClass, String, Option<Duration>);
+
+impl Client {
+    fn new(config: &ForwardConfig) -> Result<Self, ForwardError> {
+        Ok(match config.protocol {
+            ForwardProtocol::Http => Self::Http(
+                reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
+                    .default_headers(config.headers.clone())
+                    .build()?,
+            ),
+            ForwardProtocol::Grpc => {
+                // Connects on first use, and again after a failure.
+                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                    .map_err(|e| ForwardError::Endpoint(config.endpoint.clone(), e.to_string()))?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
+                    .map_err(|e| ForwardError::Endpoint(config.endpoint.clone(), e.to_string()))?
+                    .connect_lazy();
+                Self::Grpc {
+                    traces: TraceServiceClient::new(channel.clone()),
+                    logs: LogsServiceClient::new(channel),
+                }
+            }
+        })
+    }
+
+    /// One attempt.
+    async fn send(&self, config: &ForwardConfig, outgoing: &Outgoing) -> Result<(), Failed> {
+        match self {
+            Self::Http(client) => send_http(client, config, outgoing).await,
+            Self::Grpc { traces, logs } => {
+                let url = format!("{}{}", config.endpoint.trim_end_matches('/'), outgoing.path);
+                let mut metadata =
+                    tonic::metadata::MetadataMap::from_headers(config.headers.clone());
+                if let Some(chain) = outgoing
+                    .forwarded_by
+                    .to_str()
+                    .ok()
+                    .and_then(|chain| tonic::metadata::MetadataValue::try_from(chain).ok())
+                {
+                    metadata.insert(FORWARDED_BY, chain);
+                }
+                let sent = match outgoing.path {
+                    TRACES_PATH => {
+                        let request: ExportTraceServiceRequest =
+                            decode_again(outgoing).map_err(|e| fatal(&url, &e))?;
+                        let request =
+                            tonic::Request::from_parts(metadata, Default::default(), request);
+                        traces.clone().export(request).await.map(drop)
+                    }
+                    _ => {
+                        let request: ExportLogsServiceRequest =
+                            decode_again(outgoing).map_err(|e| fatal(&url, &e))?;
+                        let request =
+                            tonic::Request::from_parts(metadata, Default::default(), request);
+                        logs.clone().export(request).await.map(drop)
+                    }
+                };
+                sent.map_err(|status| {
+                    (
+                        grpc_class(status.code()),
+                        format!("{url} answered {:?}: {}", status.code(), status.message()),
+                        None,
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// The OTLP/HTTP path of traces, as [`crate::ingest`] queues them.
+const TRACES_PATH: &str = "/v1/traces";
+
+fn fatal(url: &str, reason: &str) -> Failed {
+    (ErrorClass::Fatal, format!("{url}: {reason}"), None)
+}
+
+/// A queued request as the message it carries (it was decoded once
+/// already, on receipt: a failure here would be a bug, and is fatal).
+fn decode_again<T>(outgoing: &Outgoing) -> Result<T, String>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    let format = Format::from_content_type(outgoing.content_type.to_str().ok())
+        .map_err(|e| e.to_string())?;
+    let encoding = outgoing
+        .content_encoding
+        .as_ref()
+        .and_then(|v| v.to_str().ok());
+    let bytes = otlp::decompress(encoding, &outgoing.body).map_err(|e| e.to_string())?;
+    otlp::decode(format, &bytes, "a forwarded request").map_err(|e| e.to_string())
+}
+
+/// OTLP/gRPC's retryable codes (the OTLP specification's list; exhausted
+/// resources too, as the SDKs back off on them).
+fn grpc_class(code: tonic::Code) -> ErrorClass {
+    use tonic::Code;
+    match code {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => ErrorClass::Retryable,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// One OTLP/HTTP attempt.
+async fn send_http(
     client: &reqwest::Client,
     config: &ForwardConfig,
     outgoing: &Outgoing,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let url = config.url(outgoing.path);
+    let mut request = client
+        .post(&url)
+        .header(header::CONTENT_TYPE, outgoing.content_type.clone())
+        .header(FORWARDED_BY, outgoing.forwarded_by.clone())
+        .body(outgoing.body.clone());
+    if let Some(encoding) = &outgoing.content_encoding {
+        request = request.header(header::CONTENT_ENCODING, encoding.clone());
+    }
+    match request.send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = response.text().await.unwrap_or_default();
+            let reason = format!(
+                "{url} answered {status}: {}",
+                text.chars().take(200).collect::<String>()
+            );
+            Err((status_class(status), reason, retry_after))
+        }
+        Err(e) => {
+            let class = if e.is_builder() {
+                ErrorClass::Fatal
+            } else {
+                ErrorClass::Retryable
+            };
+            Err((class, format!("{url}: {}", error_chain(&e)), None))
+        }
+    }
+}
+
+/// One request, with retries; `Err` with the last reason when it is lost.
+async fn send_with_retries(
+    client: &Client,
+    config: &ForwardConfig,
+    outgoing: &Outgoing,
+) -> Result<(), String> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let mut request = client
-            .post(&url)
-            .header(header::CONTENT_TYPE, outgoing.content_type.clone())
-            .header(FORWARDED_BY, outgoing.forwarded_by.clone())
-            .body(outgoing.body.clone());
-        if let Some(encoding) = &outgoing.content_encoding {
-            request = request.header(header::CONTENT_ENCODING, encoding.clone());
-        }
-        let (class, reason, retry_after) = match request.send().await {
-            Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) => {
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let text = response.text().await.unwrap_or_default();
-                let reason = format!(
-                    "{url} answered {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                );
-                (status_class(status), reason, retry_after)
-            }
-            Err(e) => {
-                let class = if e.is_builder() {
-                    ErrorClass::Fatal
-                } else {
-                    ErrorClass::Retryable
-                };
-                (class, format!("{url}: {}", error_chain(&e)), None)
-            }
+        let Err((class, reason, retry_after)) = client.send(config, outgoing).await else {
+            return Ok(());
         };
         match config.retry.decide(attempt, class, rand::random::<f64>()) {
             RetryDecision::RetryAfter(backoff) => {

@@ -302,6 +302,11 @@ impl GrpcReceiver {
         &self,
         request: tonic::Request<S::Request>,
     ) -> Result<tonic::Response<S::Response>, tonic::Status> {
+        let previous = request
+            .metadata()
+            .get(crate::forward::FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let request = request.into_inner();
         let received = crate::now_ms();
         let (request, decoded) = off_the_runtime(move || {
@@ -319,7 +324,9 @@ impl GrpcReceiver {
                 )),
             })?;
         if let Some(forward) = &self.forward {
-            forward.forward_protobuf(S::PATH, request.encoded_len(), || request.encode_to_vec());
+            forward.forward_protobuf(S::PATH, previous.as_deref(), request.encoded_len(), || {
+                request.encode_to_vec()
+            });
         }
         Ok(tonic::Response::new(response))
     }
