@@ -209,3 +209,201 @@ async fn batches_get_one_linked_span_and_a_bad_record_is_dead_lettered_alone(eng
         "dlq span under the batch span"
     );
 }
+
+/// Names the child of `a_batch_consumers_span_reaches_each_records_correlation_document`:
+/// "BOOTSTRAP CONSOLE_URL GROUP".
+const EXPORTING_CHILD_ENV: &str = "KAUSAL_TEST_BATCH_EXPORTING_CHILD";
+
+/// Orders the exporting child publishes and pays in batches.
+const EXPORTED_ORDERS: usize = 12;
+
+/// A batch consumer with the real OTLP exporter, pointed at a console: the
+/// child process of `a_batch_consumers_span_reaches_each_records_correlation_document`
+/// (this test binary, re-executed), because the exporter is installed for a
+/// whole process and the other tests of this binary capture spans in
+/// memory. It publishes the orders itself (so their `send` spans reach the
+/// console too), prints `ORDER <correlation id> <trace id> <span id>` for
+/// each, pays them in batches, flushes the exporter and prints `DONE`.
+/// Without the env var this test does nothing.
+#[test]
+#[ignore = "run only as the child process of a_batch_consumers_span_reaches_each_records_correlation_document"]
+fn batch_consumer_exporting_to_a_console() {
+    let Ok(spec) = std::env::var(EXPORTING_CHILD_ENV) else {
+        return;
+    };
+    let [bootstrap, console, group]: [&str; 3] = spec
+        .split(' ')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("BOOTSTRAP CONSOLE_URL GROUP");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut telemetry = kausal_telemetry::otel::init_tracing_at("bulk-payment", Some(console))
+            .expect("the OTLP exporter");
+        let kafka = kausal_kafka::KafkaConfig::new(bootstrap);
+        let producer = EventProducer::new(&kafka, "order-test", Metrics::new()).expect("producer");
+        for i in 0..EXPORTED_ORDERS {
+            let event = kausal_order::place_order(
+                &producer,
+                "orders",
+                &order(&format!("ord-{i}")),
+                None,
+                None,
+            )
+            .await
+            .expect("order published");
+            let parent = event.headers.traceparent.expect("traceparent");
+            println!(
+                "ORDER {} {} {}",
+                event.headers.correlation_id, parent.trace_id, parent.parent_id
+            );
+        }
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = finished.clone();
+        let consumer = ConsumerRuntime::batched(
+            kafka.clone(),
+            "bulk-payment",
+            group,
+            &["orders"],
+            BulkPayments::default(),
+            BatchLimits {
+                max_records: 5,
+                max_wait: Duration::from_millis(300),
+            },
+            EventProducer::new(&kafka, "bulk-payment", Metrics::new()).expect("producer"),
+        )
+        .commit_interval(Duration::from_millis(50))
+        .on_outcome(Arc::new(move |_, _| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        assert!(
+            eventually(Duration::from_secs(60), || finished
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= EXPORTED_ORDERS)
+            .await,
+            "every order paid"
+        );
+        shutdown.cancel();
+        task.await.expect("task").expect("runtime runs");
+        telemetry.shutdown();
+        println!("DONE");
+    });
+}
+
+on_brokers!(a_batch_consumers_span_reaches_each_records_correlation_document: Sqlite);
+/// Issue 12: "a batch consumer's spans are reachable through their links",
+/// end to end. The batch span is a root in a trace of its own with a link
+/// per record; the console stores the links, and each order's correlation
+/// document reaches the batch span's trace through them.
+async fn a_batch_consumers_span_reaches_each_records_correlation_document(engine: Engine) {
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[("orders", 1), ("orders.dlq", 1), ("payments", 1)])
+        .await;
+    let store = kausal_store::Store::connect(&format!(
+        "sqlite://{}",
+        b.dir.path().join("console.db").display()
+    ))
+    .await
+    .expect("console store");
+    let stop = CancellationToken::new();
+    let console = kausal_console::serve(
+        kausal_console::ConsoleConfig::new("127.0.0.1:0".parse().expect("addr"), "test-token"),
+        store.clone(),
+        stop.clone(),
+    )
+    .await
+    .expect("console serves");
+    let addr = console.http;
+
+    let group = format!("bulk-{}", unique());
+    let spec = format!("{} http://{addr} {group}", b.kafka.bootstrap_servers);
+    let child = tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "batch::batch_consumer_exporting_to_a_console",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(EXPORTING_CHILD_ENV, spec)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("the child runs");
+        assert!(
+            output.status.success(),
+            "the child failed: {:?}",
+            output.status
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    });
+    let stdout = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the child ends within 120 s")
+        .expect("child task");
+    let orders: Vec<(String, String, String)> = stdout
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.strip_prefix("ORDER ")?.split(' ').map(str::to_owned);
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect();
+    assert_eq!(orders.len(), EXPORTED_ORDERS, "one ORDER line per order");
+    assert!(
+        stdout.lines().any(|l| l == "DONE"),
+        "the child flushed its exporter"
+    );
+
+    for (correlation, trace, send_span) in &orders {
+        let path = format!("/api/correlations/{correlation}");
+        let (status, _, body) = crate::http::request(addr, "GET", &path, &[], "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let spans = doc["spans"].as_array().expect("spans");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s["trace_id"] == trace.as_str() && s["span_id"] == send_span.as_str()),
+            "{correlation}: the order's own send span: {doc:#}"
+        );
+        let batch = spans
+            .iter()
+            .find(|s| {
+                s["name"] == "process orders"
+                    && s["links"].as_array().is_some_and(|links| {
+                        links.iter().any(|l| {
+                            l["trace_id"] == trace.as_str() && l["span_id"] == send_span.as_str()
+                        })
+                    })
+            })
+            .unwrap_or_else(|| panic!("{correlation}: the batch span that handled it: {doc:#}"));
+        assert_ne!(
+            batch["trace_id"],
+            trace.as_str(),
+            "a batch span has a trace of its own"
+        );
+        assert!(batch["parent_span_id"].is_null(), "{batch}");
+        assert!(
+            doc["trace_ids"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| *t == batch["trace_id"])),
+            "{correlation}: the batch's trace is one of the document's traces"
+        );
+        // The payment emitted for this order is a child of the batch span,
+        // in the batch's trace.
+        assert!(
+            spans.iter().any(|s| s["name"] == "send payments"
+                && s["trace_id"] == batch["trace_id"]
+                && s["parent_span_id"] == batch["span_id"]),
+            "{correlation}: the batch's send span: {doc:#}"
+        );
+    }
+    stop.cancel();
+    store.close().await;
+}
