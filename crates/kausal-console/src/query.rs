@@ -245,9 +245,16 @@ pub async fn correlation(
     store: &Store,
     correlation_id: &str,
 ) -> kausal_store::Result<Option<CorrelationDocument>> {
-    let events = store.chain(correlation_id).await?;
-    let receipts = store.receipts_for_correlation(correlation_id).await?;
-    let dead = store.dead_letters_for_correlation(correlation_id).await?;
+    // Three rounds of queries that do not wait for one another, each as
+    // wide as what it needs from the one before: the store's pool runs
+    // them side by side (on SQLite, readers do not block one another).
+    let (events, receipts, dead, span_traces, correlation_logs) = tokio::try_join!(
+        store.chain(correlation_id),
+        store.receipts_for_correlation(correlation_id),
+        store.dead_letters_for_correlation(correlation_id),
+        store.span_traces_for_correlation(correlation_id, MAX_TRACES as i64),
+        store.logs_for_correlation(correlation_id, MAX_LOGS),
+    )?;
     let report = build_report(correlation_id, &events, &receipts, &dead);
 
     // Traces: those the events were sent in, those whose spans name the
@@ -255,11 +262,10 @@ pub async fn correlation(
     // ones first, so a cut keeps them.
     let mut traces: Vec<String> = Vec::new();
     let mut seen = BTreeSet::new();
-    let direct = events.iter().filter_map(|e| e.trace_id.clone()).chain(
-        store
-            .span_traces_for_correlation(correlation_id, MAX_TRACES as i64)
-            .await?,
-    );
+    let direct = events
+        .iter()
+        .filter_map(|e| e.trace_id.clone())
+        .chain(span_traces);
     for trace in direct {
         if seen.insert(trace.clone()) {
             traces.push(trace);
@@ -275,19 +281,18 @@ pub async fn correlation(
     truncated |= traces.len() > MAX_TRACES;
     traces.truncate(MAX_TRACES);
 
-    let mut spans = store.spans_for_traces(&traces, MAX_SPANS_PER_TRACE).await?;
+    let (mut spans, trace_logs, missing) = tokio::try_join!(
+        store.spans_for_traces(&traces, MAX_SPANS_PER_TRACE),
+        store.logs_for_traces(&traces, MAX_LOGS),
+        missing_hops(store, &events, &receipts),
+    )?;
     let mut per_trace: BTreeMap<&str, i64> = BTreeMap::new();
     for s in &spans {
         *per_trace.entry(s.trace_id.as_str()).or_default() += 1;
     }
     truncated |= per_trace.values().any(|n| *n >= MAX_SPANS_PER_TRACE);
     let mut logs: BTreeMap<(i64, String), LogRow> = BTreeMap::new();
-    for log in store
-        .logs_for_traces(&traces, MAX_LOGS)
-        .await?
-        .into_iter()
-        .chain(store.logs_for_correlation(correlation_id, MAX_LOGS).await?)
-    {
+    for log in trace_logs.into_iter().chain(correlation_logs) {
         logs.insert((log.time_ns, log.log_id.clone()), log);
     }
     truncated |= logs.len() as i64 >= MAX_LOGS;
@@ -295,8 +300,6 @@ pub async fn correlation(
         return Ok(None);
     }
     spans.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
-
-    let missing = missing_hops(store, &events, &receipts).await?;
     Ok(Some(CorrelationDocument {
         correlation_id: correlation_id.to_owned(),
         keys: report.keys.clone(),
@@ -450,18 +453,23 @@ async fn missing_hops(
     events: &[LineageEvent],
     receipts: &[Receipt],
 ) -> kausal_store::Result<Vec<Missing>> {
-    let mut by_type: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    let types: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e.event_type.as_deref())
+        .collect();
+    // One query per event type, side by side.
+    let groups = futures::future::try_join_all(
+        types
+            .iter()
+            .map(|t| store.receipt_groups_for_event_type(t, MISSING_SAMPLE)),
+    )
+    .await?;
+    let by_type: BTreeMap<&str, Vec<(String, String)>> = types.into_iter().zip(groups).collect();
     let mut out = Vec::new();
     for event in events {
         let Some(event_type) = event.event_type.as_deref() else {
             continue;
         };
-        if !by_type.contains_key(event_type) {
-            let groups = store
-                .receipt_groups_for_event_type(event_type, MISSING_SAMPLE)
-                .await?;
-            by_type.insert(event_type, groups);
-        }
         for (group, service) in &by_type[event_type] {
             let received = receipts
                 .iter()
