@@ -532,10 +532,14 @@ async fn send_queue(
 #[derive(Debug)]
 enum Client {
     Http(reqwest::Client),
-    Grpc {
-        traces: TraceServiceClient<Channel>,
-        logs: LogsServiceClient<Channel>,
-    },
+    Grpc(Box<GrpcClients>),
+}
+
+/// The collector services' clients over one channel.
+#[derive(Debug)]
+struct GrpcClients {
+    traces: TraceServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
 }
 
 /// Why one attempt failed: how to go on, what to log, and the wait the
@@ -561,10 +565,10 @@ impl Client {
                     .user_agent(concat!("kausal-console/", env!("CARGO_PKG_VERSION")))
                     .map_err(|e| ForwardError::Endpoint(config.endpoint.clone(), e.to_string()))?
                     .connect_lazy();
-                Self::Grpc {
+                Self::Grpc(Box::new(GrpcClients {
                     traces: TraceServiceClient::new(channel.clone()),
                     logs: LogsServiceClient::new(channel),
-                }
+                }))
             }
         })
     }
@@ -573,7 +577,8 @@ impl Client {
     async fn send(&self, config: &ForwardConfig, outgoing: &Outgoing) -> Result<(), Failed> {
         match self {
             Self::Http(client) => send_http(client, config, outgoing).await,
-            Self::Grpc { traces, logs } => {
+            Self::Grpc(clients) => {
+                let GrpcClients { traces, logs } = clients.as_ref();
                 let url = format!("{}{}", config.endpoint.trim_end_matches('/'), outgoing.path);
                 let mut metadata =
                     tonic::metadata::MetadataMap::from_headers(config.headers.clone());
