@@ -765,6 +765,45 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_is_read_in_the_sdks_words_and_grpc_refuses_https() {
+        for (value, want) in [
+            (None, ForwardProtocol::Http),
+            (Some(""), ForwardProtocol::Http),
+            (Some("http/protobuf"), ForwardProtocol::Http),
+            (Some("HTTP/JSON"), ForwardProtocol::Http),
+            (Some(" grpc "), ForwardProtocol::Grpc),
+        ] {
+            assert_eq!(
+                ForwardProtocol::parse(value).expect("known"),
+                want,
+                "{value:?}"
+            );
+            assert_eq!(
+                ForwardProtocol::parse(Some(want.as_env())).expect("round trip"),
+                want
+            );
+        }
+        let e = ForwardProtocol::parse(Some("thrift")).expect_err("unknown");
+        assert!(
+            e.to_string().contains("grpc, http/protobuf or http/json"),
+            "{e}"
+        );
+        let grpc = |endpoint: &str| {
+            ForwardConfig::new(endpoint)
+                .with_protocol(ForwardProtocol::Grpc)
+                .validate()
+        };
+        assert!(grpc("http://collector:4317").is_ok());
+        let e = grpc("https://collector:4317").expect_err("no TLS over gRPC");
+        assert!(e.to_string().contains("http/protobuf"), "{e}");
+        assert!(
+            ForwardConfig::new("https://collector:4318")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn urls_append_the_signal_path_as_the_exporters_do() {
         for (endpoint, want) in [
             ("http://c:4318", "http://c:4318/v1/traces"),
