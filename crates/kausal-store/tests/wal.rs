@@ -10,9 +10,9 @@ use std::time::Duration;
 use kausal_store::{SpanRow, testing};
 
 const WRITERS: usize = 4;
-const BATCHES: usize = 100;
+const BATCHES: usize = 150;
 const SPANS: usize = 50;
-/// Attributes per span: 100 × 50 × 4 spans of ~10 KB is ~200 MB written.
+/// Attributes per span: 150 × 50 × 4 spans of ~10 KB is ~300 MB written.
 const ATTRIBUTES_BYTES: usize = 10_000;
 
 fn span(writer: usize, batch: usize, n: usize) -> SpanRow {
