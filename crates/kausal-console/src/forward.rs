@@ -573,56 +573,101 @@ impl Client {
         })
     }
 
-    /// One attempt.
-    async fn send(&self, config: &ForwardConfig, outgoing: &Outgoing) -> Result<(), Failed> {
-        match self {
-            Self::Http(client) => send_http(client, config, outgoing).await,
-            Self::Grpc(clients) => {
-                let GrpcClients { traces, logs } = clients.as_ref();
-                let url = format!("{}{}", config.endpoint.trim_end_matches('/'), outgoing.path);
-                let mut metadata =
-                    tonic::metadata::MetadataMap::from_headers(config.headers.clone());
-                if let Some(chain) = outgoing
-                    .forwarded_by
-                    .to_str()
-                    .ok()
-                    .and_then(|chain| tonic::metadata::MetadataValue::try_from(chain).ok())
-                {
-                    metadata.insert(FORWARDED_BY, chain);
-                }
-                let sent = match outgoing.path {
-                    TRACES_PATH => {
-                        let request: ExportTraceServiceRequest =
-                            decode_again(outgoing).map_err(|e| fatal(&url, &e))?;
-                        let request =
-                            tonic::Request::from_parts(metadata, Default::default(), request);
-                        traces.clone().export(request).await.map(drop)
-                    }
-                    _ => {
-                        let request: ExportLogsServiceRequest =
-                            decode_again(outgoing).map_err(|e| fatal(&url, &e))?;
-                        let request =
-                            tonic::Request::from_parts(metadata, Default::default(), request);
-                        logs.clone().export(request).await.map(drop)
-                    }
-                };
-                sent.map_err(|status| {
-                    (
-                        grpc_class(status.code()),
-                        format!("{url} answered {:?}: {}", status.code(), status.message()),
-                        None,
-                    )
-                })
-            }
+    /// What every attempt at `outgoing` sends, made once: over gRPC the
+    /// decoded message and its metadata. `Err` (fatal) when it cannot be
+    /// decoded, which would be a bug: the receiver decoded it before.
+    fn prepare<'a>(
+        &'a self,
+        config: &ForwardConfig,
+        outgoing: &Outgoing,
+    ) -> Result<Prepared<'a>, String> {
+        let clients = match self {
+            Self::Http(client) => return Ok(Prepared::Http(client)),
+            Self::Grpc(clients) => clients.as_ref(),
+        };
+        let fatal = |reason: String| format!("{}: {reason}", config.url(outgoing.path));
+        let export = if outgoing.path == <crate::ingest::Traces as crate::ingest::Signal>::PATH {
+            GrpcExport::Traces(decode_again(outgoing).map_err(fatal)?)
+        } else {
+            GrpcExport::Logs(decode_again(outgoing).map_err(fatal)?)
+        };
+        let mut metadata = tonic::metadata::MetadataMap::from_headers(config.headers.clone());
+        if let Some(chain) = outgoing
+            .forwarded_by
+            .to_str()
+            .ok()
+            .and_then(|chain| tonic::metadata::MetadataValue::try_from(chain).ok())
+        {
+            metadata.insert(FORWARDED_BY, chain);
         }
+        Ok(Prepared::Grpc {
+            clients,
+            export,
+            metadata,
+        })
     }
 }
 
-/// The OTLP/HTTP path of traces, as [`crate::ingest`] queues them.
-const TRACES_PATH: &str = "/v1/traces";
+/// A queued request made ready for its client (see [`Client::prepare`]).
+#[derive(Debug)]
+enum Prepared<'a> {
+    /// OTLP/HTTP sends the queued bytes as they are.
+    Http(&'a reqwest::Client),
+    Grpc {
+        clients: &'a GrpcClients,
+        export: GrpcExport,
+        metadata: tonic::metadata::MetadataMap,
+    },
+}
 
-fn fatal(url: &str, reason: &str) -> Failed {
-    (ErrorClass::Fatal, format!("{url}: {reason}"), None)
+/// The message of one OTLP/gRPC export.
+#[derive(Debug)]
+enum GrpcExport {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Prepared<'_> {
+    /// One attempt.
+    async fn send(&self, config: &ForwardConfig, outgoing: &Outgoing) -> Result<(), Failed> {
+        let (clients, export, metadata) = match self {
+            Self::Http(client) => return send_http(client, config, outgoing).await,
+            Self::Grpc {
+                clients,
+                export,
+                metadata,
+            } => (clients, export, metadata),
+        };
+        fn request<T>(metadata: &tonic::metadata::MetadataMap, message: T) -> tonic::Request<T> {
+            tonic::Request::from_parts(metadata.clone(), Default::default(), message)
+        }
+        let sent = match export {
+            GrpcExport::Traces(m) => clients
+                .traces
+                .clone()
+                .export(request(metadata, m.clone()))
+                .await
+                .map(drop),
+            GrpcExport::Logs(m) => clients
+                .logs
+                .clone()
+                .export(request(metadata, m.clone()))
+                .await
+                .map(drop),
+        };
+        sent.map_err(|status| {
+            (
+                grpc_class(status.code()),
+                format!(
+                    "{} answered {:?}: {}",
+                    config.url(outgoing.path),
+                    status.code(),
+                    status.message()
+                ),
+                None,
+            )
+        })
+    }
 }
 
 /// A queued request as the message it carries (it was decoded once
@@ -706,10 +751,13 @@ async fn send_with_retries(
     config: &ForwardConfig,
     outgoing: &Outgoing,
 ) -> Result<(), String> {
+    let prepared = client
+        .prepare(config, outgoing)
+        .map_err(|reason| format!("not sent, it could not be decoded again: {reason}"))?;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let Err((class, reason, retry_after)) = client.send(config, outgoing).await else {
+        let Err((class, reason, retry_after)) = prepared.send(config, outgoing).await else {
             return Ok(());
         };
         match config.retry.decide(attempt, class, rand::random::<f64>()) {
