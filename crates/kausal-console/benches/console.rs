@@ -807,12 +807,8 @@ async fn breakdown(
         store.spans_for_traces(&traces, query::MAX_SPANS_PER_TRACE)
     );
     time!(
-        format!("logs_for_traces ({} traces)", traces.len()),
-        store.logs_for_traces(&traces, query::MAX_LOGS)
-    );
-    time!(
-        "logs_for_correlation",
-        store.logs_for_correlation(id, query::MAX_LOGS)
+        format!("logs_for_correlation ({} traces)", traces.len()),
+        store.logs_for_correlation(id, &traces, query::MAX_LOGS)
     );
     for t in &types {
         time!(

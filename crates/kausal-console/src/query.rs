@@ -248,12 +248,11 @@ pub async fn correlation(
     // Three rounds of queries that do not wait for one another, each as
     // wide as what it needs from the one before: the store's pool runs
     // them side by side (on SQLite, readers do not block one another).
-    let (events, receipts, dead, span_traces, correlation_logs) = tokio::try_join!(
+    let (events, receipts, dead, span_traces) = tokio::try_join!(
         store.chain(correlation_id),
         store.receipts_for_correlation(correlation_id),
         store.dead_letters_for_correlation(correlation_id),
         store.span_traces_for_correlation(correlation_id, MAX_TRACES as i64),
-        store.logs_for_correlation(correlation_id, MAX_LOGS),
     )?;
     let report = build_report(correlation_id, &events, &receipts, &dead);
 
@@ -281,9 +280,11 @@ pub async fn correlation(
     truncated |= traces.len() > MAX_TRACES;
     traces.truncate(MAX_TRACES);
 
-    let (mut spans, trace_logs, missing) = tokio::try_join!(
+    // The log lines of the correlation and of its traces in one query:
+    // they are mostly the same lines.
+    let (mut spans, logs, missing) = tokio::try_join!(
         store.spans_for_traces(&traces, MAX_SPANS_PER_TRACE),
-        store.logs_for_traces(&traces, MAX_LOGS),
+        store.logs_for_correlation(correlation_id, &traces, MAX_LOGS),
         missing_hops(store, &events, &receipts),
     )?;
     let mut per_trace: BTreeMap<&str, i64> = BTreeMap::new();
@@ -291,10 +292,6 @@ pub async fn correlation(
         *per_trace.entry(s.trace_id.as_str()).or_default() += 1;
     }
     truncated |= per_trace.values().any(|n| *n >= MAX_SPANS_PER_TRACE);
-    let mut logs: BTreeMap<(i64, String), LogRow> = BTreeMap::new();
-    for log in trace_logs.into_iter().chain(correlation_logs) {
-        logs.insert((log.time_ns, log.log_id.clone()), log);
-    }
     truncated |= logs.len() as i64 >= MAX_LOGS;
     if events.is_empty() && spans.is_empty() {
         return Ok(None);
@@ -314,11 +311,7 @@ pub async fn correlation(
             .map(crate::dlq::DeadLetterSummary::from)
             .collect(),
         spans: spans.into_iter().map(SpanView::from).collect(),
-        logs: logs
-            .into_values()
-            .take(MAX_LOGS as usize)
-            .map(LogView::from)
-            .collect(),
+        logs: logs.into_iter().map(LogView::from).collect(),
         events,
         receipts,
         lag: Vec::new(),

@@ -257,18 +257,6 @@ impl Store {
         rows.iter().map(span_from).collect()
     }
 
-    /// Log records of `trace_ids` in time order, at most `limit` in all.
-    pub async fn logs_for_traces(&self, trace_ids: &[String], limit: i64) -> Result<Vec<LogRow>> {
-        let rows = self
-            .for_traces(
-                include_str!("../sql/log_records_for_traces.sql"),
-                trace_ids,
-                Some(limit),
-            )
-            .await?;
-        rows.iter().map(log_from).collect()
-    }
-
     /// Traces joined by a span link, either way, to any of `trace_ids`.
     pub async fn linked_traces_of(&self, trace_ids: &[String]) -> Result<Vec<String>> {
         let rows = self
@@ -306,17 +294,27 @@ impl Store {
         Ok(q.fetch_all(&self.pool).await?)
     }
 
-    /// Log records naming the correlation id, in time order, at most `limit`.
+    /// Log records naming the correlation id or belonging to one of
+    /// `trace_ids`, in time order, at most `limit` in all; each once.
     pub async fn logs_for_correlation(
         &self,
         correlation_id: &str,
+        trace_ids: &[String],
         limit: i64,
     ) -> Result<Vec<LogRow>> {
-        let rows = sqlx::query(include_str!("../sql/log_records_for_correlation.sql"))
-            .bind(correlation_id)
+        let sql = include_str!("../sql/log_records_for_correlation.sql");
+        let sql = if trace_ids.is_empty() {
+            sql.replace("$IDS", "NULL")
+        } else {
+            id_list(sql, 3, trace_ids.len())
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(correlation_id);
+        for id in trace_ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(log_from).collect()
     }
 

@@ -165,12 +165,6 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
             "{}",
             db.label
         );
-        assert_eq!(
-            store.logs_for_traces(&both, 10).await.expect(db.label),
-            logs[..1].to_vec(),
-            "{}",
-            db.label
-        );
         assert!(
             store
                 .spans_for_traces(&[], 10)
@@ -182,11 +176,38 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
         );
         assert_eq!(
             store
-                .logs_for_correlation("corr-1", 10)
+                .logs_for_correlation("corr-1", &[], 10)
                 .await
                 .expect(db.label),
             logs,
-            "{}",
+            "{}: the correlation's lines, without traces",
+            db.label
+        );
+        assert_eq!(
+            store
+                .logs_for_correlation("corr-1", &both, 10)
+                .await
+                .expect(db.label),
+            logs,
+            "{}: a line of a trace that also names the correlation comes once",
+            db.label
+        );
+        assert_eq!(
+            store
+                .logs_for_correlation("corr-2", &both, 10)
+                .await
+                .expect(db.label),
+            logs[..1].to_vec(),
+            "{}: the traces' lines of another correlation",
+            db.label
+        );
+        assert_eq!(
+            store
+                .logs_for_correlation("corr-1", &both, 1)
+                .await
+                .expect(db.label),
+            logs[..1].to_vec(),
+            "{}: at most the limit, earliest first",
             db.label
         );
 
@@ -224,7 +245,7 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
         );
         assert_eq!(
             store
-                .logs_for_correlation("corr-1", 10)
+                .logs_for_correlation("corr-1", &[], 10)
                 .await
                 .expect(db.label),
             logs[1..].to_vec(),
