@@ -50,8 +50,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         );
     }
     let mut correlations = Vec::new();
+    let expected = kausal_console::expected::ExpectedGroups::default();
     for m in &matches {
-        if let Some(doc) = query::correlation(&store, &m.correlation_id).await? {
+        if let Some(doc) = query::correlation(&store, &expected, &m.correlation_id).await? {
             correlations.push(doc);
         }
     }

@@ -29,6 +29,9 @@ pub struct ConsoleState {
     /// The lag monitor's latest report and last hour; set by
     /// [`crate::serve`] when the console has Kafka.
     pub lag: crate::lag::LagBoard,
+    /// The groups expected to receive each event type, kept a few seconds
+    /// for the documents' `missing` hops.
+    pub expected: crate::expected::ExpectedGroups,
 }
 
 impl ConsoleState {
@@ -51,6 +54,7 @@ impl ConsoleState {
             kafka: config.kafka.clone(),
             forward: None,
             lag: crate::lag::LagBoard::unwatched(),
+            expected: crate::expected::ExpectedGroups::default(),
         })
     }
 }
@@ -137,7 +141,7 @@ async fn correlation(
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(bad_request)?;
     let id = checked_id(&id)?;
-    match query::correlation(&state.store, id)
+    match query::correlation(&state.store, &state.expected, id)
         .await
         .map_err(unavailable)?
     {

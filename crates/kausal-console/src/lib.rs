@@ -14,6 +14,7 @@ use kausal_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub mod dlq;
+pub mod expected;
 pub mod forward;
 pub mod http;
 mod http_dlq;

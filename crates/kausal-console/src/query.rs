@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kausal_lineage::{TraceReport, build_report};
 use kausal_store::{LineageEvent, LogRow, Receipt, SpanRow, Store};
+
+use crate::expected::ExpectedGroups;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,9 +17,6 @@ use serde_json::Value;
 pub const MAX_TRACES: usize = 50;
 pub const MAX_SPANS_PER_TRACE: i64 = 2_000;
 pub const MAX_LOGS: i64 = 2_000;
-/// The groups expected to receive an event of a type are those that
-/// handled one of the latest this many events of that type.
-pub const MISSING_SAMPLE: i64 = 1_000;
 
 /// How an id matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,6 +242,7 @@ pub struct CorrelationDocument {
 /// (no event and no span).
 pub async fn correlation(
     store: &Store,
+    expected: &ExpectedGroups,
     correlation_id: &str,
 ) -> kausal_store::Result<Option<CorrelationDocument>> {
     // Three rounds of queries that do not wait for one another, each as
@@ -285,7 +285,7 @@ pub async fn correlation(
     let (mut spans, logs, missing) = tokio::try_join!(
         store.spans_for_traces(&traces, MAX_SPANS_PER_TRACE),
         store.logs_for_correlation(correlation_id, &traces, MAX_LOGS),
-        missing_hops(store, &events, &receipts),
+        missing_hops(store, expected, &events, &receipts),
     )?;
     let mut per_trace: BTreeMap<&str, i64> = BTreeMap::new();
     for s in &spans {
@@ -443,6 +443,7 @@ fn groups(receipts: &[Receipt]) -> Vec<GroupOnPath> {
 /// receipt for it.
 async fn missing_hops(
     store: &Store,
+    expected: &ExpectedGroups,
     events: &[LineageEvent],
     receipts: &[Receipt],
 ) -> kausal_store::Result<Vec<Missing>> {
@@ -450,20 +451,15 @@ async fn missing_hops(
         .iter()
         .filter_map(|e| e.event_type.as_deref())
         .collect();
-    // One query per event type, side by side.
-    let groups = futures::future::try_join_all(
-        types
-            .iter()
-            .map(|t| store.receipt_groups_for_event_type(t, MISSING_SAMPLE)),
-    )
-    .await?;
-    let by_type: BTreeMap<&str, Vec<(String, String)>> = types.into_iter().zip(groups).collect();
+    // One query per event type not asked lately, side by side.
+    let groups = futures::future::try_join_all(types.iter().map(|t| expected.of(store, t))).await?;
+    let by_type: BTreeMap<&str, crate::expected::Groups> = types.into_iter().zip(groups).collect();
     let mut out = Vec::new();
     for event in events {
         let Some(event_type) = event.event_type.as_deref() else {
             continue;
         };
-        for (group, service) in &by_type[event_type] {
+        for (group, service) in by_type[event_type].iter() {
             let received = receipts
                 .iter()
                 .any(|r| r.event_id == event.event_id && &r.consumer_group == group);

@@ -30,7 +30,7 @@ pub(super) async fn page(
         Err(page) => return page.into_response(),
     };
     let id = id.as_str();
-    match query::correlation(&state.store, id).await {
+    match query::correlation(&state.store, &state.expected, id).await {
         Err(e) => super::unavailable(e).into_response(),
         Ok(None) => Page::error(
             StatusCode::NOT_FOUND,

@@ -24,7 +24,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::http::ConsoleState;
 
-mod correlation;
+pub(crate) mod correlation;
 mod dlq;
 mod lag;
 mod layout;
