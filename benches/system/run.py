@@ -8,7 +8,10 @@ replication factor 3 and min.insync.replicas=2; issue 16):
      N pre-produced orders; events/s and events per CPU-second (utime+stime
      of the consumer process from /proc/PID/stat, all threads);
   b. telemetry: the same Kausal run with spans exported over OTLP/HTTP to a
-     local receiver (100 % sampling) vs no endpoint;
+     local receiver (100 % sampling) vs no endpoint; the receiver is the
+     minimal Python sink (otlp_sink.py: what exporting costs the service)
+     or `kausal console` itself (issue 12: exporting to the console, which
+     decodes and stores every span and log record in its SQLite file);
   c. end to end: order → payment → inventory/notification → fulfillment as
      separate processes at a fixed rate; OrderPlaced → ShipmentCreated
      latency from the records' CreateTime, paired by correlation-id;
@@ -353,7 +356,54 @@ def preproduce(bootstrap, n, workdir):
 
 
 # Every consumer run's kind, in the order the report lists them.
-KINDS = ["python", "kausal", "kausal-lean", "kausal-otel", "kausal-otel-spans", "python-otel"]
+KINDS = ["python", "kausal", "kausal-lean", "kausal-otel", "kausal-otel-spans", "kausal-otel-console",
+         "python-otel"]
+
+
+class Receiver:
+    """Where an `-otel` run exports: the Python sink, or a `kausal console`
+    process with its own SQLite file. `stats()` says what arrived, read back
+    from what the receiver kept (decoded requests, or stored rows)."""
+
+    def __init__(self, kind, args, broker, run_dir, rep):
+        self.console_db = None
+        if kind == "kausal-otel-console":
+            data = os.path.join(run_dir, "console")
+            os.makedirs(data, exist_ok=True)
+            self.proc = Proc("console", [args.kausal, "console", "--kafka", broker.bootstrap, "--data-dir", data,
+                                         "--console-port", str(free_port()), "--otlp-grpc-port", "0"],
+                             run_dir, record=(rep == 0))
+            line = self.proc.wait_for_line("console listening on", 60)
+            self.addr = line.rsplit("http://", 1)[1].strip()
+            self.console_db = os.path.join(data, "kausal.db")
+        else:
+            self.proc = Proc("otlp-sink", [sys.executable, SINK, "0"], run_dir, record=False)
+            line = self.proc.wait_for_line("otlp sink listening", 30)
+            self.addr = line.rsplit(" ", 1)[1]
+        self.cpu0 = self.proc.cpu_seconds()
+
+    def cpu_seconds(self):
+        return self.proc.cpu_seconds() - self.cpu0
+
+    def stats(self):
+        if self.console_db:
+            import sqlite3
+            # The exporter's last batch can still be on its way at SIGTERM.
+            time.sleep(2)
+            db = sqlite3.connect(f"file:{self.console_db}?mode=ro", uri=True)
+            try:
+                spans = db.execute("SELECT count(*) FROM spans").fetchone()[0]
+                logs = db.execute("SELECT count(*) FROM log_records").fetchone()[0]
+            finally:
+                db.close()
+            return {"spans": spans, "log_records": logs}
+        time.sleep(0.5)
+        import urllib.request
+        with urllib.request.urlopen(f"http://{self.addr}/stats", timeout=60) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        self.proc.stop()
 
 
 def consumer_run(kind, args, workdir, rep):
@@ -370,10 +420,8 @@ def consumer_run(kind, args, workdir, rep):
         group = f"bench-{kind}-{rep}"
         env = {}
         if "-otel" in kind:
-            sink = Proc("otlp-sink", [sys.executable, SINK, "0"], run_dir, record=False)
-            line = sink.wait_for_line("otlp sink listening", 30)
-            sink_addr = line.rsplit(" ", 1)[1]
-            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink_addr}",
+            sink = Receiver(kind, args, broker, run_dir, rep)
+            env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.addr}",
                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                    "OTEL_TRACES_SAMPLER": "always_on"}
             if kind == "kausal-otel-spans":
@@ -416,10 +464,8 @@ def consumer_run(kind, args, workdir, rep):
                "first_commit_s": t_first[0] if t_first else None,
                "preproduce_s": pre["seconds"], "vmhwm_kb": hwm, "own": own, "broker_cpu_s": broker_cpu}
         if sink:
-            time.sleep(0.5)
-            import urllib.request
-            with urllib.request.urlopen(f"http://{sink_addr}/stats", timeout=60) as r:
-                row["otlp"] = json.loads(r.read())
+            row["otlp"] = sink.stats()
+            row["receiver_cpu_s"] = sink.cpu_seconds()
         row["events_per_s"] = n / t_done
         # From the first commit seen to the last: start-up and group join left out.
         row["steady_events_per_s"] = ((n - t_first[1]) / (t_done - t_first[0])
@@ -428,7 +474,8 @@ def consumer_run(kind, args, workdir, rep):
         row["valid"] = len(keys) == n and (not sink or row["otlp"]["spans"] > 0)
         log(f"{kind} rep {rep}: {n} in {t_done:.2f}s wall, {cpu:.2f}s CPU -> "
             f"{row['events_per_s']:.0f}/s, {row['events_per_cpu_s']:.0f}/CPU-s; payments {len(out)} "
-            f"({len(keys)} orders)" + (f"; otlp {row['otlp']}" if sink else ""))
+            f"({len(keys)} orders)" + (f"; otlp {row['otlp']}, receiver CPU {row['receiver_cpu_s']:.2f}s"
+                                       if sink else ""))
         return row
     finally:
         if sink:
@@ -587,7 +634,8 @@ def report(args, rows, lat_rows, started):
                  "kausal": "kausal service payment, telemetry off",
                  "kausal-lean": "kausal service payment, telemetry off, no receipts, no idempotency store (the seed's work)",
                  "kausal-otel": "kausal service payment, OTLP/HTTP always_on (spans and log records)",
-                 "kausal-otel-spans": "kausal service payment, OTLP/HTTP always_on, spans only (OTEL_LOGS_EXPORTER=none)"}
+                 "kausal-otel-spans": "kausal service payment, OTLP/HTTP always_on, spans only (OTEL_LOGS_EXPORTER=none)",
+                 "kausal-otel-console": "kausal service payment, OTLP/HTTP always_on to `kausal console` (spans and log records stored)"}
         by_rep = {}
         for r in rows:
             by_rep.setdefault(r["rep"], {})[r["kind"]] = r
@@ -633,6 +681,13 @@ def report(args, rows, lat_rows, started):
         if "kausal-otel" in med and "kausal" in med:
             lines.append(f"Telemetry on/off (median events/s): {med['kausal-otel'][0] / med['kausal'][0]:.2f} "
                          f"(target ≥ 0.90); per CPU-s: {med['kausal-otel'][1] / med['kausal'][1]:.2f}.")
+        if "kausal-otel-console" in med and "kausal" in med:
+            console_cpu = stats([r["receiver_cpu_s"] for r in rows
+                                 if r["kind"] == "kausal-otel-console" and r["valid"]])
+            lines.append(f"Telemetry to `kausal console` on/off (median events/s): "
+                         f"{med['kausal-otel-console'][0] / med['kausal'][0]:.2f} (target ≥ 0.90); per CPU-s: "
+                         f"{med['kausal-otel-console'][1] / med['kausal'][1]:.2f}; the console's own CPU "
+                         f"(median, until its rows were counted): {fmt(console_cpu, 2)} s.")
         if "kausal-otel-spans" in med and "kausal" in med:
             lines.append(f"Spans only on/off (median events/s): "
                          f"{med['kausal-otel-spans'][0] / med['kausal'][0]:.2f}; per CPU-s: "
@@ -672,6 +727,7 @@ def report(args, rows, lat_rows, started):
         c = re.sub(r"127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)+", "$BOOTSTRAP", c)  # the cluster's three
         c = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:$PORT", c)
         c = re.sub(r"--port \d+", "--port $PORT", c)
+        c = re.sub(r"--console-port \d+", "--console-port $PORT", c)
         c = re.sub(r"\$WORK/[a-z0-9.-]+/", "$WORK/RUN/", c)
         c = re.sub(r"(bench-[a-z]+(?:-[a-z]+)*)-\d+", r"\1-REP", c)
         if c not in seen:
@@ -720,7 +776,7 @@ def main():
     rows, lat_rows = [], []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        kinds = ((["python", "kausal", "kausal-lean"] if "a" in only else []) + (["kausal", "kausal-otel", "kausal-otel-spans"] if "b" in only else [])
+        kinds = ((["python", "kausal", "kausal-lean"] if "a" in only else []) + (["kausal", "kausal-otel", "kausal-otel-spans", "kausal-otel-console"] if "b" in only else [])
                  + (["python-otel"] if "p" in only else []))
         kinds = list(dict.fromkeys(kinds))
         for rep in range(args.repeat if kinds else 0):
