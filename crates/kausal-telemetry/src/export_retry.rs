@@ -14,7 +14,7 @@
 //!
 //! The wait between attempts blocks the calling thread: the SDK's batch
 //! processors call `export` on a thread of their own, and meanwhile new
-//! items queue up to the processor's bound (2 048 by default).
+//! items queue up to the processor's bound ([`crate::export_queue::QUEUE`]).
 
 use std::time::Duration;
 

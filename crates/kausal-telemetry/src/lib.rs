@@ -5,6 +5,7 @@
 //! names and labels. The consumer runtime and services use these, never
 //! their own strings.
 
+pub mod export_queue;
 pub mod export_retry;
 pub mod fields;
 pub mod ids;

@@ -237,7 +237,9 @@ pub fn init_tracing_at(service: &str, endpoint: Option<&str>) -> Result<OtelGuar
     }
     let exporter = Retrying::spans(exporter, crate::export_retry::default_policy());
     let processor = KeepErrors {
-        inner: BatchSpanProcessor::builder(exporter).build(),
+        inner: BatchSpanProcessor::builder(exporter)
+            .with_batch_config(crate::export_queue::spans())
+            .build(),
     };
     let provider = SdkTracerProvider::builder()
         .with_resource(resource.build())

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity};
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLogger, SdkLoggerProvider};
 use serde_json::{Map, Value};
 use tracing::Level;
 
@@ -85,10 +85,14 @@ pub(crate) fn install_from_env(service: &str) -> Option<&'static LogExport> {
     }
     let provider = SdkLoggerProvider::builder()
         .with_resource(resource.build())
-        .with_batch_exporter(crate::export_retry::Retrying::logs(
-            exporter,
-            crate::export_retry::default_policy(),
-        ))
+        .with_log_processor(
+            BatchLogProcessor::builder(crate::export_retry::Retrying::logs(
+                exporter,
+                crate::export_retry::default_policy(),
+            ))
+            .with_batch_config(crate::export_queue::logs())
+            .build(),
+        )
         .build();
     let logger = provider.logger("kausal");
     Some(EXPORT.get_or_init(|| LogExport { provider, logger }))
