@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kausal_lineage::{TraceReport, build_report};
 use kausal_store::{LineageEvent, LogRow, Receipt, SpanRow, Store};
-
-use crate::expected::ExpectedGroups;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::expected::ExpectedGroups;
 
 /// Bounds of one document: a correlation that touched more is cut, and the
 /// document says so (`truncated`).

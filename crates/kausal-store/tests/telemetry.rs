@@ -174,42 +174,47 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
             "{}",
             db.label
         );
-        assert_eq!(
-            store
-                .logs_for_correlation("corr-1", &[], 10)
-                .await
-                .expect(db.label),
-            logs,
-            "{}: the correlation's lines, without traces",
-            db.label
-        );
-        assert_eq!(
-            store
-                .logs_for_correlation("corr-1", &both, 10)
-                .await
-                .expect(db.label),
-            logs,
-            "{}: a line of a trace that also names the correlation comes once",
-            db.label
-        );
-        assert_eq!(
-            store
-                .logs_for_correlation("corr-2", &both, 10)
-                .await
-                .expect(db.label),
-            logs[..1].to_vec(),
-            "{}: the traces' lines of another correlation",
-            db.label
-        );
-        assert_eq!(
-            store
-                .logs_for_correlation("corr-1", &both, 1)
-                .await
-                .expect(db.label),
-            logs[..1].to_vec(),
-            "{}: at most the limit, earliest first",
-            db.label
-        );
+        let none: &[String] = &[];
+        for (correlation, traces, limit, want, what) in [
+            (
+                "corr-1",
+                none,
+                10,
+                &logs[..],
+                "the correlation's lines, without traces",
+            ),
+            (
+                "corr-1",
+                &both[..],
+                10,
+                &logs[..],
+                "a line of a trace that also names the correlation comes once",
+            ),
+            (
+                "corr-2",
+                &both[..],
+                10,
+                &logs[..1],
+                "the traces' lines of another correlation",
+            ),
+            (
+                "corr-1",
+                &both[..],
+                1,
+                &logs[..1],
+                "at most the limit, earliest first",
+            ),
+        ] {
+            assert_eq!(
+                store
+                    .logs_for_correlation(correlation, traces, limit)
+                    .await
+                    .expect(db.label),
+                want,
+                "{}: {what}",
+                db.label
+            );
+        }
 
         // Retention: everything received before 2 000 ms goes, in batches of
         // one row per table; the rest stays and queries still answer.
