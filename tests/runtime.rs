@@ -1123,6 +1123,183 @@ async fn a_record_whose_output_the_broker_refuses_is_dead_lettered_and_the_rest_
     assert_eq!(lettered, ["huge-1", "nowhere-1"]);
 }
 
+/// Fails each record as its key's script says, one class per call, then
+/// accepts it; counts the calls per key. A key without a script fails with
+/// an outage for good.
+struct Scripted {
+    scripts: HashMap<&'static str, Vec<kausal_kafka::ErrorClass>>,
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Scripted {
+    fn new(scripts: &[(&'static str, Vec<kausal_kafka::ErrorClass>)]) -> Self {
+        Self {
+            scripts: scripts.iter().cloned().collect(),
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl kausal_kafka::Handler for Scripted {
+    async fn handle(
+        &self,
+        event: &IncomingEvent,
+        _out: &mut kausal_kafka::Emitter,
+    ) -> Result<(), kausal_kafka::HandlerError> {
+        use kausal_kafka::{ErrorClass, HandlerError};
+        let key = event.key_str().unwrap_or_default().to_owned();
+        let call = {
+            let mut calls = self.calls.lock().expect("lock");
+            let n = calls.entry(key.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let class = match self.scripts.get(key.as_str()) {
+            Some(script) => script.get(call - 1).copied(),
+            None => Some(ErrorClass::Unavailable),
+        };
+        match class {
+            None => Ok(()),
+            Some(ErrorClass::Unavailable) => Err(HandlerError::unavailable(
+                "StoreUnavailable",
+                format!("the store is down (call {call})"),
+            )),
+            Some(ErrorClass::Retryable) => Err(HandlerError::retryable(
+                "Timeout",
+                format!("timed out (call {call})"),
+            )),
+            Some(ErrorClass::Fatal) => Err(HandlerError::fatal("Bad", "bad")),
+        }
+    }
+}
+
+on_brokers!(an_outage_is_waited_out_without_spending_the_retry_budget: Sqlite);
+/// An outage ([`kausal_kafka::ErrorClass::Unavailable`]) is waited out past the retry
+/// budget and does not spend it: six outage failures, then one transient
+/// failure, then success, under a budget of two attempts, is processed at
+/// attempt 8. The same record failing transiently is dead-lettered after
+/// two, as before.
+async fn an_outage_is_waited_out_without_spending_the_retry_budget(engine: Engine) {
+    use kausal_kafka::ErrorClass::{Retryable, Unavailable};
+    let b = setup(engine).await;
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    place(&b, &producer, "outage").await;
+    place(&b, &producer, "transient").await;
+    let mut outage = vec![Unavailable; 6];
+    outage.push(Retryable);
+    let handler = Scripted::new(&[("outage", outage), ("transient", vec![Retryable; 10])]);
+    let calls = handler.calls.clone();
+    let group = format!("outage-{}", unique());
+    let running = start_runtime(
+        &b.kafka,
+        "outage-test",
+        &group,
+        &["orders"],
+        handler,
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || running.count() >= 2).await,
+        "only {} of 2 settled; calls {:?}",
+        running.count(),
+        calls.lock().expect("lock")
+    );
+    let (_, outcomes) = running.stop().await;
+    let outcome_of = |key: &str| {
+        let found: Vec<_> = outcomes
+            .iter()
+            .filter(|(e, _)| e.key_str() == Some(key))
+            .map(|(_, o)| o.clone())
+            .collect();
+        found
+    };
+    assert_eq!(outcome_of("outage"), [Outcome::Processed { attempts: 8 }]);
+    assert_eq!(
+        outcome_of("transient"),
+        [Outcome::DeadLettered {
+            attempts: 2,
+            error_type: "Timeout".into(),
+            error_message: "timed out (call 2)".into(),
+        }]
+    );
+    let dead = b.read_all("orders.dlq", 1, Duration::from_secs(10));
+    let keys: Vec<_> = dead.iter().map(|m| m.key().map(<[u8]>::to_vec)).collect();
+    assert_eq!(
+        keys,
+        [Some(b"transient".to_vec())],
+        "only the transient failure is dead-lettered"
+    );
+    assert!(all_committed(&b, &group, "orders").await);
+}
+
+on_brokers!(shutdown_abandons_an_outage_wait_and_leaves_the_record_uncommitted: Sqlite);
+/// A record whose handler waits on an outage that does not end is neither
+/// dead-lettered nor committed: shutdown abandons the wait, and the next
+/// member of the group gets the record again.
+async fn shutdown_abandons_an_outage_wait_and_leaves_the_record_uncommitted(engine: Engine) {
+    let b = setup(engine).await;
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    place(&b, &producer, "down").await;
+    let group = format!("outage-{}", unique());
+    let start = |scripts: &[(&'static str, Vec<kausal_kafka::ErrorClass>)]| {
+        let handler = Scripted::new(scripts);
+        let calls = handler.calls.clone();
+        let running = start_runtime(
+            &b.kafka,
+            "outage-test",
+            &group,
+            &["orders"],
+            handler,
+            // No retry budget at all: only an outage waits.
+            RetryPolicy::no_retry(),
+            CorrelationPolicy::Adopt,
+            None,
+        );
+        (running, calls)
+    };
+    let (running, calls) = start(&[]);
+    let tried = |n: usize| {
+        let calls = calls.clone();
+        move || {
+            calls
+                .lock()
+                .expect("lock")
+                .get("down")
+                .copied()
+                .unwrap_or(0)
+                >= n
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(60), tried(4)).await,
+        "the handler was not called again during the outage"
+    );
+    let (summary, outcomes) = running.stop().await;
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+    assert_eq!(summary.dead_lettered, 0);
+    assert!(
+        b.read_all("orders.dlq", 1, Duration::from_secs(2))
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+
+    // The store is back: the next run of the group handles the record.
+    let (running, _) = start(&[("down", Vec::new())]);
+    assert!(eventually(Duration::from_secs(60), || running.count() >= 1).await);
+    let (_, outcomes) = running.stop().await;
+    let keys: Vec<_> = outcomes
+        .iter()
+        .map(|(e, o)| (e.key_str().map(str::to_owned), o.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [(Some("down".to_owned()), Outcome::Processed { attempts: 1 })]
+    );
+    assert!(all_committed(&b, &group, "orders").await);
+}
+
 /// Accepts every record.
 struct Accept;
 

@@ -1,13 +1,23 @@
-//! How a handler failure is classified: retry it, or dead-letter it at once.
+//! How a handler failure is classified: retry it within a budget, wait for
+//! a dependency for as long as it is down, or dead-letter it at once.
 
 use std::fmt;
 
-/// Whether trying again can help.
+/// Whether trying again can help, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// A transient fault (a timeout, a declined dependency): retry with
     /// backoff, then dead-letter.
     Retryable,
+    /// What the handler needs is down, not the message wrong (its own
+    /// database, a service every record needs): retry with backoff, capped
+    /// at the policy's `max_backoff`, for as long as it takes, without
+    /// spending the retry budget, and never dead-letter on this account.
+    /// The record's partition waits (paused, listed in the heartbeats);
+    /// shutdown or a revoke abandons the wait with the record uncommitted.
+    /// A message that is itself wrong must not say this: it would hold up
+    /// its partition for good.
+    Unavailable,
     /// The message itself is wrong (bad JSON, unknown event type): retrying
     /// cannot help, dead-letter at once.
     Fatal,
@@ -26,6 +36,15 @@ impl HandlerError {
     pub fn retryable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Retryable,
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// See [`ErrorClass::Unavailable`].
+    pub fn unavailable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Unavailable,
             error_type: error_type.into(),
             message: message.into(),
         }
@@ -63,8 +82,10 @@ impl HandlerError {
         )
     }
 
+    /// Whether trying again can help ([`ErrorClass::Retryable`] or
+    /// [`ErrorClass::Unavailable`]).
     pub fn is_retryable(&self) -> bool {
-        self.class == ErrorClass::Retryable
+        self.class != ErrorClass::Fatal
     }
 }
 

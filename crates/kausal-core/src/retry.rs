@@ -7,7 +7,9 @@ use crate::failure::ErrorClass;
 /// How a consumer retries a failed handler before dead-lettering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Total attempts including the first (1 = no retry).
+    /// Total attempts including the first (1 = no retry) that
+    /// [`ErrorClass::Retryable`] failures may take; the waits of an outage
+    /// ([`ErrorClass::Unavailable`]) do not count.
     pub max_attempts: u32,
     /// Backoff before the second attempt.
     pub initial_backoff: Duration,
@@ -66,14 +68,19 @@ impl RetryPolicy {
         Duration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()))
     }
 
-    /// Decides after failed attempt number `attempt` (1-based). `jitter_sample`
-    /// is a uniform random number in `[0, 1)` supplied by the caller.
+    /// Decides after a failed attempt of `class`. `attempt` (1-based) counts
+    /// the failures of that kind so far: for [`ErrorClass::Retryable`] the
+    /// ones that spend the budget, for [`ErrorClass::Unavailable`] the
+    /// waits of the outage, which only grow the backoff up to
+    /// `max_backoff` and never give up. `jitter_sample` is a uniform random
+    /// number in `[0, 1)` supplied by the caller.
     pub fn decide(&self, attempt: u32, class: ErrorClass, jitter_sample: f64) -> RetryDecision {
-        if class == ErrorClass::Fatal {
-            return RetryDecision::GiveUp(GiveUpReason::Fatal);
-        }
-        if attempt >= self.max_attempts {
-            return RetryDecision::GiveUp(GiveUpReason::Exhausted);
+        match class {
+            ErrorClass::Fatal => return RetryDecision::GiveUp(GiveUpReason::Fatal),
+            ErrorClass::Retryable if attempt >= self.max_attempts => {
+                return RetryDecision::GiveUp(GiveUpReason::Exhausted);
+            }
+            ErrorClass::Retryable | ErrorClass::Unavailable => {}
         }
         let base = self.base_backoff(attempt).as_secs_f64();
         let jitter = self.jitter.clamp(0.0, 1.0);
@@ -118,6 +125,10 @@ mod tests {
             (4, Retryable, 0.5, GiveUp(GiveUpReason::Exhausted)),
             (9, Retryable, 0.5, GiveUp(GiveUpReason::Exhausted)),
             (1, Fatal, 0.5, GiveUp(GiveUpReason::Fatal)),
+            // An outage waits past the attempt limit, its backoff capped.
+            (1, Unavailable, 0.5, RetryAfter(ms(100))),
+            (4, Unavailable, 0.5, RetryAfter(ms(350))),
+            (1_000, Unavailable, 1.0, RetryAfter(ms(350))),
             // A broken random source cannot produce a nonsense delay.
             (1, Retryable, f64::NAN, RetryAfter(ms(100))),
         ];
@@ -151,6 +162,15 @@ mod tests {
         assert_eq!(
             RetryPolicy::no_retry().decide(1, ErrorClass::Retryable, 0.1),
             RetryDecision::GiveUp(GiveUpReason::Exhausted)
+        );
+    }
+
+    #[test]
+    fn no_retry_still_waits_out_an_outage() {
+        let policy = RetryPolicy::no_retry();
+        assert_eq!(
+            policy.decide(u32::MAX, ErrorClass::Unavailable, 0.5),
+            RetryDecision::RetryAfter(policy.max_backoff)
         );
     }
 }

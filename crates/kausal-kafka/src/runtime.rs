@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use kausal_core::dlq::{self, DeadLetter};
 use kausal_core::retry::{GiveUpReason, RetryDecision};
-use kausal_core::{HandlerError, RetryPolicy};
+use kausal_core::{ErrorClass, HandlerError, RetryPolicy};
 use kausal_store::{MarkWriter, Store};
 use kausal_telemetry::metrics::{
     Metrics, SourceTopicErrorType, TopicErrorType, TopicGroup, TopicGroupKind,
@@ -461,6 +461,15 @@ impl<H: Handler> ConsumerRuntime<Single<H>> {
     }
 }
 
+/// Which failed attempt this was: of all (`attempt`, for receipts, logs and
+/// span events) and of its error's class (`of_class`, what the retry policy
+/// decides by: an outage does not spend the retry budget).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tries {
+    pub(crate) attempt: u32,
+    pub(crate) of_class: u32,
+}
+
 /// The log span of one record's handling: its logs carry these fields.
 pub(crate) fn record_log_span(event: &IncomingEvent, group: &str) -> tracing::Span {
     tracing::info_span!(
@@ -633,6 +642,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         Fut: Future<Output = (Result<(), HandlerError>, Vec<crate::event::OutgoingEvent>)>,
     {
         let mut attempt = 0u32;
+        // Failures of each class that waits: the retry budget, the outage.
+        let (mut retried, mut waited) = (0u32, 0u32);
         loop {
             attempt += 1;
             let (result, emitted) = AssertUnwindSafe(call())
@@ -646,8 +657,17 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 },
                 Err(error) => error,
             };
+            let of_class = match error.class {
+                ErrorClass::Unavailable => &mut waited,
+                ErrorClass::Retryable | ErrorClass::Fatal => &mut retried,
+            };
+            *of_class += 1;
+            let tries = Tries {
+                attempt,
+                of_class: *of_class,
+            };
             if !self
-                .after_failure(records, &error, attempt, otel, summary, shutdown)
+                .after_failure(records, &error, tries, otel, summary, shutdown)
                 .await?
             {
                 return Some(Err((error, attempt)));
@@ -662,11 +682,12 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         &self,
         events: &[IncomingEvent],
         error: &HandlerError,
-        attempt: u32,
+        tries: Tries,
         otel: &mut KausalSpan,
         summary: &mut RunSummary,
         shutdown: &CancellationToken,
     ) -> Option<bool> {
+        let attempt = tries.attempt;
         for event in events {
             self.metrics
                 .event_processing_errors
@@ -685,7 +706,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
             ],
         );
         let sample: f64 = rand::rng().random();
-        match self.retry.decide(attempt, error.class, sample) {
+        match self.retry.decide(tries.of_class, error.class, sample) {
             RetryDecision::RetryAfter(delay) => {
                 summary.retries += 1;
                 otel.event(
@@ -702,15 +723,26 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                         .get_or_create(&self.topic_group(event))
                         .inc();
                 }
-                tracing::warn!(
-                    attempt,
-                    maxAttempts = self.retry.max_attempts,
-                    retryInMs = delay.as_millis() as u64,
-                    errorType = %error.error_type,
-                    error = %error.message,
-                    records = events.len(),
-                    "handler failed; retrying"
-                );
+                if error.class == ErrorClass::Unavailable {
+                    tracing::warn!(
+                        attempt,
+                        retryInMs = delay.as_millis() as u64,
+                        errorType = %error.error_type,
+                        error = %error.message,
+                        records = events.len(),
+                        "handler's dependency unavailable; the partition waits, retrying without limit"
+                    );
+                } else {
+                    tracing::warn!(
+                        attempt,
+                        maxAttempts = self.retry.max_attempts,
+                        retryInMs = delay.as_millis() as u64,
+                        errorType = %error.error_type,
+                        error = %error.message,
+                        records = events.len(),
+                        "handler failed; retrying"
+                    );
+                }
                 let _stalled = crate::worker::stalled();
                 tokio::select! {
                     () = shutdown.cancelled() => None,
