@@ -1,13 +1,13 @@
 //! Keeps the order read model up to date: its own consumer group over every
 //! topic that carries an order's events.
 
-use std::time::Duration;
-
 use kausal_contracts::topics;
 use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
 use kausal_store::Store;
 
 pub const GROUP: &str = "order-service-view";
+/// `error_type` of a failed write to the order view's store.
+pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
 pub const INPUT_TOPICS: [&str; 5] = [
     topics::ORDERS,
     topics::PAYMENTS,
@@ -40,30 +40,28 @@ impl Handler for ViewHandler {
             Ok(None) => return Ok(()),
             Err(e) => return Err(HandlerError::bad_payload(e)),
         };
-        // A database outage pauses the view (nothing committed) rather than
-        // spending the retry budget and dead-lettering good events.
-        loop {
-            let at = event.timestamp_ms.unwrap_or_default();
-            let result = self
-                .store
-                .update_order_view(&order_id, |current| {
-                    crate::view::apply(
-                        current,
-                        event_type,
-                        payload,
-                        event.correlation_id().as_str(),
-                        at,
-                    )
-                    .map_err(HandlerError::bad_payload)
-                })
-                .await;
-            match result {
-                Ok(outcome) => return outcome,
-                Err(e) => {
-                    tracing::error!(error = %e, "order view store unavailable; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        // A database outage is the store's, not the event's: the runtime
+        // waits it out with the partition paused (shutdown and revokes still
+        // stop the wait), without spending the retry budget or dead-lettering
+        // good events.
+        let at = event.timestamp_ms.unwrap_or_default();
+        self.store
+            .update_order_view(&order_id, |current| {
+                crate::view::apply(
+                    current,
+                    event_type,
+                    payload,
+                    event.correlation_id().as_str(),
+                    at,
+                )
+                .map_err(HandlerError::bad_payload)
+            })
+            .await
+            .map_err(|e| {
+                HandlerError::unavailable(
+                    STORE_UNAVAILABLE,
+                    format!("the order view's store failed: {e}"),
+                )
+            })?
     }
 }

@@ -3,7 +3,9 @@
 //! A payload that does not decode, an entry the ledger could not have
 //! posted, a currency that is not the account's and an overflowing sum are
 //! fatal (dead-lettered at once: projecting them again gives the same
-//! answer); a database failure is retryable.
+//! answer); a database failure is an outage
+//! ([`kausal_kafka::ErrorClass::Unavailable`]:
+//! the partition waits until the store is back, nothing is dead-lettered).
 
 use kausal_contracts::ledger::EntryPosted;
 use kausal_kafka::{Emitter, Handler, HandlerError, IncomingEvent};
@@ -40,7 +42,7 @@ impl Handler for ProjectionHandler {
                     ProjectError::InvalidAmount { .. } => error_type::INVALID_ENTRY,
                     ProjectError::Overflow { .. } => error_type::BALANCE_OVERFLOW,
                     ProjectError::Store(_) => {
-                        return HandlerError::retryable(
+                        return HandlerError::unavailable(
                             error_type::STORE_UNAVAILABLE,
                             format!("the read model's store failed: {e}"),
                         );
@@ -131,7 +133,7 @@ mod tests {
                 .expect_err("a closed store");
             assert_eq!(
                 (e.class, e.error_type.as_str()),
-                (ErrorClass::Retryable, error_type::STORE_UNAVAILABLE),
+                (ErrorClass::Unavailable, error_type::STORE_UNAVAILABLE),
                 "{}: {e}",
                 db.label
             );

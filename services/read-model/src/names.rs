@@ -41,6 +41,6 @@ pub mod error_type {
     pub const INVALID_ENTRY: &str = "InvalidEntry";
     /// An account's sums would overflow 64 bits (fatal).
     pub const BALANCE_OVERFLOW: &str = "BalanceOverflow";
-    /// The read model's database failed (retryable).
+    /// The read model's database failed (an outage: the partition waits).
     pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
 }
