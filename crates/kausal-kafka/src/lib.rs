@@ -6,7 +6,9 @@
 //! - offsets are committed only after the handler succeeded (and what it
 //!   emitted was acknowledged by the broker) or the record was dead-lettered;
 //! - retryable failures are retried with backoff, fatal ones and exhausted
-//!   ones go to `<topic>.dlq` with the original key, value and headers;
+//!   ones go to `<topic>.dlq` with the original key, value and headers; a
+//!   handler's outage ([`ErrorClass::Unavailable`]) is waited out with the
+//!   partition paused, never dead-lettered;
 //! - events emitted by a handler inherit the correlation id and trace, and
 //!   name the handled event as their cause;
 //! - a redelivered event already handled by the group is skipped when an
