@@ -4,7 +4,7 @@
 //! the lineage the recorder wrote.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kausal_store::Store;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -373,8 +373,12 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
     }
     // A dead letter names the order's correlation; its key is the order id.
     let database = format!("sqlite://{}", data_dir.join("kausal.db").display());
-    let mut doc = serde_json::Value::Null;
-    for _ in 0..60 {
+    let mut state = String::from("no dead letter listed yet");
+    // Up to 180 s, as the browser story: on a loaded machine the recorder's
+    // ledger and each service's span batches trail; on a timeout, say which
+    // part was missing.
+    let waited = Instant::now();
+    let doc = loop {
         let letters = crate::process::cli_json(&["dlq", "list", "--database", &database]);
         if let Some(correlation) = letters
             .as_array()
@@ -388,6 +392,8 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
                 .map(|s| s.iter().filter_map(|x| x["service"].as_str()).collect())
                 .unwrap_or_default();
             // Spans leave each service in batches (every 5 s by default).
+            let failures = found["failures"].as_array().is_some_and(|f| !f.is_empty());
+            let logged = failure_log(&found).is_some();
             let ready = status == 200
                 && [
                     "order-service",
@@ -397,15 +403,24 @@ async fn kausal_up_answers_the_seeds_question_in_one_document() {
                 ]
                 .iter()
                 .all(|s| services.contains(s))
-                && found["failures"].as_array().is_some_and(|f| !f.is_empty())
-                && failure_log(&found).is_some();
-            doc = found;
+                && failures
+                && logged;
+            state = format!(
+                "correlation {correlation}: status {status}, services {services:?}, \
+                 failures: {failures}, the ERROR log line: {logged}"
+            );
             if ready {
-                break;
+                break found;
             }
         }
+        assert!(
+            waited.elapsed() < Duration::from_secs(180),
+            "waited {:?} for the dead letter's correlation document with four services' \
+             spans, its failure and its log line; last seen: {state}",
+            waited.elapsed()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    };
     // The same order id, searched while the console runs, leads to this
     // correlation.
     // Its keys: the order id, and the ledger entry's id (payment posts each
