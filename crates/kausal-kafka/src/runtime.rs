@@ -645,7 +645,8 @@ impl<D: Dispatch> ConsumerRuntime<D> {
         // Failures of each class that waits: the retry budget, the outage.
         let (mut retried, mut waited) = (0u32, 0u32);
         loop {
-            attempt += 1;
+            // An outage may last for ever: counts saturate, never wrap.
+            attempt = attempt.saturating_add(1);
             let (result, emitted) = AssertUnwindSafe(call())
                 .catch_unwind()
                 .await
@@ -661,7 +662,7 @@ impl<D: Dispatch> ConsumerRuntime<D> {
                 ErrorClass::Unavailable => &mut waited,
                 ErrorClass::Retryable | ErrorClass::Fatal => &mut retried,
             };
-            *of_class += 1;
+            *of_class = of_class.saturating_add(1);
             let tries = Tries {
                 attempt,
                 of_class: *of_class,
