@@ -362,7 +362,13 @@ async fn ingest_direct(
                             return Ok::<_, BoxError>(());
                         };
                         store
-                            .record_telemetry(&decoded.rows, &decoded.links, &[], now_ms())
+                            .record_telemetry(
+                                &decoded.rows,
+                                &decoded.links,
+                                &decoded.resources,
+                                &[],
+                                now_ms(),
+                            )
                             .await?;
                     }
                 });

@@ -108,7 +108,13 @@ impl Signal for Traces {
         received_at_ms: i64,
     ) -> Result<(), StoreError> {
         store
-            .record_telemetry(&decoded.rows, &decoded.links, &[], received_at_ms)
+            .record_telemetry(
+                &decoded.rows,
+                &decoded.links,
+                &decoded.resources,
+                &[],
+                received_at_ms,
+            )
             .await
             .map(drop)
     }
@@ -140,7 +146,7 @@ impl Signal for Logs {
         received_at_ms: i64,
     ) -> Result<(), StoreError> {
         store
-            .record_telemetry(&[], &[], &decoded.rows, received_at_ms)
+            .record_telemetry(&[], &[], &[], &decoded.rows, received_at_ms)
             .await
             .map(drop)
     }

@@ -5,26 +5,26 @@
 //! checked here: a bad body is an [`OtlpError`] with the reason, a span or
 //! record with an invalid id is rejected alone and counted, the rest kept.
 //!
-//! The JSON columns (attributes, events, links, resource, a non-string log
-//! body) are written straight from the decoded messages with serde_json's
-//! serializer, without building `serde_json::Value`s: the same text a
-//! `serde_json::Map` would give (keys in byte order, a repeated key keeping
-//! its last value), at a fraction of the allocations. This mapping runs
-//! once per received span, so it is on the ingest path's critical cost
-//! (docs/benchmarks.md, "The console").
+//! A span's attributes, events and links are kept as protobuf (`detail`),
+//! its resource once per request; a log record's attributes and non-string
+//! body as JSON text (`json`). This mapping runs once per received span, so
+//! it is on the ingest path's critical cost (docs/benchmarks.md, "The
+//! console").
 
 use std::borrow::Cow;
 use std::io::Read;
 
-use kausal_store::{LogRow, SpanLinkRow, SpanRow};
+use kausal_store::{LogRow, ResourceRow, SpanDetail, SpanLinkRow, SpanRow};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span;
 use prost::Message;
-use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+
+use json::{Any, Attributes, json_text};
+
+pub mod detail;
+mod json;
 
 /// The largest body accepted as sent (compressed or not).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
@@ -136,6 +136,8 @@ where
 pub struct Decoded<R> {
     pub rows: Vec<R>,
     pub links: Vec<SpanLinkRow>,
+    /// The resources the spans name, once per resource of the request.
+    pub resources: Vec<ResourceRow>,
     /// How many items were refused, and the first reason.
     pub rejected: u64,
     pub first_rejection: Option<String>,
@@ -146,6 +148,7 @@ impl<R> Default for Decoded<R> {
         Self {
             rows: Vec::new(),
             links: Vec::new(),
+            resources: Vec::new(),
             rejected: 0,
             first_rejection: None,
         }
@@ -172,7 +175,9 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
     );
     for resource_spans in &request.resource_spans {
         // Once per resource, shared by its spans.
-        let resource = resource_json(resource_spans.resource.as_ref());
+        let resource = resource_spans.resource.as_ref().map(resource_row);
+        let resource_id = resource.as_ref().map(|r| r.resource_id.clone());
+        out.resources.extend(resource);
         let service = service_name(resource_spans.resource.as_ref());
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
@@ -196,26 +201,16 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
                     ));
                     continue;
                 };
-                let mut links = Vec::new();
-                for link in &span.links {
-                    let (Some(trace_id), Some(span_id)) =
-                        (trace_hex(&link.trace_id), span_hex(&link.span_id))
-                    else {
-                        continue; // A link to nothing joins nothing; the span stays.
-                    };
-                    links.push(LinkJson {
-                        attributes: Attributes(&link.attributes),
-                        span_id,
-                        trace_id,
-                    });
-                }
-                let links_json = json_text(&links);
-                out.links.extend(links.into_iter().map(|link| SpanLinkRow {
-                    trace_id: trace_id.clone(),
-                    span_id: span_id.clone(),
-                    linked_trace_id: link.trace_id,
-                    linked_span_id: link.span_id,
-                }));
+                out.links.extend(
+                    detail::valid_links(span)
+                        .into_iter()
+                        .map(|link| SpanLinkRow {
+                            trace_id: trace_id.clone(),
+                            span_id: span_id.clone(),
+                            linked_trace_id: link.trace_id,
+                            linked_span_id: link.span_id,
+                        }),
+                );
                 let status = span.status.as_ref();
                 out.rows.push(SpanRow {
                     trace_id,
@@ -230,10 +225,8 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
                     status_message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
                     correlation_id: string_attribute(&span.attributes, &[CORRELATION_ATTRIBUTE]),
                     event_id: string_attribute(&span.attributes, &[EVENT_ID_ATTRIBUTE]),
-                    attributes_json: json_text(&Attributes(&span.attributes)),
-                    events_json: json_text(&Events(&span.events)),
-                    links_json,
-                    resource_json: resource.clone(),
+                    detail: SpanDetail::Otlp(detail::encode(span)),
+                    resource_id: resource_id.clone(),
                     received_at_ms,
                 });
             }
@@ -355,8 +348,14 @@ fn service_name(resource: Option<&Resource>) -> Option<String> {
     resource.and_then(|r| string_attribute(&r.attributes, &["service.name"]))
 }
 
-fn resource_json(resource: Option<&Resource>) -> String {
-    json_text(&Attributes(resource.map_or(&[][..], |r| &r.attributes)))
+/// A resource as stored: its protobuf, named by a digest of it (the same
+/// resource in every request is one row).
+fn resource_row(resource: &Resource) -> ResourceRow {
+    let bytes = resource.encode_to_vec();
+    ResourceRow {
+        resource_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes).to_string(),
+        resource: bytes,
+    }
 }
 
 /// The first of `names` that is a non-empty string attribute.
@@ -371,90 +370,10 @@ fn string_attribute(attributes: &[KeyValue], names: &[&str]) -> Option<String> {
     })
 }
 
-/// Compact JSON text of one of the views below.
-fn json_text(value: &impl Serialize) -> String {
-    // Only strings, numbers, booleans, nulls, arrays and string-keyed
-    // objects are written, which serde_json cannot fail to serialise.
-    serde_json::to_string(value).expect("OTLP values serialise to JSON")
-}
-
-/// Attributes as a JSON object: keys in byte order, a repeated key keeps
-/// its last value — the text of the `serde_json::Map` they would collect
-/// into (a `BTreeMap`: serde_json's `preserve_order` is off).
-struct Attributes<'a>(&'a [KeyValue]);
-
-impl Serialize for Attributes<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut sorted: Vec<&KeyValue> = self.0.iter().collect();
-        // Stable: of a repeated key, the last sent stays last.
-        sorted.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut map = serializer.serialize_map(None)?;
-        for (i, kv) in sorted.iter().enumerate() {
-            if sorted.get(i + 1).is_some_and(|next| next.key == kv.key) {
-                continue;
-            }
-            map.serialize_entry(&kv.key, &Any(kv.value.as_ref()))?;
-        }
-        map.end()
-    }
-}
-
-/// One attribute value as JSON: a missing value and a non-finite double
-/// are `null`, bytes are lowercase hex, a key-value list an object as
-/// [`Attributes`].
-struct Any<'a>(Option<&'a AnyValue>);
-
-impl Serialize for Any<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use any_value::Value as V;
-        match self.0.and_then(|v| v.value.as_ref()) {
-            None => serializer.serialize_unit(),
-            Some(V::StringValue(s)) => serializer.serialize_str(s),
-            Some(V::BoolValue(b)) => serializer.serialize_bool(*b),
-            Some(V::IntValue(i)) => serializer.serialize_i64(*i),
-            Some(V::DoubleValue(d)) if d.is_finite() => serializer.serialize_f64(*d),
-            Some(V::DoubleValue(_)) => serializer.serialize_unit(),
-            Some(V::ArrayValue(a)) => serializer.collect_seq(a.values.iter().map(|v| Any(Some(v)))),
-            Some(V::KvlistValue(kv)) => Attributes(&kv.values).serialize(serializer),
-            Some(V::BytesValue(b)) => serializer.serialize_str(&hex::encode(b)),
-        }
-    }
-}
-
-/// Span events as a JSON array of `{attributes, name, time_ns}`.
-struct Events<'a>(&'a [span::Event]);
-
-impl Serialize for Events<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|e| EventJson {
-            attributes: Attributes(&e.attributes),
-            name: &e.name,
-            time_ns: clamp_ns(e.time_unix_nano),
-        }))
-    }
-}
-
-// The fields of the two below are in byte order, as the keys of an object
-// of `serde_json::Map` are.
-
-#[derive(Serialize)]
-struct EventJson<'a> {
-    attributes: Attributes<'a>,
-    name: &'a str,
-    time_ns: i64,
-}
-
-#[derive(Serialize)]
-struct LinkJson<'a> {
-    attributes: Attributes<'a>,
-    span_id: String,
-    trace_id: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
@@ -534,7 +453,8 @@ mod tests {
         assert_eq!(row.received_at_ms, 7);
         assert_eq!(decoded.links.len(), 1);
         assert_eq!(decoded.links[0].linked_trace_id, "cd".repeat(16));
-        assert!(row.links_json.contains(&"cd".repeat(16)));
+        let links = detail::view(&row.detail).links;
+        assert_eq!(links[0]["trace_id"], "cd".repeat(16));
     }
 
     #[test]
@@ -891,7 +811,7 @@ mod tests {
     }
 
     #[test]
-    fn json_columns_are_the_text_a_serde_json_map_gives() {
+    fn span_detail_shows_what_a_serde_json_map_gives() {
         let mut s = span(vec![0xab; 16], vec![0x01; 8]);
         s.attributes = awkward_attributes();
         s.events = vec![
@@ -939,25 +859,83 @@ mod tests {
         let decoded = span_rows(&request, 0);
         assert_eq!(decoded.rows.len(), 2);
         for (row, span) in decoded.rows.iter().zip([&s, &bare]) {
-            assert_eq!(row.attributes_json, value_oracle::object(&span.attributes));
-            assert_eq!(row.events_json, value_oracle::events(span));
-            assert_eq!(row.links_json, value_oracle::links(span));
+            let view = detail::view(&row.detail);
             assert_eq!(
-                row.resource_json,
-                value_oracle::object(&resource.attributes)
+                view.attributes.to_string(),
+                value_oracle::object(&span.attributes)
+            );
+            assert_eq!(view.events.to_string(), value_oracle::events(span));
+            assert_eq!(view.links.to_string(), value_oracle::links(span));
+            assert_eq!(
+                row.resource_id,
+                Some(decoded.resources[0].resource_id.clone())
             );
         }
         assert_eq!(decoded.links.len(), 2);
-        assert_eq!(decoded.rows[1].events_json, "[]");
-        assert_eq!(decoded.rows[1].links_json, "[]");
-        assert_eq!(span_rows(&no_resource, 0).rows[0].resource_json, "{}");
+        assert_eq!(
+            decoded.resources.len(),
+            1,
+            "once per resource, not per span"
+        );
+        // As bytes: a NaN attribute is not equal to itself.
+        assert_eq!(decoded.resources[0].resource, resource.encode_to_vec());
+        let bare_view = detail::view(&decoded.rows[1].detail);
+        assert_eq!(bare_view.events.to_string(), "[]");
+        assert_eq!(bare_view.links.to_string(), "[]");
+        let without = span_rows(&no_resource, 0);
+        assert_eq!(
+            (without.rows[0].resource_id.clone(), without.resources.len()),
+            (None, 0)
+        );
         // Spot checks of the oracle itself.
-        let attributes: serde_json::Value =
-            serde_json::from_str(&decoded.rows[0].attributes_json).expect("JSON");
+        let attributes = detail::view(&decoded.rows[0].detail).attributes;
         assert_eq!(attributes["repeated"], 2.5);
         assert_eq!(attributes["bytes"], "00abff");
         assert_eq!(attributes["double.nan"], serde_json::Value::Null);
         assert_eq!(attributes["kvlist"]["b"], "3, the last b");
+    }
+
+    /// The detail is the protobuf prost writes for a `Span` holding only
+    /// the three fields: the tags are right, and any OTLP reader reads it.
+    #[test]
+    fn span_detail_is_a_span_message_with_only_attributes_events_and_links() {
+        let mut s = span(vec![0xab; 16], vec![0x01; 8]);
+        s.attributes = awkward_attributes();
+        s.events = vec![span::Event {
+            name: "exception".to_owned(),
+            attributes: awkward_attributes(),
+            ..span::Event::default()
+        }];
+        s.links = vec![span::Link {
+            trace_id: vec![0xcd; 16],
+            span_id: vec![0x03; 8],
+            ..span::Link::default()
+        }];
+        let only_detail = Span {
+            attributes: s.attributes.clone(),
+            events: s.events.clone(),
+            links: s.links.clone(),
+            ..Span::default()
+        };
+        assert_eq!(detail::encode(&s), only_detail.encode_to_vec());
+        assert!(detail::encode(&Span::default()).is_empty());
+    }
+
+    #[test]
+    fn rows_of_the_old_form_show_their_json_and_an_unreadable_detail_shows_nothing() {
+        let old = kausal_store::SpanDetail::Json {
+            attributes: r#"{"errorType":"MissingCustomerEmail"}"#.to_owned(),
+            events: r#"[{"attributes":{},"name":"exception","time_ns":5}]"#.to_owned(),
+            links: "[]".to_owned(),
+        };
+        let view = detail::view(&old);
+        assert_eq!(view.attributes["errorType"], "MissingCustomerEmail");
+        assert_eq!(view.events[0]["name"], "exception");
+        assert_eq!(view.links, serde_json::json!([]));
+
+        let broken = detail::view(&kausal_store::SpanDetail::Otlp(vec![0x4a, 0xff]));
+        assert_eq!(broken.attributes, serde_json::Value::Null);
+        assert_eq!(broken.links, serde_json::Value::Null);
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub struct SpanView {
 
 impl From<SpanRow> for SpanView {
     fn from(s: SpanRow) -> Self {
+        let detail = crate::otlp::detail::view(&s.detail);
         Self {
             duration_ms: (s.end_ns.saturating_sub(s.start_ns)) as f64 / 1e6,
             service: s.service,
@@ -144,9 +145,9 @@ impl From<SpanRow> for SpanView {
             status: s.status_code,
             status_message: s.status_message,
             event_id: s.event_id,
-            attributes: parse(&s.attributes_json),
-            events: parse(&s.events_json),
-            links: parse(&s.links_json),
+            attributes: detail.attributes,
+            events: detail.events,
+            links: detail.links,
         }
     }
 }

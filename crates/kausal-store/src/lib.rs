@@ -44,7 +44,7 @@ pub use read_model::{
     Side, StatementLine, StatementPage,
 };
 pub use retention::PrunedLineage;
-pub use telemetry::{LogRow, SpanLinkRow, SpanRow, TelemetryCounts};
+pub use telemetry::{LogRow, ResourceRow, SpanDetail, SpanLinkRow, SpanRow, TelemetryCounts};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

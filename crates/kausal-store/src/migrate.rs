@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "009-read-model",
         include_str!("../ddl/009-read-model.sql"),
     ),
+    (
+        10,
+        "010-span-detail",
+        include_str!("../ddl/010-span-detail.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -33,15 +33,38 @@ pub struct SpanRow {
     pub correlation_id: Option<String>,
     /// `messaging.message.id`, where the span has one.
     pub event_id: Option<String>,
-    /// Attributes as a JSON object of name → value.
-    pub attributes_json: String,
-    /// Span events as a JSON array.
-    pub events_json: String,
-    /// Links as a JSON array of `{trace_id, span_id, attributes}`.
-    pub links_json: String,
-    /// Resource attributes as a JSON object.
-    pub resource_json: String,
+    /// Attributes, events and links.
+    pub detail: SpanDetail,
+    /// The [`ResourceRow`] of the resource that sent the span.
+    pub resource_id: Option<String>,
     pub received_at_ms: i64,
+}
+
+/// What a span says beyond its columns: its attributes, events and links.
+/// The store keeps the bytes as given; the console encodes and reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpanDetail {
+    /// The protobuf of an OTLP `Span` message holding only its attributes,
+    /// events and links: what the receiver writes (since migration 010).
+    Otlp(Vec<u8>),
+    /// JSON text of each, as rows written before migration 010 hold them:
+    /// attributes an object of name → value, events an array, links an
+    /// array of `{trace_id, span_id, attributes}`.
+    Json {
+        attributes: String,
+        events: String,
+        links: String,
+    },
+}
+
+/// A resource (the service that sent spans), stored once however many
+/// spans name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRow {
+    /// A digest of `resource`.
+    pub resource_id: String,
+    /// The protobuf of an OTLP `Resource` message.
+    pub resource: Vec<u8>,
 }
 
 /// A link from one span to another span's context.
@@ -81,22 +104,31 @@ pub struct TelemetryCounts {
     pub logs: u64,
 }
 
-/// Rows per statement: 17 columns × 400 stays under SQLite's limit of
+/// Rows per statement: 19 columns × 400 stays under SQLite's limit of
 /// 32 766 bound parameters.
 const CHUNK_ROWS: usize = 400;
 
 impl Store {
-    /// Stores spans, their links and log records in one transaction; rows
-    /// already present are skipped.
+    /// Stores spans, their links and resources, and log records in one
+    /// transaction; rows already present are skipped.
     pub async fn record_telemetry(
         &self,
         spans: &[SpanRow],
         links: &[SpanLinkRow],
+        resources: &[ResourceRow],
         logs: &[LogRow],
         received_at_ms: i64,
     ) -> Result<TelemetryCounts> {
         let mut counts = TelemetryCounts::default();
         let (_turn, mut tx) = self.begin_write().await?;
+        for r in resources {
+            sqlx::query(include_str!("../sql/span_resource_insert.sql"))
+                .bind(&r.resource_id)
+                .bind(&r.resource)
+                .bind(received_at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
         for chunk in spans.chunks(CHUNK_ROWS) {
             let sql = multi_row(
                 include_str!("../sql/span_insert.sql"),
@@ -117,12 +149,23 @@ impl Store {
                     .bind(&s.status_code)
                     .bind(&s.status_message)
                     .bind(&s.correlation_id)
-                    .bind(&s.event_id)
-                    .bind(&s.attributes_json)
-                    .bind(&s.events_json)
-                    .bind(&s.links_json)
-                    .bind(&s.resource_json)
-                    .bind(s.received_at_ms);
+                    .bind(&s.event_id);
+                // The JSON columns of the old form are NOT NULL: '' when
+                // the detail is protobuf; no resource copy per span.
+                q = match &s.detail {
+                    SpanDetail::Otlp(bytes) => q.bind("").bind("").bind("").bind("").bind(bytes),
+                    SpanDetail::Json {
+                        attributes,
+                        events,
+                        links,
+                    } => q
+                        .bind(attributes)
+                        .bind(events)
+                        .bind(links)
+                        .bind("{}")
+                        .bind(None::<Vec<u8>>),
+                };
+                q = q.bind(&s.resource_id).bind(s.received_at_ms);
             }
             counts.spans += q.execute(&mut *tx).await?.rows_affected();
         }
@@ -318,14 +361,25 @@ impl Store {
         rows.iter().map(log_from).collect()
     }
 
-    /// Deletes at most `batch` spans, links and log records each that were
-    /// received before `before_ms`; returns how many rows went. Call again
-    /// until it returns 0.
+    /// A resource stored by [`Store::record_telemetry`], while a span
+    /// within retention names it.
+    pub async fn span_resource(&self, resource_id: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(include_str!("../sql/span_resource.sql"))
+            .bind(resource_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("resource")).transpose()?)
+    }
+
+    /// Deletes at most `batch` spans, links, resources and log records each
+    /// that were received (resources: last named) before `before_ms`;
+    /// returns how many rows went. Call again until it returns 0.
     pub async fn prune_telemetry(&self, before_ms: i64, batch: i64) -> Result<u64> {
         let mut removed = 0;
         for sql in [
             include_str!("../sql/telemetry_prune_spans.sql"),
             include_str!("../sql/telemetry_prune_span_links.sql"),
+            include_str!("../sql/telemetry_prune_span_resources.sql"),
             include_str!("../sql/telemetry_prune_log_records.sql"),
         ] {
             removed += sqlx::query(sql)
@@ -353,10 +407,15 @@ fn span_from(row: &AnyRow) -> Result<SpanRow> {
         status_message: row.try_get("status_message")?,
         correlation_id: row.try_get("correlation_id")?,
         event_id: row.try_get("event_id")?,
-        attributes_json: row.try_get("attributes_json")?,
-        events_json: row.try_get("events_json")?,
-        links_json: row.try_get("links_json")?,
-        resource_json: row.try_get("resource_json")?,
+        detail: match row.try_get::<Option<Vec<u8>>, _>("detail")? {
+            Some(bytes) => SpanDetail::Otlp(bytes),
+            None => SpanDetail::Json {
+                attributes: row.try_get("attributes_json")?,
+                events: row.try_get("events_json")?,
+                links: row.try_get("links_json")?,
+            },
+        },
+        resource_id: row.try_get("resource_id")?,
         received_at_ms: row.try_get("received_at_ms")?,
     })
 }

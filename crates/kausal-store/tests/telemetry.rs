@@ -2,7 +2,7 @@
 //! often they are sent, found by trace, correlation, event and link, and
 //! pruned by age while queries keep answering.
 
-use kausal_store::{LogRow, SpanLinkRow, SpanRow, testing};
+use kausal_store::{LogRow, ResourceRow, SpanDetail, SpanLinkRow, SpanRow, testing};
 
 fn span(
     trace: &str,
@@ -24,10 +24,9 @@ fn span(
         status_message: None,
         correlation_id: correlation.map(str::to_owned),
         event_id: Some(format!("ev-{span}")),
-        attributes_json: "{}".to_owned(),
-        events_json: "[]".to_owned(),
-        links_json: "[]".to_owned(),
-        resource_json: "{}".to_owned(),
+        // Bytes as given (what the console writes is protobuf).
+        detail: SpanDetail::Otlp(format!("detail of {span}").into_bytes()),
+        resource_id: Some("res-1".to_owned()),
         received_at_ms: received,
     }
 }
@@ -62,8 +61,22 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
                 Some("corr-1"),
                 1_001,
             ),
-            span(&t2, "0000000000000003", None, None, 5_000),
+            SpanRow {
+                // A row of the form written before migration 010.
+                detail: SpanDetail::Json {
+                    attributes: r#"{"errorType":"MissingCustomerEmail"}"#.to_owned(),
+                    events: "[]".to_owned(),
+                    links: "[]".to_owned(),
+                },
+                resource_id: None,
+                ..span(&t2, "0000000000000003", None, None, 5_000)
+            },
         ];
+        let resource = |id: &str| ResourceRow {
+            resource_id: id.to_owned(),
+            resource: format!("resource {id}").into_bytes(),
+        };
+        let resources = vec![resource("res-1")];
         // The batch span in t2 links the record's context in t1.
         let links = vec![SpanLinkRow {
             trace_id: t2.clone(),
@@ -76,7 +89,7 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
             log("l2", None, Some("corr-1"), 5_001),
         ];
         let first = store
-            .record_telemetry(&spans, &links, &logs, 5_000)
+            .record_telemetry(&spans, &links, &resources, &logs, 5_000)
             .await
             .expect(db.label);
         assert_eq!(
@@ -87,12 +100,29 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
         );
         // An exporter's retry: nothing new.
         let again = store
-            .record_telemetry(&spans, &links, &logs, 5_000)
+            .record_telemetry(&spans, &links, &resources, &logs, 5_000)
             .await
             .expect(db.label);
         assert_eq!(
             (again.spans, again.links, again.logs),
             (0, 0, 0),
+            "{}",
+            db.label
+        );
+
+        // A resource last named before the cut-off, and one named again
+        // with an older time, which does not move it back.
+        store
+            .record_telemetry(&[], &[], &[resource("res-old")], &[], 1_500)
+            .await
+            .expect(db.label);
+        store
+            .record_telemetry(&[], &[], &resources, &[], 1_500)
+            .await
+            .expect(db.label);
+        assert_eq!(
+            store.span_resource("res-1").await.expect(db.label),
+            Some(resources[0].resource.clone()),
             "{}",
             db.label
         );
@@ -226,7 +256,26 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
             }
             removed += n;
         }
-        assert_eq!(removed, 3, "{}: two spans and one log record", db.label);
+        assert_eq!(
+            removed, 4,
+            "{}: two spans, one resource and one log record",
+            db.label
+        );
+        assert_eq!(
+            store.span_resource("res-old").await.expect(db.label),
+            None,
+            "{}",
+            db.label
+        );
+        assert!(
+            store
+                .span_resource("res-1")
+                .await
+                .expect(db.label)
+                .is_some(),
+            "{}: named by a span received later",
+            db.label
+        );
         assert!(
             store
                 .spans_for_trace(&t1, 100)

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use kausal_store::{SpanRow, testing};
+use kausal_store::{SpanDetail, SpanRow, testing};
 
 const WRITERS: usize = 4;
 const BATCHES: usize = 150;
 const SPANS: usize = 50;
-/// Attributes per span: 150 × 50 × 4 spans of ~10 KB is ~300 MB written.
+/// Detail per span: 150 × 50 × 4 spans of ~10 KB is ~300 MB written.
 const ATTRIBUTES_BYTES: usize = 10_000;
 
 fn span(writer: usize, batch: usize, n: usize) -> SpanRow {
@@ -29,10 +29,8 @@ fn span(writer: usize, batch: usize, n: usize) -> SpanRow {
         status_message: None,
         correlation_id: None,
         event_id: None,
-        attributes_json: format!(r#"{{"padding":"{}"}}"#, "x".repeat(ATTRIBUTES_BYTES)),
-        events_json: "[]".to_owned(),
-        links_json: "[]".to_owned(),
-        resource_json: "{}".to_owned(),
+        detail: SpanDetail::Otlp(vec![b'x'; ATTRIBUTES_BYTES]),
+        resource_id: None,
         received_at_ms: 1,
     }
 }
@@ -59,7 +57,7 @@ async fn the_sqlite_write_ahead_log_stays_bounded_under_writers_that_never_pause
                 for batch in 0..BATCHES {
                     let spans: Vec<SpanRow> = (0..SPANS).map(|n| span(writer, batch, n)).collect();
                     store
-                        .record_telemetry(&spans, &[], &[], 1)
+                        .record_telemetry(&spans, &[], &[], &[], 1)
                         .await
                         .expect("a batch of spans");
                 }

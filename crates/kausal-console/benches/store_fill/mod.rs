@@ -402,6 +402,7 @@ pub async fn bulk_load(store: &Store, plan: &LoadPlan, label: &str) -> Result<Lo
             .record_telemetry(
                 &chunk.spans.rows,
                 &chunk.spans.links,
+                &chunk.spans.resources,
                 &chunk.logs.rows,
                 now_ms(),
             )

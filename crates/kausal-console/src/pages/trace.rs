@@ -438,16 +438,19 @@ pub(crate) mod tests {
             status_message: None,
             correlation_id: Some("corr-9".into()),
             event_id: None,
-            attributes_json: "{}".into(),
-            events_json: "[]".into(),
-            links_json: serde_json::to_string(
-                &links
-                    .iter()
-                    .map(|(t, s)| json!({"trace_id": t, "span_id": s, "attributes": {}}))
-                    .collect::<Vec<_>>(),
-            )
-            .expect("json"),
-            resource_json: "{}".into(),
+            // The form rows had before migration 010: both forms are read.
+            detail: kausal_store::SpanDetail::Json {
+                attributes: "{}".into(),
+                events: "[]".into(),
+                links: serde_json::to_string(
+                    &links
+                        .iter()
+                        .map(|(t, s)| json!({"trace_id": t, "span_id": s, "attributes": {}}))
+                        .collect::<Vec<_>>(),
+                )
+                .expect("json"),
+            },
+            resource_id: None,
             received_at_ms: 1_700_000_000_000,
         }
     }
@@ -467,7 +470,7 @@ pub(crate) mod tests {
         };
         state
             .store
-            .record_telemetry(&[replay], &[link], &[], 1)
+            .record_telemetry(&[replay], &[link], &[], &[], 1)
             .await
             .expect("record");
         let get = |id: &str| page(State(state.clone()), Ok(Path(id.to_owned())));

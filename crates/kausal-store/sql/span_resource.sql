@@ -1,0 +1,1 @@
+SELECT resource FROM span_resources WHERE resource_id = $1
