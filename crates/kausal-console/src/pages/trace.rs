@@ -438,18 +438,19 @@ pub(crate) mod tests {
             status_message: None,
             correlation_id: Some("corr-9".into()),
             event_id: None,
-            // The form rows had before migration 010: both forms are read.
-            detail: kausal_store::SpanDetail::Json {
-                attributes: "{}".into(),
-                events: "[]".into(),
-                links: serde_json::to_string(
-                    &links
+            detail: kausal_store::SpanDetail::Otlp(crate::otlp::detail::encode(
+                &opentelemetry_proto::tonic::trace::v1::Span {
+                    links: links
                         .iter()
-                        .map(|(t, s)| json!({"trace_id": t, "span_id": s, "attributes": {}}))
-                        .collect::<Vec<_>>(),
-                )
-                .expect("json"),
-            },
+                        .map(|(t, s)| opentelemetry_proto::tonic::trace::v1::span::Link {
+                            trace_id: hex::decode(t).expect("hex"),
+                            span_id: hex::decode(s).expect("hex"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            )),
             resource_id: None,
             received_at_ms: 1_700_000_000_000,
         }
