@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+pub(crate) use json::read_json;
 use json::{Any, Attributes, json_text};
 
 pub mod detail;
@@ -177,7 +178,12 @@ pub fn span_rows(request: &ExportTraceServiceRequest, received_at_ms: i64) -> De
         // Once per resource, shared by its spans.
         let resource = resource_spans.resource.as_ref().map(resource_row);
         let resource_id = resource.as_ref().map(|r| r.resource_id.clone());
-        out.resources.extend(resource);
+        // A resource sent in several groups of one request is one row.
+        out.resources.extend(resource.filter(|r| {
+            !out.resources
+                .iter()
+                .any(|seen| seen.resource_id == r.resource_id)
+        }));
         let service = service_name(resource_spans.resource.as_ref());
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
@@ -893,6 +899,31 @@ mod tests {
         assert_eq!(attributes["bytes"], "00abff");
         assert_eq!(attributes["double.nan"], serde_json::Value::Null);
         assert_eq!(attributes["kvlist"]["b"], "3, the last b");
+    }
+
+    #[test]
+    fn a_resource_sent_in_two_groups_of_one_request_is_one_row() {
+        let mut request = traces(vec![span(vec![0xab; 16], vec![0x01; 8])]);
+        let mut second = request.resource_spans[0].clone();
+        second.scope_spans[0].spans[0].span_id = vec![0x02; 8];
+        request.resource_spans.push(second);
+        let mut other = request.resource_spans[0].clone();
+        other.resource = resource("inventory-service");
+        other.scope_spans[0].spans[0].span_id = vec![0x03; 8];
+        request.resource_spans.push(other);
+
+        let decoded = span_rows(&request, 0);
+        assert_eq!(
+            decoded.resources.len(),
+            2,
+            "payment-service once, inventory-service once"
+        );
+        assert_eq!(decoded.rows[0].resource_id, decoded.rows[1].resource_id);
+        assert_ne!(decoded.rows[0].resource_id, decoded.rows[2].resource_id);
+        assert_eq!(
+            decoded.rows[2].resource_id.as_deref(),
+            Some(decoded.resources[1].resource_id.as_str())
+        );
     }
 
     /// The detail is the protobuf prost writes for a `Span` holding only

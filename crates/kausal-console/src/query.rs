@@ -175,7 +175,7 @@ impl From<LogRow> for LogView {
             trace_id: l.trace_id,
             span_id: l.span_id,
             correlation_id: l.correlation_id,
-            attributes: parse(&l.attributes_json),
+            attributes: crate::otlp::read_json(&l.attributes_json),
         }
     }
 }
@@ -515,8 +515,4 @@ pub fn span_tree<'a>(spans: &[&'a SpanView]) -> Vec<(usize, &'a SpanView)> {
         }
     }
     out
-}
-
-fn parse(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or(Value::Null)
 }

@@ -6,7 +6,7 @@
 //! without copying it (prost's field encoders at the fields' tags in
 //! `Span`, which a test pins against prost's own encoding of such a
 //! message), which costs a fraction of writing them as JSON text and
-//! stores less than half the bytes (docs/benchmarks.md, "Span detail as
+//! makes the store ~21 % smaller (docs/benchmarks.md, "Span detail as
 //! received"). Shown as JSON values, the same a row of the old form (JSON
 //! text, before migration 010) parses to: attributes an object of name →
 //! value, events an array of `{attributes, name, time_ns}`, links an array
@@ -19,7 +19,7 @@ use prost::Message;
 use prost::encoding::message::{encode_repeated, encoded_len_repeated};
 use serde_json::Value;
 
-use super::json::{Attributes, Events, LinkJson};
+use super::json::{Attributes, Events, LinkJson, read_json};
 use super::{span_hex, trace_hex};
 
 /// The tags of `attributes`, `events` and `links` in OTLP's `Span`.
@@ -76,9 +76,9 @@ pub fn view(detail: &SpanDetail) -> DetailView {
             events,
             links,
         } => DetailView {
-            attributes: parse(attributes),
-            events: parse(events),
-            links: parse(links),
+            attributes: read_json(attributes),
+            events: read_json(events),
+            links: read_json(links),
         },
     }
 }
@@ -101,8 +101,4 @@ fn to_value(value: &impl serde::Serialize) -> Value {
     // Strings, numbers, booleans, nulls, arrays and string-keyed objects
     // only, which serde_json cannot fail to turn into a Value.
     serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-fn parse(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or(Value::Null)
 }

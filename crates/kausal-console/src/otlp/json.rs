@@ -20,6 +20,13 @@ pub(super) fn json_text(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("OTLP values serialise to JSON")
 }
 
+/// JSON text this module wrote (a log record's attributes, a span's detail
+/// stored before migration 010), read back; `null` if a row holds text that
+/// is not JSON, rather than a failed document.
+pub(crate) fn read_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
 /// Attributes as a JSON object: keys in byte order, a repeated key keeps
 /// its last value — the text of the `serde_json::Map` they would collect
 /// into (a `BTreeMap`: serde_json's `preserve_order` is off).
