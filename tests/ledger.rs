@@ -15,16 +15,21 @@ use std::time::{Duration, Instant};
 
 use kausal_contracts::ledger::LEDGER_ENTRIES_TOPIC;
 use kausal_eventsource::{EventStore, EventStoreMetrics};
-use kausal_kafka::EventProducer;
+use kausal_kafka::runtime::Outcome;
+use kausal_kafka::{CorrelationPolicy, EventProducer};
 use kausal_outbox::{OutboxMetrics, Relay, RelayConfig};
+use kausal_payment::{LedgerClient, PaymentHandler, PaymentMetrics, SERVICE_NAME};
 use kausal_store::Store;
 use kausal_telemetry::Metrics;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{CuttableProxy, Engine, TestBroker, free_port, relative, scratch_dir};
+use crate::harness::{
+    CuttableProxy, Engine, TestBroker, eventually, free_port, relative, scratch_dir,
+};
 use crate::http::request;
 use crate::process::Up;
+use crate::runtime::{ScriptedGateway, fast_retry, order, start_runtime};
 
 async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = request(addr, "GET", path, &[], "").await;
@@ -392,3 +397,109 @@ async fn a_ledger_without_its_database_answers_503_and_its_relay_resumes(engine:
     assert_eq!(summary.published, 2, "{summary:?}");
 }
 on_brokers!(a_ledger_without_its_database_answers_503_and_its_relay_resumes: Sqlite);
+
+/// The ledger is down (nothing listens on its port) when payment charges an
+/// order: every attempt's POST is refused (`HttpConnect`, an unavailable
+/// dependency), so the order waits well past its retry budget (two
+/// attempts) instead of being dead-lettered; once the ledger listens, the
+/// next attempt posts the entry, once, and the order is processed.
+async fn payment_waits_for_a_ledger_that_refuses_connections(engine: Engine) {
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[
+        ("orders", 1),
+        ("orders.dlq", 1),
+        ("payments", 1),
+        (LEDGER_ENTRIES_TOPIC, 1),
+    ])
+    .await;
+    let port = free_port();
+    let gateway = ScriptedGateway::default();
+    let handler = PaymentHandler::new(gateway.clone(), PaymentMetrics::register(&Metrics::new()))
+        .with_ledger(
+            LedgerClient::new(SERVICE_NAME, &format!("http://127.0.0.1:{port}"))
+                .expect("ledger client"),
+        );
+    let group = format!("payment-{}", crate::harness::unique());
+    let running = start_runtime(
+        &b.kafka,
+        SERVICE_NAME,
+        &group,
+        &["orders"],
+        handler,
+        fast_retry(2),
+        CorrelationPolicy::Adopt,
+        None,
+    );
+    let producer = EventProducer::new(&b.kafka, "order-test", Metrics::new()).expect("producer");
+    let order_id = format!("ord-ledger-down-{}", crate::harness::unique());
+    kausal_order::place_order(&producer, "orders", &order(&order_id), None, None)
+        .await
+        .expect("order published");
+
+    // Twice the budget's attempts, each charged and each refused by the
+    // ledger: the order is still waiting, not dead-lettered.
+    assert!(
+        eventually(Duration::from_secs(60), || gateway.charges(&order_id) >= 4).await,
+        "the order was tried {} times while the ledger was down",
+        gateway.charges(&order_id)
+    );
+    assert!(
+        running.outcomes().is_empty(),
+        "no outcome while the ledger is down: {:?}",
+        running.outcomes()
+    );
+
+    // The ledger comes up on its port.
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        b.dir.path().join("ledger.db").display()
+    ))
+    .await
+    .expect("the ledger's store");
+    let stop = CancellationToken::new();
+    let (ledger, server) = kausal_ledger::http::serve(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        kausal_ledger::http::ApiState {
+            ledger: kausal_ledger::Ledger::new(EventStore::new(
+                store.clone(),
+                EventStoreMetrics::register(&Metrics::new()),
+            )),
+        },
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .expect("the ledger listens on its port again");
+    assert!(
+        eventually(Duration::from_secs(60), || !running.outcomes().is_empty()).await,
+        "no outcome once the ledger was up"
+    );
+    let (summary, outcomes) = running.stop().await;
+    let [(_, Outcome::Processed { attempts })] = outcomes.as_slice() else {
+        panic!("one order processed: {outcomes:?}");
+    };
+    assert!(
+        *attempts >= 5,
+        "processed on an attempt past the outage ({attempts})"
+    );
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    let payments = b.read_all("payments", 1, Duration::from_secs(30));
+    assert_eq!(payments.len(), 1, "one payment event");
+    assert_eq!(
+        crate::harness::header(&payments[0], kausal_core::headers::EVENT_TYPE).as_deref(),
+        Some(kausal_contracts::event_types::PAYMENT_PROCESSED)
+    );
+
+    // The ledger holds the charge once.
+    let (status, balance) = get_json(ledger, "/v1/accounts/customer:user-1").await;
+    assert_eq!(status, 200, "{balance}");
+    assert_eq!(
+        (&balance["debits"], &balance["postings"]),
+        (&serde_json::json!(1250), &serde_json::json!(1)),
+        "{balance}"
+    );
+    stop.cancel();
+    server.await.expect("ledger server");
+    store.close().await;
+}
+
+on_brokers!(payment_waits_for_a_ledger_that_refuses_connections: Sqlite);

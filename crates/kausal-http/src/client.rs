@@ -251,13 +251,19 @@ async fn exchange(request: reqwest::RequestBuilder, url: &str) -> Result<Answer,
     })
 }
 
-/// A request that got no answer: timeouts and connection failures are
-/// retried, anything else (a malformed request) is not.
+/// A request that got no answer. A connection that cannot be made (refused,
+/// no route, a name that does not resolve) says the callee is down, not
+/// that this request is wrong: nothing in a request's body or headers makes
+/// a connection fail, so it is [`ErrorClass::Unavailable`] and the record
+/// waits for the callee instead of spending its retry budget and being
+/// dead-lettered. A timeout or a connection broken off mid-answer is
+/// retried within the budget (a request can be slow or break its callee
+/// by itself); a request that cannot be built is not retried.
 fn transport(e: &reqwest::Error, url: &str) -> CallError {
     let (class, error_type) = if e.is_timeout() {
         (ErrorClass::Retryable, "HttpTimeout")
     } else if e.is_connect() {
-        (ErrorClass::Retryable, "HttpConnect")
+        (ErrorClass::Unavailable, "HttpConnect")
     } else if e.is_builder() {
         (ErrorClass::Fatal, "HttpRequest")
     } else {

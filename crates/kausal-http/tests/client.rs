@@ -192,7 +192,7 @@ async fn failures_are_classified_for_the_retry_policy_and_mark_the_span() {
         );
     }
 
-    // Nobody listening: a connection failure, worth another attempt.
+    // Nobody listening: the callee is down; the record waits for it.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("address")
@@ -210,7 +210,7 @@ async fn failures_are_classified_for_the_retry_policy_and_mark_the_span() {
         .expect_err("nobody there");
     assert_eq!(
         (e.class, e.error_type.as_str()),
-        (ErrorClass::Retryable, "HttpConnect"),
+        (ErrorClass::Unavailable, "HttpConnect"),
         "{e}"
     );
 

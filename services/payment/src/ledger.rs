@@ -2,12 +2,14 @@
 //! ledger service over HTTP (issue 14, seed 004's orchestrator → ledger
 //! call): a CLIENT span under the handler's `process` span, `traceparent`,
 //! `X-Correlation-ID` and `X-Causation-ID` (the `OrderPlaced` being
-//! handled) injected, the order id as `Idempotency-Key`. A transient
-//! failure (a timeout, a refused connection, 429, 5xx) fails the handling
-//! as retryable, so the consumer runtime's retry policy tries the whole
-//! handling again — the gateway and the ledger both answer a repeated
-//! order the same way — and dead-letters it in the end; a refusal (400,
-//! 409) dead-letters it at once.
+//! handled) injected, the order id as `Idempotency-Key`. A ledger that
+//! refuses connections is down: the handling fails as unavailable and the
+//! consumer runtime tries it again for as long as the ledger is down,
+//! without dead-lettering (the partition waits). A transient failure (a
+//! timeout, 429, 5xx) fails it as retryable, so the retry policy tries the
+//! whole handling again within its budget — the gateway and the ledger
+//! both answer a repeated order the same way — and dead-letters it in the
+//! end; a refusal (400, 409) dead-letters it at once.
 
 use kausal_contracts::OrderPlaced;
 use kausal_contracts::ledger::{Direction, LegRequest, MAX_ID_LEN, PostEntryRequest, paths};
