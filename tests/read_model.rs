@@ -23,7 +23,7 @@ use kausal_service::ServiceConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Engine, TestBroker, free_port, header};
+use crate::harness::{CuttableProxy, Engine, TestBroker, free_port, header};
 use crate::http::request;
 
 fn entry(id: &str, currency: &str, legs: &[(&str, Direction, u64)]) -> EntryPosted {
@@ -78,38 +78,73 @@ async fn wait_for_postings(api: SocketAddr, account: &str, postings: i64) {
     }
 }
 
+/// read-model-service as it runs, on `database`, with these extra flags.
+struct ReadModel {
+    api: SocketAddr,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ReadModel {
+    /// Starts the service and waits until its API listens.
+    async fn start(b: &TestBroker, database: &str, flags: &[&str]) -> Self {
+        let config = ServiceConfig::try_parse_from(
+            [
+                kausal_read_model::SERVICE_NAME,
+                "--kafka",
+                &b.kafka.bootstrap_servers,
+                "--database",
+                database,
+            ]
+            .iter()
+            .chain(flags),
+        )
+        .expect("flags parse");
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(
+            kausal_read_model::service(config, ReadModelOptions { http: api })
+                .run_until(shutdown.clone()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(api).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the read model API never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            api,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Stops it and checks that it stopped cleanly.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(60), self.running)
+            .await
+            .expect("stops on shutdown")
+            .expect("joins");
+        assert!(stopped.is_ok(), "a clean stop: {stopped:?}");
+    }
+}
+
 on_brokers!(balances_and_statements_are_exact_and_a_redelivery_changes_nothing: Sqlite);
 async fn balances_and_statements_are_exact_and_a_redelivery_changes_nothing(engine: Engine) {
     use Direction::{Credit, Debit};
     let b = TestBroker::start(engine).await;
     b.create_topics(&[(LEDGER_ENTRIES_TOPIC, 3)]).await;
     let database = format!("sqlite://{}", b.dir.path().join("read-model.db").display());
-    let config = ServiceConfig::try_parse_from([
-        kausal_read_model::SERVICE_NAME,
-        "--kafka",
-        &b.kafka.bootstrap_servers,
-        "--database",
+    let service = ReadModel::start(
+        &b,
         &database,
-        "--partitions",
-        "3",
-        "--no-idempotency-store",
-    ])
-    .expect("flags parse");
-    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(
-        kausal_read_model::service(config, ReadModelOptions { http: api })
-            .run_until(shutdown.clone()),
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(api).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the read model API never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        &["--partitions", "3", "--no-idempotency-store"],
+    )
+    .await;
+    let api = service.api;
     let producer = EventProducer::new(&b.kafka, "ledger-service", kausal_telemetry::Metrics::new())
         .expect("producer");
     let entries = [
@@ -303,10 +338,117 @@ async fn balances_and_statements_are_exact_and_a_redelivery_changes_nothing(engi
     assert_eq!(status, 200);
     assert!(openapi.contains("/v1/accounts/{id}/statement"), "{openapi}");
 
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("stops on shutdown")
-        .expect("joins");
-    assert!(stopped.is_ok(), "a clean stop: {stopped:?}");
+    service.stop().await;
+}
+
+on_brokers!(a_read_model_without_its_database_waits_and_loses_nothing: Sqlite);
+async fn a_read_model_without_its_database_waits_and_loses_nothing(engine: Engine) {
+    database_outage(engine, &[]).await;
+}
+
+on_brokers!(a_read_model_without_its_database_or_idempotency_store_waits: Sqlite);
+async fn a_read_model_without_its_database_or_idempotency_store_waits(engine: Engine) {
+    database_outage(engine, &["--no-idempotency-store"]).await;
+}
+
+/// The read model's database (PostgreSQL behind a proxy that can cut it)
+/// goes away while an `EntryPosted` arrives: its API answers 503, the entry
+/// waits — far past the retry budget (two attempts, 100 ms) — instead of
+/// being dead-lettered; once the database is back the entry is projected,
+/// once, and its only receipt says processed. With the idempotency store
+/// (same database) the runtime's guard is what waits, before the handler;
+/// without it, the handler's own classification of the failed projection
+/// (`StoreUnavailable`, an unavailable dependency).
+async fn database_outage(engine: Engine, flags: &[&str]) {
+    use Direction::{Credit, Debit};
+    let db = kausal_store::testing::postgres().await;
+    let url = url::Url::parse(&db.url).expect("database URL");
+    let proxy = CuttableProxy::start(format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    ))
+    .await;
+    let mut through = url.clone();
+    through.set_host(Some("127.0.0.1")).expect("host");
+    through.set_port(Some(proxy.addr.port())).expect("port");
+
+    let b = TestBroker::start(engine).await;
+    b.create_topics(&[(LEDGER_ENTRIES_TOPIC, 1)]).await;
+    let mut all = vec![
+        "--partitions",
+        "1",
+        "--max-attempts",
+        "2",
+        "--initial-backoff-ms",
+        "100",
+    ];
+    all.extend_from_slice(flags);
+    let service = ReadModel::start(&b, through.as_str(), &all).await;
+    let api = service.api;
+    let producer = EventProducer::new(&b.kafka, "ledger-service", kausal_telemetry::Metrics::new())
+        .expect("producer");
+    let before = record(&entry(
+        "before",
+        "EUR",
+        &[("customer:7", Debit, 1000), ("merchant:7", Credit, 1000)],
+    ));
+    producer.publish(&before).await.expect("published");
+    wait_for_postings(api, "customer:7", 1).await;
+
+    proxy.cut();
+    let during = record(&entry(
+        "during",
+        "EUR",
+        &[("customer:7", Debit, 250), ("merchant:7", Credit, 250)],
+    ));
+    producer.publish(&during).await.expect("published");
+    let (status, body) = get(api, "/v1/accounts/customer:7").await;
+    assert_eq!(status, 503, "the API while the database is away: {body}");
+    // Long past two attempts at 100 ms: a retryable failure would have been
+    // dead-lettered by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let dead = tokio::task::block_in_place(|| {
+        b.read_all(
+            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
+            1,
+            Duration::from_secs(2),
+        )
+    });
+    assert!(dead.is_empty(), "nothing dead-lettered during the outage");
+
+    proxy.restore();
+    wait_for_postings(api, "customer:7", 2).await;
+    let (_, customer) = get(api, "/v1/accounts/customer:7").await;
+    assert_eq!(
+        (&customer["debits"], &customer["balance"]),
+        (&json!(1250), &json!(1250)),
+        "{customer}"
+    );
+    // Its receipts: one, processed (and the one for the entry before).
+    let receipts: Vec<ReceiptRecord> =
+        tokio::task::block_in_place(|| b.read_all(RECEIPTS_TOPIC, 2, Duration::from_secs(60)))
+            .iter()
+            .filter_map(|m| serde_json::from_slice(rdkafka::Message::payload(m)?).ok())
+            .filter(|r: &ReceiptRecord| {
+                r.consumer_group == GROUP && r.event_id == during.headers.event_id.to_string()
+            })
+            .collect();
+    assert_eq!(
+        receipts
+            .iter()
+            .map(|r| (r.outcome.as_str(), r.error_type.as_deref()))
+            .collect::<Vec<_>>(),
+        [("processed", None)],
+        "{receipts:#?}"
+    );
+    let dead = tokio::task::block_in_place(|| {
+        b.read_all(
+            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
+            1,
+            Duration::from_secs(2),
+        )
+    });
+    assert!(dead.is_empty(), "nothing dead-lettered after it either");
+    service.stop().await;
 }
