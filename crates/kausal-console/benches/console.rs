@@ -16,6 +16,7 @@
 //! | `KAUSAL_BENCH_CONSOLE_STORED_SPANS` | spans in the store for the query part; 0 skips it | 10000000 |
 //! | `KAUSAL_BENCH_CONSOLE_FILLER_LINEAGE` | `0`: the other correlations get spans and logs only, no events or receipts | `1` |
 //! | `KAUSAL_BENCH_CONSOLE_QUERIES` | measured calls of the correlation document | 500 |
+//! | `KAUSAL_BENCH_CONSOLE_COLD_QUERIES` | calls of the document on a cold cache (needs root to drop the OS page cache; 0 skips) | 20 |
 //! | `KAUSAL_BENCH_CONSOLE_QUERY_SECONDS` | time per latency measurement, after which it stops (at least 20 calls; a tenth of it, at least 5 calls, per store query of the breakdown) | 120 |
 //! | `KAUSAL_BENCH_CONSOLE_BACKENDS` | comma-separated subset of `sqlite,postgres` | both |
 //! | `KAUSAL_TEST_DATABASE_URL` | PostgreSQL server; unset skips PostgreSQL | unset |
@@ -65,7 +66,13 @@
 //! (`kausal_console::query::correlation`) as the baseline, once with the
 //! expected groups of each event type kept as the console keeps them and
 //! once asked of the store every time, and each store query of the
-//! document timed alone.
+//! document timed alone. Last, the document on a cold cache: before each
+//! call the OS page cache is dropped (`sync`, then `1` written to
+//! `/proc/sys/vm/drop_caches`; skipped with a note when that is refused)
+//! and a new `Store` is connected (its SQLite connections start with empty
+//! page caches), as a console started on a store that is not in memory
+//! would answer its first request. PostgreSQL's own `shared_buffers` are
+//! not dropped.
 
 mod store_fill;
 
@@ -122,6 +129,8 @@ struct Config {
     stored_spans: usize,
     filler_lineage: bool,
     queries: usize,
+    /// Calls of the document on a cold cache.
+    cold_queries: usize,
     /// Time per latency measurement, after which it stops (with at least
     /// `MIN_CALLS` calls).
     query_budget: Duration,
@@ -154,6 +163,7 @@ impl Config {
             filler_lineage: std::env::var("KAUSAL_BENCH_CONSOLE_FILLER_LINEAGE")
                 .map_or(true, |v| v != "0"),
             queries: env_usize("KAUSAL_BENCH_CONSOLE_QUERIES", 500)?.max(1),
+            cold_queries: env_usize("KAUSAL_BENCH_CONSOLE_COLD_QUERIES", 20)?,
             query_budget: Duration::from_secs(
                 env_usize("KAUSAL_BENCH_CONSOLE_QUERY_SECONDS", 120)?.try_into()?,
             ),
@@ -608,6 +618,8 @@ struct QueryResult {
     uncached: Latencies,
     serialise: Latencies,
     breakdown: Vec<(String, Latencies)>,
+    /// `uncached` on a cold cache; `None` when not measured.
+    cold: Option<Latencies>,
 }
 
 #[derive(Debug)]
@@ -693,6 +705,7 @@ async fn correlation_queries(
         )
         .await?;
         let breakdown = breakdown(&store, &id, config.query_budget / 10).await?;
+        let cold = cold_documents(config, &db.url, &id, backend).await?;
         let size_bytes = db.size_bytes(&store).await;
         Ok(QueryResult {
             backend,
@@ -710,9 +723,56 @@ async fn correlation_queries(
             uncached,
             serialise,
             breakdown,
+            cold,
         })
     })
     .await
+}
+
+/// `query::correlation` of `id` on a cold cache, `config.cold_queries`
+/// times: before each call the OS page cache is dropped and a new store is
+/// connected to `url` (closed after the call). `None` when not asked for or
+/// when the page cache cannot be dropped (not root).
+async fn cold_documents(
+    config: &Config,
+    url: &str,
+    id: &str,
+    backend: &str,
+) -> Result<Option<Latencies>, BoxError> {
+    if config.cold_queries == 0 {
+        return Ok(None);
+    }
+    eprintln!(
+        "[{backend}] query::correlation on a cold cache: {} calls",
+        config.cold_queries
+    );
+    let mut times = Vec::with_capacity(config.cold_queries);
+    for _ in 0..config.cold_queries {
+        if let Err(e) = drop_page_cache() {
+            eprintln!("note: the cold-cache calls are skipped: {e}");
+            return Ok(None);
+        }
+        let store = Store::connect(url).await?;
+        let started = Instant::now();
+        let doc = query::correlation(&store, &ExpectedGroups::uncached(), id)
+            .await?
+            .ok_or("the correlation is not found")?;
+        times.push(started.elapsed());
+        std::hint::black_box(doc);
+        store.close().await;
+    }
+    Ok(Some(Latencies::new(times)))
+}
+
+/// Writes dirty pages out, then drops the OS page cache (root only).
+fn drop_page_cache() -> Result<(), BoxError> {
+    let synced = std::process::Command::new("sync").status()?;
+    if !synced.success() {
+        return Err(format!("sync failed: {synced}").into());
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "1")
+        .map_err(|e| format!("cannot drop the page cache (/proc/sys/vm/drop_caches): {e}"))?;
+    Ok(())
 }
 
 /// `query::correlation` of `id` called `config.queries` times or for
@@ -979,7 +1039,14 @@ fn print_report(
                     false,
                 ),
             ];
-            for (path, l, targeted) in rows {
+            let cold = r.cold.as_ref().map(|l| {
+                (
+                    "query::correlation, cold: OS page cache dropped, a new store",
+                    l,
+                    false,
+                )
+            });
+            for (path, l, targeted) in rows.into_iter().chain(cold) {
                 let target = if targeted {
                     format!("p99 {} ms | {}", ms(l.p99), met(l.p99 < P99_TARGET))
                 } else {
