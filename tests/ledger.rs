@@ -39,6 +39,24 @@ async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// The ledger's HTTP API over `store`, listening on `addr` until `stop`.
+async fn serve_ledger(
+    store: &Store,
+    addr: &str,
+    stop: &CancellationToken,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let events = EventStore::new(store.clone(), EventStoreMetrics::register(&Metrics::new()));
+    kausal_ledger::http::serve(
+        addr.parse().expect("addr"),
+        kausal_ledger::http::ApiState {
+            ledger: kausal_ledger::Ledger::new(events),
+        },
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the ledger API on {addr}: {e}"))
+}
+
 /// The span of `doc` named `name` in `service`, if any.
 fn span<'a>(
     doc: &'a serde_json::Value,
@@ -269,17 +287,8 @@ async fn a_ledger_without_its_database_answers_503_and_its_relay_resumes(engine:
     let b = TestBroker::start(engine).await;
     b.create_topics(&[(LEDGER_ENTRIES_TOPIC, 3)]).await;
     let metrics = Metrics::new();
-    let events = EventStore::new(store.clone(), EventStoreMetrics::register(&metrics));
     let stop = CancellationToken::new();
-    let (api, server) = kausal_ledger::http::serve(
-        "127.0.0.1:0".parse().expect("addr"),
-        kausal_ledger::http::ApiState {
-            ledger: kausal_ledger::Ledger::new(events),
-        },
-        stop.clone().cancelled_owned(),
-    )
-    .await
-    .expect("the ledger API");
+    let (api, server) = serve_ledger(&store, "127.0.0.1:0", &stop).await;
     let relay = Relay::new(
         store.clone(),
         EventProducer::new(&b.kafka, "ledger-service", Metrics::new()).expect("producer"),
@@ -457,18 +466,7 @@ async fn payment_waits_for_a_ledger_that_refuses_connections(engine: Engine) {
     .await
     .expect("the ledger's store");
     let stop = CancellationToken::new();
-    let (ledger, server) = kausal_ledger::http::serve(
-        format!("127.0.0.1:{port}").parse().expect("addr"),
-        kausal_ledger::http::ApiState {
-            ledger: kausal_ledger::Ledger::new(EventStore::new(
-                store.clone(),
-                EventStoreMetrics::register(&Metrics::new()),
-            )),
-        },
-        stop.clone().cancelled_owned(),
-    )
-    .await
-    .expect("the ledger listens on its port again");
+    let (ledger, server) = serve_ledger(&store, &format!("127.0.0.1:{port}"), &stop).await;
     assert!(
         eventually(Duration::from_secs(60), || !running.outcomes().is_empty()).await,
         "no outcome once the ledger was up"

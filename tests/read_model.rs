@@ -78,6 +78,22 @@ async fn wait_for_postings(api: SocketAddr, account: &str, postings: i64) {
     }
 }
 
+/// The records of `ledger.entry.v1.dlq`: `expected` of them, or what came
+/// within `timeout`.
+fn dead_letters(
+    b: &TestBroker,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    tokio::task::block_in_place(|| {
+        b.read_all(
+            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
+            expected,
+            timeout,
+        )
+    })
+}
+
 /// read-model-service as it runs, on `database`, with these extra flags.
 struct ReadModel {
     api: SocketAddr,
@@ -217,13 +233,7 @@ async fn balances_and_statements_are_exact_and_a_redelivery_changes_nothing(engi
         )],
         "{receipts:#?}"
     );
-    let dead = tokio::task::block_in_place(|| {
-        b.read_all(
-            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
-            1,
-            Duration::from_secs(30),
-        )
-    });
+    let dead = dead_letters(&b, 1, Duration::from_secs(30));
     assert_eq!(dead.len(), 1, "one dead letter");
     assert_eq!(
         header(&dead[0], "event-id"),
@@ -408,13 +418,7 @@ async fn database_outage(engine: Engine, flags: &[&str]) {
     // Long past two attempts at 100 ms: a retryable failure would have been
     // dead-lettered by now.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let dead = tokio::task::block_in_place(|| {
-        b.read_all(
-            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
-            1,
-            Duration::from_secs(2),
-        )
-    });
+    let dead = dead_letters(&b, 1, Duration::from_secs(2));
     assert!(dead.is_empty(), "nothing dead-lettered during the outage");
 
     proxy.restore();
@@ -442,13 +446,7 @@ async fn database_outage(engine: Engine, flags: &[&str]) {
         [("processed", None)],
         "{receipts:#?}"
     );
-    let dead = tokio::task::block_in_place(|| {
-        b.read_all(
-            &kausal_core::dlq::dlq_topic(LEDGER_ENTRIES_TOPIC),
-            1,
-            Duration::from_secs(2),
-        )
-    });
+    let dead = dead_letters(&b, 1, Duration::from_secs(2));
     assert!(dead.is_empty(), "nothing dead-lettered after it either");
     service.stop().await;
 }
