@@ -19,6 +19,12 @@ pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// How long one request may take, connection included, by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest wait for a connection: a SYN and two of its retransmissions
+/// (1 s, then 2 s more), so a callee on the other side of the world still
+/// connects, and one whose host is gone (no answer, not even a refusal) is
+/// known to be down in 3 s.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Who is calling, on whose behalf: the trace the CLIENT span continues,
 /// the correlation id and the event being handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,10 +117,16 @@ impl HttpClient {
         Self::with_timeout(service, DEFAULT_TIMEOUT)
     }
 
+    /// A client whose requests time out after `timeout`. Making the
+    /// connection has its own, shorter limit (half of `timeout`, at most
+    /// 3 s), so that a callee that does not answer at all
+    /// ([`ErrorClass::Unavailable`]: wait for it) is told apart from a
+    /// request that is slow ([`ErrorClass::Retryable`]).
     pub fn with_timeout(service: &str, timeout: Duration) -> Result<Self, CallError> {
         let client = reqwest::Client::builder()
             .user_agent(format!("{service} (kausal-http)"))
             .timeout(timeout)
+            .connect_timeout((timeout / 2).min(MAX_CONNECT_TIMEOUT))
             .build()
             .map_err(|e| CallError {
                 class: ErrorClass::Fatal,
@@ -252,18 +264,22 @@ async fn exchange(request: reqwest::RequestBuilder, url: &str) -> Result<Answer,
 }
 
 /// A request that got no answer. A connection that cannot be made (refused,
-/// no route, a name that does not resolve) says the callee is down, not
-/// that this request is wrong: nothing in a request's body or headers makes
-/// a connection fail, so it is [`ErrorClass::Unavailable`] and the record
-/// waits for the callee instead of spending its retry budget and being
-/// dead-lettered. A timeout or a connection broken off mid-answer is
-/// retried within the budget (a request can be slow or break its callee
-/// by itself); a request that cannot be built is not retried.
+/// no route, a name that does not resolve, no answer within the connect
+/// timeout: a host that is gone or a firewall that drops) says the callee
+/// is down, not that this request is wrong: nothing in a request's body or
+/// headers makes a connection fail, so it is [`ErrorClass::Unavailable`]
+/// and the record waits for the callee instead of spending its retry
+/// budget and being dead-lettered. A timeout once connected or a
+/// connection broken off mid-answer is retried within the budget (a
+/// request can be slow or break its callee by itself); a request that
+/// cannot be built is not retried.
 fn transport(e: &reqwest::Error, url: &str) -> CallError {
-    let (class, error_type) = if e.is_timeout() {
-        (ErrorClass::Retryable, "HttpTimeout")
-    } else if e.is_connect() {
+    // A connect timeout is both `is_connect` and `is_timeout`: the
+    // connection is what failed.
+    let (class, error_type) = if e.is_connect() {
         (ErrorClass::Unavailable, "HttpConnect")
+    } else if e.is_timeout() {
+        (ErrorClass::Retryable, "HttpTimeout")
     } else if e.is_builder() {
         (ErrorClass::Fatal, "HttpRequest")
     } else {

@@ -148,6 +148,31 @@ async fn a_call_carries_the_trace_the_correlation_the_cause_and_the_key_under_a_
     assert!(!client_span.failed);
 }
 
+/// A listener that never accepts, with its accept queue filled: the kernel
+/// drops further SYNs, so a connection to it is neither made nor refused.
+/// The listener and the streams that fill its queue are returned to be
+/// kept open.
+async fn silent_listener() -> (
+    std::net::SocketAddr,
+    (tokio::net::TcpListener, Vec<std::net::TcpStream>),
+) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("address");
+    let listener = socket.listen(0).expect("listen");
+    let mut queue = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => queue.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (addr, (listener, queue)),
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("16 connections did not fill an accept queue of length 0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_classified_for_the_retry_policy_and_mark_the_span() {
     let capture = SpanCapture::install();
@@ -212,6 +237,33 @@ async fn failures_are_classified_for_the_retry_policy_and_mark_the_span() {
         (e.class, e.error_type.as_str()),
         (ErrorClass::Unavailable, "HttpConnect"),
         "{e}"
+    );
+
+    // A host that does not answer at all (SYNs dropped: here a listener
+    // whose accept queue is full, as a firewall or a gone host would): the
+    // callee is down too, after the connect timeout (1 s for this client),
+    // not a slow request spending the retry budget.
+    let (silent, _held) = silent_listener().await;
+    let started = std::time::Instant::now();
+    let e = client
+        .post_json(
+            &format!("http://{silent}/v1/entries"),
+            "/v1/entries",
+            &body,
+            &context,
+            None,
+        )
+        .await
+        .expect_err("no answer");
+    assert_eq!(
+        (e.class, e.error_type.as_str()),
+        (ErrorClass::Unavailable, "HttpConnect"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the connect timeout, not the request's, ended it: {:?}",
+        started.elapsed()
     );
 
     // An answer over the bound is refused, not truncated.

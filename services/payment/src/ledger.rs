@@ -3,7 +3,8 @@
 //! call): a CLIENT span under the handler's `process` span, `traceparent`,
 //! `X-Correlation-ID` and `X-Causation-ID` (the `OrderPlaced` being
 //! handled) injected, the order id as `Idempotency-Key`. A ledger that
-//! refuses connections is down: the handling fails as unavailable and the
+//! refuses connections, or does not answer them within the connect
+//! timeout, is down: the handling fails as unavailable and the
 //! consumer runtime tries it again for as long as the ledger is down,
 //! without dead-lettering (the partition waits). A transient failure (a
 //! timeout, 429, 5xx) fails it as retryable, so the retry policy tries the
