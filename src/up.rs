@@ -211,6 +211,8 @@ struct Supervised {
     restart_at: Option<Instant>,
     /// Why it is no longer restarted (for the summary line).
     gave_up: Option<String>,
+    /// The ports it will listen on, held by `up` until it first starts.
+    ports: Vec<ReservedPort>,
 }
 
 impl Supervised {
@@ -232,7 +234,14 @@ impl Supervised {
             policy: RestartPolicy::new(Instant::now()),
             restart_at: None,
             gave_up: None,
+            ports: Vec::new(),
         }
+    }
+
+    /// Holds `ports` for the service until it first starts.
+    fn listening_on(mut self, ports: impl IntoIterator<Item = ReservedPort>) -> Self {
+        self.ports.extend(ports);
+        self
     }
 
     /// One look at the service: notices that it exited (and decides what
@@ -301,6 +310,9 @@ impl Supervised {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
+        // Its ports are let go only now, so nothing else took them since
+        // they were chosen (another service of `up` cannot have).
+        self.ports.clear();
         let child = Command::new(exe)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -387,11 +399,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ServiceName::Order,
         ServiceName::Monitor,
     ];
-    let api_addr = port_near(args.http_port)?;
-    let ledger_addr = port_near(args.ledger_port)?;
-    let read_model_addr = port_near(args.read_model_port)?;
-    let console_addr = port_near(args.console_port)?;
-    let grpc_addr = port_near(args.otlp_grpc_port)?;
+    // Every port is chosen before anything starts and held until its
+    // service does.
+    let api_port = ReservedPort::near(args.http_port)?;
+    let ledger_port = ReservedPort::near(args.ledger_port)?;
+    let read_model_port = ReservedPort::near(args.read_model_port)?;
+    let console_port = ReservedPort::near(args.console_port)?;
+    let grpc_port = ReservedPort::near(args.otlp_grpc_port)?;
+    let (api_addr, ledger_addr, read_model_addr) =
+        (api_port.addr, ledger_port.addr, read_model_port.addr);
+    let (console_addr, grpc_addr) = (console_port.addr, grpc_port.addr);
+    let mut api_port = Some(api_port);
+    let mut ledger_port = Some(ledger_port);
+    let mut read_model_port = Some(read_model_port);
     let export = span_export(console_addr);
     let forward = user_endpoint()?;
     // The console's token: the user's, or a fresh one the console writes to
@@ -401,7 +421,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(kausal_console::token::generate);
     // The console first, so that the services' first spans find it.
-    let mut services = vec![Supervised::new(
+    let console = Supervised::new(
         "console",
         vec![
             "console".to_owned(),
@@ -436,12 +456,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .collect(),
         logs.join("console.log"),
         None,
-    )];
+    );
+    let mut services = vec![console.listening_on([console_port, grpc_port])];
     for name in order {
         let port = args
             .metrics_port_base
             .saturating_add(service_port_offset(name));
-        let metrics = port_near(port)?;
+        let metrics_port = ReservedPort::near(port)?;
+        let metrics = metrics_port.addr;
+        let own_port = match name {
+            ServiceName::Order => api_port.take(),
+            ServiceName::Ledger => ledger_port.take(),
+            ServiceName::ReadModel => read_model_port.take(),
+            _ => None,
+        };
         let extra: Vec<String> = match name {
             ServiceName::Order => vec![
                 "--http-port".into(),
@@ -473,7 +501,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ],
             _ => Vec::new(),
         };
-        services.push(Supervised::new(
+        let service = Supervised::new(
             name.service_name(),
             [
                 vec!["service".to_owned(), name.word().to_owned()],
@@ -484,7 +512,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             export.clone(),
             logs.join(format!("{}.log", name.service_name())),
             Some(metrics),
-        ));
+        );
+        services.push(service.listening_on([metrics_port].into_iter().chain(own_port)));
     }
     // The console (first in the list) before the services, so that their
     // first spans are not refused.
@@ -702,12 +731,27 @@ fn ensure_port_free(port: u16, flag: &str) -> anyhow::Result<()> {
         .with_context(|| format!("port {port} is in use; pick another with {flag} (or point --kafka at a running broker)"))
 }
 
-/// `127.0.0.1:preferred` if free, otherwise any free port.
-fn port_near(preferred: u16) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred))
-        .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .context("no free local port")?;
-    Ok(listener.local_addr()?)
+/// A local port chosen for a service and held open (bound, not listening
+/// for anyone) until the service starts: while it is held no other choice
+/// of `up` can fall on it, so two services never get one port even when
+/// their preferred ports are the same, and the window in which another
+/// program could take it is only the service's own start.
+struct ReservedPort {
+    addr: SocketAddr,
+    _held: TcpListener,
+}
+
+impl ReservedPort {
+    /// `127.0.0.1:preferred` if free, otherwise any free port.
+    fn near(preferred: u16) -> anyhow::Result<Self> {
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred))
+            .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .context("no free local port")?;
+        Ok(Self {
+            addr: held.local_addr()?,
+            _held: held,
+        })
+    }
 }
 
 fn print_banner(
@@ -801,6 +845,20 @@ async fn summary_line(services: &[Supervised], elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_services_preferring_one_port_get_two_and_it_is_free_once_let_go() {
+        let first = ReservedPort::near(0).expect("a port");
+        let second = ReservedPort::near(first.addr.port()).expect("another port");
+        assert_ne!(first.addr, second.addr);
+        assert!(
+            TcpListener::bind(first.addr).is_err(),
+            "held while reserved"
+        );
+        let addr = first.addr;
+        drop(first);
+        TcpListener::bind(addr).expect("free once the reservation is let go");
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
