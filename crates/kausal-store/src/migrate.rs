@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "010-span-detail",
         include_str!("../ddl/010-span-detail.sql"),
     ),
+    (
+        11,
+        "011-span-trace-index",
+        include_str!("../ddl/011-span-trace-index.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -2,13 +2,21 @@
 //! stored next to the lineage so that one correlation id answers with both.
 //! Rows are written as received (an exporter's retry of the same spans or
 //! logs is stored once) and pruned by age in bounded batches.
+//!
+//! On SQLite the spans of a trace are found through an FTS5 index of trace
+//! ids (`span_traces`, `ddl/011-span-trace-index.sql` says why), kept in
+//! step with `spans` by this module alone: every span row appended is
+//! indexed in its transaction, and every one pruned leaves the index in
+//! its transaction. A request whose spans were stored before is known by
+//! its digest (`span_batches`) and writes nothing; a span sent again in
+//! another request is stored again and read once.
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::lineage::multi_row;
-use crate::{Result, Store};
+use crate::{Backend, Result, Store};
 
 /// One span as an SDK exported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +129,28 @@ impl Store {
     ) -> Result<TelemetryCounts> {
         let mut counts = TelemetryCounts::default();
         let (_turn, mut tx) = self.begin_write().await?;
+        // SQLite: a request stored before writes no span again, and the
+        // rows appended after `last_rowid` are indexed below.
+        let mut spans = spans;
+        let mut last_rowid = None;
+        if self.backend == Backend::Sqlite && !spans.is_empty() {
+            let stored = sqlx::query(include_str!("../sql/span_batch_insert.sqlite.sql"))
+                .bind(batch_digest(spans))
+                .bind(received_at_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if stored == 0 {
+                spans = &[];
+            } else {
+                last_rowid = Some(
+                    sqlx::query(include_str!("../sql/span_last_rowid.sqlite.sql"))
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get::<i64, _>("last_rowid")?,
+                );
+            }
+        }
         for r in resources {
             sqlx::query(include_str!("../sql/span_resource_insert.sql"))
                 .bind(&r.resource_id)
@@ -169,6 +199,12 @@ impl Store {
             }
             counts.spans += q.execute(&mut *tx).await?.rows_affected();
         }
+        if let Some(last_rowid) = last_rowid {
+            sqlx::query(include_str!("../sql/span_trace_index_insert.sqlite.sql"))
+                .bind(last_rowid)
+                .execute(&mut *tx)
+                .await?;
+        }
         for chunk in links.chunks(CHUNK_ROWS) {
             let sql = multi_row(
                 include_str!("../sql/span_link_insert.sql"),
@@ -215,11 +251,20 @@ impl Store {
 
     /// The spans of one trace in start order, at most `limit`.
     pub async fn spans_for_trace(&self, trace_id: &str, limit: i64) -> Result<Vec<SpanRow>> {
-        let rows = sqlx::query(include_str!("../sql/spans_for_trace.sql"))
-            .bind(trace_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let q = match self.backend {
+            Backend::Sqlite => {
+                let Some(term) = fts_term(trace_id) else {
+                    return Ok(Vec::new());
+                };
+                sqlx::query(include_str!("../sql/spans_for_trace.sqlite.sql"))
+                    .bind(term)
+                    .bind(trace_id)
+            }
+            Backend::Postgres => {
+                sqlx::query(include_str!("../sql/spans_for_trace.postgres.sql")).bind(trace_id)
+            }
+        };
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(span_from).collect()
     }
 
@@ -290,13 +335,35 @@ impl Store {
         trace_ids: &[String],
         per_trace: i64,
     ) -> Result<Vec<SpanRow>> {
-        let rows = self
-            .for_traces(
-                include_str!("../sql/spans_for_traces.sql"),
-                trace_ids,
-                Some(per_trace),
-            )
-            .await?;
+        if self.backend == Backend::Postgres {
+            let rows = self
+                .for_traces(
+                    include_str!("../sql/spans_for_traces.postgres.sql"),
+                    trace_ids,
+                    Some(per_trace),
+                )
+                .await?;
+            return rows.iter().map(span_from).collect();
+        }
+        let (terms, trace_ids): (Vec<String>, Vec<&String>) = trace_ids
+            .iter()
+            .filter_map(|id| fts_term(id).map(|term| (term, id)))
+            .unzip();
+        if trace_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = id_list(
+            include_str!("../sql/spans_for_traces.sqlite.sql"),
+            3,
+            trace_ids.len(),
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(per_trace)
+            .bind(terms.join(" OR "));
+        for id in trace_ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(span_from).collect()
     }
 
@@ -375,9 +442,8 @@ impl Store {
     /// that were received (resources: last named) before `before_ms`;
     /// returns how many rows went. Call again until it returns 0.
     pub async fn prune_telemetry(&self, before_ms: i64, batch: i64) -> Result<u64> {
-        let mut removed = 0;
+        let mut removed = self.prune_spans(before_ms, batch).await?;
         for sql in [
-            include_str!("../sql/telemetry_prune_spans.sql"),
             include_str!("../sql/telemetry_prune_span_links.sql"),
             include_str!("../sql/telemetry_prune_span_resources.sql"),
             include_str!("../sql/telemetry_prune_log_records.sql"),
@@ -391,6 +457,76 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+impl Store {
+    /// One bounded batch of spans received before `before_ms`; on SQLite
+    /// with their trace index entries and the digests of old requests, in
+    /// one write transaction (the index must never name a row that is gone:
+    /// a contentless FTS5 entry is deleted by the values it was made of).
+    async fn prune_spans(&self, before_ms: i64, batch: i64) -> Result<u64> {
+        if self.backend == Backend::Postgres {
+            return Ok(
+                sqlx::query(include_str!("../sql/telemetry_prune_spans.postgres.sql"))
+                    .bind(before_ms)
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected(),
+            );
+        }
+        let (_turn, mut tx) = self.begin_write().await?;
+        sqlx::query(include_str!(
+            "../sql/telemetry_prune_span_trace_index.sqlite.sql"
+        ))
+        .bind(before_ms)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        let mut removed = 0;
+        for sql in [
+            include_str!("../sql/telemetry_prune_spans.sqlite.sql"),
+            include_str!("../sql/telemetry_prune_span_batches.sqlite.sql"),
+        ] {
+            removed += sqlx::query(sql)
+                .bind(before_ms)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// A trace id as an FTS5 query term: quoted, so that nothing in it is read
+/// as an operator. `None` for an id that is not one token (not all ASCII
+/// letters and digits): no stored id is like that (they are hex), and the
+/// index cannot look one up (it keeps no positions, so no phrases). The
+/// queries also compare the id itself, so a term matches no wrong span.
+fn fts_term(trace_id: &str) -> Option<String> {
+    (!trace_id.is_empty() && trace_id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| format!("\"{trace_id}\""))
+}
+
+/// The name of a request's spans in `span_batches`: a digest of its
+/// (trace id, span id) pairs in sorted order, so that an exporter's retry
+/// of the same request, in whatever order, is known.
+fn batch_digest(spans: &[SpanRow]) -> String {
+    let mut ids: Vec<(&str, &str)> = spans
+        .iter()
+        .map(|s| (s.trace_id.as_str(), s.span_id.as_str()))
+        .collect();
+    ids.sort_unstable();
+    let mut text = String::with_capacity(ids.len() * 50);
+    for (trace, span) in ids {
+        text.push_str(trace);
+        text.push(':');
+        text.push_str(span);
+        text.push('\n');
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).to_string()
 }
 
 fn span_from(row: &AnyRow) -> Result<SpanRow> {

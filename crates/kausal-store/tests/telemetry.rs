@@ -308,3 +308,95 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the_trace_index_whole()
+{
+    for db in testing::databases().await.expect("test databases") {
+        let store = testing::connect(&db).await.expect(db.label);
+        let (t1, t2) = ("c".repeat(32), "d".repeat(32));
+        let s = |trace: &str, n: u32, received: i64| {
+            span(trace, &format!("{n:016x}"), None, Some("corr-9"), received)
+        };
+        // Two requests sharing one span (a collector that re-batched after
+        // a partial failure), then the first one again (an exporter's
+        // retry).
+        let first = vec![s(&t1, 1, 1_000), s(&t1, 2, 1_001), s(&t2, 3, 1_002)];
+        let second = vec![s(&t1, 2, 1_001), s(&t1, 4, 3_000), s(&t2, 5, 3_001)];
+        for (request, at) in [(&first, 1_000), (&second, 3_000)] {
+            store
+                .record_telemetry(request, &[], &[], &[], at)
+                .await
+                .expect(db.label);
+        }
+        let retry = store
+            .record_telemetry(&first, &[], &[], &[], 1_000)
+            .await
+            .expect(db.label);
+        assert_eq!(
+            retry.spans, 0,
+            "{}: a retried request writes nothing",
+            db.label
+        );
+        let ids =
+            |rows: Vec<SpanRow>| -> Vec<String> { rows.into_iter().map(|r| r.span_id).collect() };
+        let want_t1 = span_ids(&[1, 2, 4]);
+        assert_eq!(
+            ids(store.spans_for_trace(&t1, 100).await.expect(db.label)),
+            want_t1,
+            "{}: each span of the trace once, in start order",
+            db.label
+        );
+        assert_eq!(
+            ids(store
+                .spans_for_traces(&[t1.clone(), t2.clone()], 100)
+                .await
+                .expect(db.label)),
+            span_ids(&[1, 2, 3, 4, 5]),
+            "{}: each span of both traces once",
+            db.label
+        );
+        // A trace id that is not hex, and one that only shares a prefix,
+        // find nothing (and are no query syntax).
+        for other in [format!("{}\" OR \"x", &t1[..8]), t1[..31].to_owned()] {
+            assert!(
+                store
+                    .spans_for_trace(&other, 100)
+                    .await
+                    .expect(db.label)
+                    .is_empty(),
+                "{}: {other:?}",
+                db.label
+            );
+        }
+
+        // Pruning what came before 2 000 ms, one row at a time: the rest of
+        // each trace is still found through the index, the pruned spans
+        // are not, and new spans of the same trace are indexed as before.
+        while store.prune_telemetry(2_000, 1).await.expect(db.label) > 0 {}
+        assert_eq!(
+            ids(store
+                .spans_for_traces(&[t1.clone(), t2.clone()], 100)
+                .await
+                .expect(db.label)),
+            span_ids(&[4, 5]),
+            "{}: after pruning",
+            db.label
+        );
+        store
+            .record_telemetry(&[s(&t1, 6, 4_000)], &[], &[], &[], 4_000)
+            .await
+            .expect(db.label);
+        assert_eq!(
+            ids(store.spans_for_trace(&t1, 100).await.expect(db.label)),
+            span_ids(&[4, 6]),
+            "{}: after pruning and writing again",
+            db.label
+        );
+    }
+}
+
+/// Span ids as the test above numbers them.
+fn span_ids(numbers: &[u32]) -> Vec<String> {
+    numbers.iter().map(|n| format!("{n:016x}")).collect()
+}
