@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "011-span-trace-index",
         include_str!("../ddl/011-span-trace-index.sql"),
     ),
+    (
+        12,
+        "012-span-link-index",
+        include_str!("../ddl/012-span-link-index.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -3,12 +3,14 @@
 //! Rows are written as received (an exporter's retry of the same spans or
 //! logs is stored once) and pruned by age in bounded batches.
 //!
-//! On SQLite the spans of a trace are found through an FTS5 index of trace
-//! ids (`span_traces`, `ddl/011-span-trace-index.sql` says why), kept in
-//! step with `spans` by this module alone: every span row appended is
-//! indexed in its transaction, and every one pruned leaves the index in
-//! its transaction. A request whose spans were stored before is known by
-//! its digest (`span_batches`) and writes nothing; a span sent again in
+//! On SQLite the spans of a trace, and the links touching a trace, are
+//! found through FTS5 indexes of trace ids (`span_traces` and
+//! `span_link_traces`; `ddl/011-span-trace-index.sql` and
+//! `ddl/012-span-link-index.sql` say why), kept in step with `spans` and
+//! `span_links` by this module alone: every row appended is indexed in its
+//! transaction, and every one pruned leaves its index in its transaction.
+//! A request whose spans were stored before is known by its digest
+//! (`span_batches`) and writes no span or link; a span sent again in
 //! another request is stored again and read once.
 
 use serde::{Deserialize, Serialize};
@@ -129,26 +131,29 @@ impl Store {
     ) -> Result<TelemetryCounts> {
         let mut counts = TelemetryCounts::default();
         let (_turn, mut tx) = self.begin_write().await?;
-        // SQLite: a request stored before writes no span again, and the
-        // rows appended after `last_rowid` are indexed below.
-        let mut spans = spans;
-        let mut last_rowid = None;
-        if self.backend == Backend::Sqlite && !spans.is_empty() {
-            let stored = sqlx::query(include_str!("../sql/span_batch_insert.sqlite.sql"))
-                .bind(batch_digest(spans))
-                .bind(received_at_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if stored == 0 {
-                spans = &[];
+        // SQLite: a request stored before writes no span or link again, and
+        // the rows appended after `last_rowids` are indexed below.
+        let (mut spans, mut links) = (spans, links);
+        let mut last_rowids = None;
+        if self.backend == Backend::Sqlite && !(spans.is_empty() && links.is_empty()) {
+            let stored_before = !spans.is_empty()
+                && sqlx::query(include_str!("../sql/span_batch_insert.sqlite.sql"))
+                    .bind(batch_digest(spans))
+                    .bind(received_at_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 0;
+            if stored_before {
+                (spans, links) = (&[], &[]);
             } else {
-                last_rowid = Some(
-                    sqlx::query(include_str!("../sql/span_last_rowid.sqlite.sql"))
-                        .fetch_one(&mut *tx)
-                        .await?
-                        .try_get::<i64, _>("last_rowid")?,
-                );
+                let row = sqlx::query(include_str!("../sql/span_last_rowids.sqlite.sql"))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                last_rowids = Some((
+                    row.try_get::<i64, _>("last_span_rowid")?,
+                    row.try_get::<i64, _>("last_link_rowid")?,
+                ));
             }
         }
         for r in resources {
@@ -199,12 +204,6 @@ impl Store {
             }
             counts.spans += q.execute(&mut *tx).await?.rows_affected();
         }
-        if let Some(last_rowid) = last_rowid {
-            sqlx::query(include_str!("../sql/span_trace_index_insert.sqlite.sql"))
-                .bind(last_rowid)
-                .execute(&mut *tx)
-                .await?;
-        }
         for chunk in links.chunks(CHUNK_ROWS) {
             let sql = multi_row(
                 include_str!("../sql/span_link_insert.sql"),
@@ -221,6 +220,20 @@ impl Store {
                     .bind(received_at_ms);
             }
             counts.links += q.execute(&mut *tx).await?.rows_affected();
+        }
+        if let Some((last_span, last_link)) = last_rowids {
+            for (sql, last) in [
+                (
+                    include_str!("../sql/span_trace_index_insert.sqlite.sql"),
+                    last_span,
+                ),
+                (
+                    include_str!("../sql/span_link_index_insert.sqlite.sql"),
+                    last_link,
+                ),
+            ] {
+                sqlx::query(sql).bind(last).execute(&mut *tx).await?;
+            }
         }
         for chunk in logs.chunks(CHUNK_ROWS) {
             let sql = multi_row(
@@ -294,12 +307,7 @@ impl Store {
 
     /// Traces joined to `trace_id` by a span link, either way.
     pub async fn linked_traces(&self, trace_id: &str) -> Result<Vec<String>> {
-        self.trace_ids(
-            include_str!("../sql/span_linked_traces.sql"),
-            trace_id,
-            None,
-        )
-        .await
+        self.linked_traces_of(&[trace_id.to_owned()]).await
     }
 
     async fn trace_ids(
@@ -345,6 +353,52 @@ impl Store {
                 .await?;
             return rows.iter().map(span_from).collect();
         }
+        let rows = self
+            .for_indexed_traces(
+                include_str!("../sql/spans_for_traces.sqlite.sql"),
+                trace_ids,
+                Some(per_trace),
+            )
+            .await?;
+        rows.iter().map(span_from).collect()
+    }
+
+    /// Traces joined by a span link, either way, to any of `trace_ids`.
+    pub async fn linked_traces_of(&self, trace_ids: &[String]) -> Result<Vec<String>> {
+        let rows = match self.backend {
+            Backend::Postgres => {
+                self.for_traces(
+                    include_str!("../sql/span_linked_traces_of.postgres.sql"),
+                    trace_ids,
+                    None,
+                )
+                .await?
+            }
+            Backend::Sqlite => {
+                self.for_indexed_traces(
+                    include_str!("../sql/span_linked_traces_of.sqlite.sql"),
+                    trace_ids,
+                    None,
+                )
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("trace_id")?))
+            .collect()
+    }
+
+    /// SQLite: runs a many-trace query through an FTS5 index of trace ids:
+    /// `$1` is `number` when there is one, the next parameter the ids as
+    /// terms joined by `OR`, and `$IDS` becomes the placeholders after it,
+    /// one bound id each. Ids that cannot be terms (see [`fts_term`]) are
+    /// left out; no ids, no rows (and no query).
+    async fn for_indexed_traces(
+        &self,
+        sql: &'static str,
+        trace_ids: &[String],
+        number: Option<i64>,
+    ) -> Result<Vec<AnyRow>> {
         let (terms, trace_ids): (Vec<String>, Vec<&String>) = trace_ids
             .iter()
             .filter_map(|id| fts_term(id).map(|term| (term, id)))
@@ -352,33 +406,16 @@ impl Store {
         if trace_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = id_list(
-            include_str!("../sql/spans_for_traces.sqlite.sql"),
-            3,
-            trace_ids.len(),
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(per_trace)
-            .bind(terms.join(" OR "));
+        let first = if number.is_some() { 3 } else { 2 };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(id_list(sql, first, trace_ids.len())));
+        if let Some(n) = number {
+            q = q.bind(n);
+        }
+        q = q.bind(terms.join(" OR "));
         for id in trace_ids {
             q = q.bind(id);
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        rows.iter().map(span_from).collect()
-    }
-
-    /// Traces joined by a span link, either way, to any of `trace_ids`.
-    pub async fn linked_traces_of(&self, trace_ids: &[String]) -> Result<Vec<String>> {
-        let rows = self
-            .for_traces(
-                include_str!("../sql/span_linked_traces_of.sql"),
-                trace_ids,
-                None,
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("trace_id")?))
-            .collect()
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// Runs a many-trace query: `$1` is `number` when there is one, and
@@ -442,12 +479,40 @@ impl Store {
     /// that were received (resources: last named) before `before_ms`;
     /// returns how many rows went. Call again until it returns 0.
     pub async fn prune_telemetry(&self, before_ms: i64, batch: i64) -> Result<u64> {
-        let mut removed = self.prune_spans(before_ms, batch).await?;
-        for sql in [
-            include_str!("../sql/telemetry_prune_span_links.sql"),
-            include_str!("../sql/telemetry_prune_span_resources.sql"),
-            include_str!("../sql/telemetry_prune_log_records.sql"),
-        ] {
+        let mut removed = match self.backend {
+            Backend::Sqlite => self.prune_indexed(before_ms, batch).await?,
+            Backend::Postgres => {
+                self.prune(
+                    &[
+                        include_str!("../sql/telemetry_prune_spans.postgres.sql"),
+                        include_str!("../sql/telemetry_prune_span_links.postgres.sql"),
+                    ],
+                    before_ms,
+                    batch,
+                )
+                .await?
+            }
+        };
+        removed += self
+            .prune(
+                &[
+                    include_str!("../sql/telemetry_prune_span_resources.sql"),
+                    include_str!("../sql/telemetry_prune_log_records.sql"),
+                ],
+                before_ms,
+                batch,
+            )
+            .await?;
+        Ok(removed)
+    }
+}
+
+impl Store {
+    /// Runs each pruning statement once (`$1` the cut-off, `$2` the batch);
+    /// the rows they deleted.
+    async fn prune(&self, statements: &[&'static str], before_ms: i64, batch: i64) -> Result<u64> {
+        let mut removed = 0;
+        for &sql in statements {
             removed += sqlx::query(sql)
                 .bind(before_ms)
                 .bind(batch)
@@ -457,43 +522,47 @@ impl Store {
         }
         Ok(removed)
     }
-}
 
-impl Store {
-    /// One bounded batch of spans received before `before_ms`; on SQLite
-    /// with their trace index entries and the digests of old requests, in
-    /// one write transaction (the index must never name a row that is gone:
-    /// a contentless FTS5 entry is deleted by the values it was made of).
-    async fn prune_spans(&self, before_ms: i64, batch: i64) -> Result<u64> {
-        if self.backend == Backend::Postgres {
-            return Ok(
-                sqlx::query(include_str!("../sql/telemetry_prune_spans.postgres.sql"))
-                    .bind(before_ms)
-                    .bind(batch)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected(),
-            );
-        }
+    /// SQLite: one bounded batch each of the spans and links received
+    /// before `before_ms`, with their index entries, and of the digests of
+    /// old requests, in one write transaction (an index must never name a
+    /// row that is gone: a contentless FTS5 entry is deleted by the values
+    /// it was made of, read from the row before it goes). The rows deleted,
+    /// index entries not counted.
+    async fn prune_indexed(&self, before_ms: i64, batch: i64) -> Result<u64> {
         let (_turn, mut tx) = self.begin_write().await?;
-        sqlx::query(include_str!(
-            "../sql/telemetry_prune_span_trace_index.sqlite.sql"
-        ))
-        .bind(before_ms)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
         let mut removed = 0;
-        for sql in [
-            include_str!("../sql/telemetry_prune_spans.sqlite.sql"),
-            include_str!("../sql/telemetry_prune_span_batches.sqlite.sql"),
+        for (sql, counted) in [
+            (
+                include_str!("../sql/telemetry_prune_span_trace_index.sqlite.sql"),
+                false,
+            ),
+            (
+                include_str!("../sql/telemetry_prune_spans.sqlite.sql"),
+                true,
+            ),
+            (
+                include_str!("../sql/telemetry_prune_span_link_index.sqlite.sql"),
+                false,
+            ),
+            (
+                include_str!("../sql/telemetry_prune_span_links.sqlite.sql"),
+                true,
+            ),
+            (
+                include_str!("../sql/telemetry_prune_span_batches.sqlite.sql"),
+                true,
+            ),
         ] {
-            removed += sqlx::query(sql)
+            let deleted = sqlx::query(sql)
                 .bind(before_ms)
                 .bind(batch)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if counted {
+                removed += deleted;
+            }
         }
         tx.commit().await?;
         Ok(removed)

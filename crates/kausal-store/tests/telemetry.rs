@@ -310,8 +310,8 @@ async fn spans_and_logs_are_stored_once_joined_and_pruned_on_every_backend() {
 }
 
 #[tokio::test]
-async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the_trace_index_whole()
-{
+async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the_trace_and_link_indexes_whole()
+ {
     for db in testing::databases().await.expect("test databases") {
         let store = testing::connect(&db).await.expect(db.label);
         let (t1, t2) = ("c".repeat(32), "d".repeat(32));
@@ -323,19 +323,60 @@ async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the
         // retry).
         let first = vec![s(&t1, 1, 1_000), s(&t1, 2, 1_001), s(&t2, 3, 1_002)];
         let second = vec![s(&t1, 2, 1_001), s(&t1, 4, 3_000), s(&t2, 5, 3_001)];
-        for (request, at) in [(&first, 1_000), (&second, 3_000)] {
+        // Batch spans in t2 link a record in t1 and one in t3.
+        let t3 = "e".repeat(32);
+        let link = |from: (&str, u32), to: (&str, u32)| SpanLinkRow {
+            trace_id: from.0.to_owned(),
+            span_id: format!("{:016x}", from.1),
+            linked_trace_id: to.0.to_owned(),
+            linked_span_id: format!("{:016x}", to.1),
+        };
+        let first_links = vec![link((&t2, 3), (&t1, 1))];
+        let second_links = vec![link((&t2, 5), (&t3, 9))];
+        for (request, links, at) in [
+            (&first, &first_links, 1_000),
+            (&second, &second_links, 3_000),
+        ] {
             store
-                .record_telemetry(request, &[], &[], &[], at)
+                .record_telemetry(request, links, &[], &[], at)
                 .await
                 .expect(db.label);
         }
         let retry = store
-            .record_telemetry(&first, &[], &[], &[], 1_000)
+            .record_telemetry(&first, &first_links, &[], &[], 1_000)
             .await
             .expect(db.label);
         assert_eq!(
-            retry.spans, 0,
+            (retry.spans, retry.links),
+            (0, 0),
             "{}: a retried request writes nothing",
+            db.label
+        );
+        let sorted = |mut ids: Vec<String>| {
+            ids.sort();
+            ids
+        };
+        for (trace, want, what) in [
+            (&t1, vec![t2.clone()], "linked from t2"),
+            (&t2, vec![t1.clone(), t3.clone()], "linking t1 and t3"),
+            (&t3, vec![t2.clone()], "linked from t2"),
+        ] {
+            assert_eq!(
+                sorted(store.linked_traces(trace).await.expect(db.label)),
+                want,
+                "{}: {what}, found through the link index, once",
+                db.label
+            );
+        }
+        assert_eq!(
+            sorted(
+                store
+                    .linked_traces_of(&[t1.clone(), t3.clone()])
+                    .await
+                    .expect(db.label)
+            ),
+            vec![t2.clone()],
+            "{}",
             db.label
         );
         let ids =
@@ -368,6 +409,15 @@ async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the
                 "{}: {other:?}",
                 db.label
             );
+            assert!(
+                store
+                    .linked_traces(&other)
+                    .await
+                    .expect(db.label)
+                    .is_empty(),
+                "{}: links of {other:?}",
+                db.label
+            );
         }
 
         // Pruning what came before 2 000 ms, one row at a time: the rest of
@@ -383,14 +433,37 @@ async fn a_span_sent_again_in_another_request_is_read_once_and_pruning_keeps_the
             "{}: after pruning",
             db.label
         );
+        assert!(
+            store.linked_traces(&t1).await.expect(db.label).is_empty(),
+            "{}: the link received before the cut-off is gone",
+            db.label
+        );
+        assert_eq!(
+            store.linked_traces(&t2).await.expect(db.label),
+            vec![t3.clone()],
+            "{}: the later link is still found",
+            db.label
+        );
         store
-            .record_telemetry(&[s(&t1, 6, 4_000)], &[], &[], &[], 4_000)
+            .record_telemetry(
+                &[s(&t1, 6, 4_000)],
+                &[link((&t1, 6), (&t3, 9))],
+                &[],
+                &[],
+                4_000,
+            )
             .await
             .expect(db.label);
         assert_eq!(
             ids(store.spans_for_trace(&t1, 100).await.expect(db.label)),
             span_ids(&[4, 6]),
             "{}: after pruning and writing again",
+            db.label
+        );
+        assert_eq!(
+            sorted(store.linked_traces(&t3).await.expect(db.label)),
+            vec![t1.clone(), t2.clone()],
+            "{}: a link written after pruning is indexed",
             db.label
         );
     }
