@@ -222,17 +222,23 @@ impl Store {
             counts.links += q.execute(&mut *tx).await?.rows_affected();
         }
         if let Some((last_span, last_link)) = last_rowids {
-            for (sql, last) in [
+            // Only a table that got rows has rows to index: one statement
+            // less on the writer's turn for the many requests without links.
+            for (sql, last, appended) in [
                 (
                     include_str!("../sql/span_trace_index_insert.sqlite.sql"),
                     last_span,
+                    counts.spans,
                 ),
                 (
                     include_str!("../sql/span_link_index_insert.sqlite.sql"),
                     last_link,
+                    counts.links,
                 ),
             ] {
-                sqlx::query(sql).bind(last).execute(&mut *tx).await?;
+                if appended > 0 {
+                    sqlx::query(sql).bind(last).execute(&mut *tx).await?;
+                }
             }
         }
         for chunk in logs.chunks(CHUNK_ROWS) {
